@@ -1,0 +1,144 @@
+"""One training loop for both families: anything with `loss(batch) -> scalar` and `sample(n)` trains here.
+
+Adam with cosine learning-rate decay, gradient clipping, optional EMA of the weights (used for DDPM, as Ho et al.
+do), a progress callback for the UI, a tqdm bar for the terminal, a stop hook, and NaN/inf detection that keeps
+the last good weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+class Dataset(Protocol):
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+class Trainable(Protocol):
+    def loss(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+
+Status = Literal["finished", "stopped", "diverged"]
+
+
+@dataclass
+class TrainResult:
+    """What a run did: the loss after every step, how it ended, where and how long it ran."""
+
+    losses: list[float] = field(default_factory=list)
+    status: Status = "finished"
+    device: str = "cpu"
+    seconds: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class EMA:
+    """Exponential moving average of a model's parameters: theta_ema <- d theta_ema + (1 - d) theta."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must lie in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            self.shadow[name].lerp_(p.detach(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            p.copy_(self.shadow[name])
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    steps: int = 2000,
+    lr: float = 3e-3,
+    batch_size: int = 1024,
+    ema_decay: float | None = None,
+    grad_clip: float | None = 1.0,
+    device: str = "auto",
+    seed: int = 0,
+    callback: Callable[[int, float, nn.Module], None] | None = None,
+    callback_every: int = 100,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` in place by minimising `model.loss(batch)` on batches drawn from `dataset`.
+
+    Adam, learning rate decayed from `lr` to 0 on a cosine over `steps`. With `ema_decay` the model ends holding
+    the EMA weights. `callback(step, loss, model)` runs every `callback_every` steps and at the end;
+    `should_stop()` is polled every step and ends training early, keeping the model as it is. A non-finite
+    loss ends training with status "diverged" and the weights of the last finite step restored.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr}")
+    dev = pick_device(device)
+    model.to(dev).train()
+    torch.manual_seed(seed)  # the loss's own draws (k, eps) use the global generator
+    data_generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    ema = EMA(model, ema_decay) if ema_decay else None
+    result = TrainResult(device=str(dev))
+    last_good = copy.deepcopy(model.state_dict())
+    start = time.perf_counter()
+    bar = tqdm(range(1, steps + 1), disable=not progress, desc=f"train {type(model).__name__}", leave=False)
+    for step in bar:
+        if should_stop is not None and should_stop():
+            result.status = "stopped"
+            break
+        batch = dataset.sample(batch_size, generator=data_generator).to(dev)
+        loss = model.loss(batch)
+        if not torch.isfinite(loss):
+            model.load_state_dict(last_good)
+            result.status = "diverged"
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        result.losses.append(loss.item())
+        if step % callback_every == 0:
+            last_good = copy.deepcopy(model.state_dict())
+            bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+            if callback is not None:
+                callback(step, result.losses[-1], model)
+    bar.close()
+    if ema is not None and result.status != "diverged":
+        ema.copy_to(model)
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    if callback is not None and result.losses:
+        callback(len(result.losses), result.losses[-1], model)
+    return result
