@@ -1,0 +1,45 @@
+# genapp: the README's two commands are `make demo` and `make test`; everything else hangs off these.
+SHELL := /bin/bash
+PYTHON_BASE ?= python3
+# One virtualenv per set of pinned requirements, kept outside the clone so a fresh clone (CI) reuses it.
+REQ_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+VENV ?= $(HOME)/.cache/genapp/venv-$(REQ_HASH)
+PY := $(VENV)/bin/python
+export GRADIO_ANALYTICS_ENABLED := False
+export HF_HUB_DISABLE_TELEMETRY := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test lint setup browser checkpoints bench clean-venv
+
+demo: setup  ## start the app on http://127.0.0.1:7860 from the shipped checkpoints (offline)
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) app.py
+
+test: setup browser lint  ## the whole test suite, in parallel on 2 workers
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --durations=15 tests
+
+lint: setup
+	$(PY) -m ruff check .
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@echo "creating $(VENV) (torch installs from local wheels: a few minutes the first time)"
+	$(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+browser:  ## Debian's chromium for the end-to-end tests (playwright cannot download browsers here)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "chromium missing and not root: browser tests will be skipped"; fi; fi
+
+checkpoints: setup  ## retrain every shipped checkpoint (see checkpoints/README.md)
+	$(PY) -m genapp checkpoints --out checkpoints
+
+bench: setup  ## benchmarks; writes docs/benchmarks.md
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
+	$(PY) benchmarks/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)
