@@ -249,7 +249,11 @@ def _json_type_ok(value: Any, default: Any) -> bool:
 
 def _build_config(config_cls: type, raw: dict, path: Path) -> Any:
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown, missing = sorted(raw.keys() - fields.keys()), sorted(fields.keys() - raw.keys())
+    # Unknown keys are refused. A key the file lacks takes the field's default, so checkpoints written before a
+    # field was added keep loading; a field without a default must be present.
+    unknown = sorted(raw.keys() - fields.keys())
+    missing = sorted(k for k in fields.keys() - raw.keys()
+                     if fields[k].default is dataclasses.MISSING and fields[k].default_factory is dataclasses.MISSING)
     if unknown or missing:
         raise CheckpointError(f"{path}: does not match {config_cls.__name__}: unknown keys {unknown}, "
                               f"missing keys {missing}")

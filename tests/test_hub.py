@@ -167,7 +167,8 @@ CORRUPTIONS = {
     "config NaN": (lambda f: (f / "config.json").write_text('{"data_bound": NaN}'), "config.json", "not valid JSON"),
     "config missing": (lambda f: (f / "config.json").unlink(), "config.json", "missing"),
     "unknown key": (_edit_config(lambda c: c.update(dropout=0.1)), "config.json", r"unknown keys \['dropout'\]"),
-    "missing key": (_edit_config(lambda c: c.pop("hidden")), "config.json", r"missing keys \['hidden'\]"),
+    "missing key, default mismatches weights": (_edit_config(lambda c: c.pop("hidden")), "model.safetensors",
+                                                "asks for"),
     "wrong type": (_edit_config(lambda c: c.update(hidden="16")), "config.json", "hidden = '16' is not a valid int"),
     "float width": (_edit_config(lambda c: c.update(hidden=16.5)), "config.json", "not a valid int"),
     "bad value": (_edit_config(lambda c: c.update(schedule="quadratic")), "config.json", "invalid DDPMConfig"),
@@ -454,3 +455,9 @@ def test_no_code_path_can_unpickle():
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.split()
     assert [f for f in listed if f.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"))] == []
+
+
+def test_config_written_before_a_field_existed_still_loads(tmp_path):
+    folder = hub.save(tiny_ddpm(), tmp_path / "ddpm-moons", card=CARD)
+    _edit_config(lambda c: c.pop("data_bound"))(folder)  # as if data_bound had been added after this was saved
+    assert hub.load_dir(folder).config.data_bound == 4.0
