@@ -1,0 +1,379 @@
+"""Pictures of point clouds and of the lecture's quantities. Knows arrays, not models; never imports gradio.
+
+Two kinds of output:
+- fast frames (`PointCanvas`): points rasterised with numpy into a ~480 px RGB array (a bilinear splat blurred into
+  soft dots, alpha-composited over a cached background), a few ms each, so the app can stream a chain and scrub it;
+- matplotlib figures (`Figure` objects, no pyplot state, safe in threads) for panels drawn once per click.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import matplotlib
+import matplotlib.patches
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+
+# One palette for every panel: the same thing has the same colour everywhere.
+INK = "#1f2937"  # text, axes
+MUTED = "#6b7280"  # secondary text
+GRID = "#e5e7eb"
+PAPER = "#ffffff"
+DATA = "#6c8ebf"  # the data distribution q_0 (faint, behind)
+SAMPLES = "#e4572e"  # the model's samples x_k
+X0_PRED = "#2a9d8f"  # predicted x_0
+EPS = "#7b5ea7"  # eps_theta
+MEAN = "#264653"  # mu_theta
+NOISE = "#f4a261"  # sigma_k z
+TAKEN = "#d9822b"  # the x_{k-1} the chain took
+FORWARD = "#3d6fb4"  # x_k ~ q(x_k | x_0): data on its way to noise
+
+DEFAULT_SIZE = 480
+DEFAULT_LIM = 4.0  # frames show the data box [-4, 4]^2
+
+
+def hex_rgb(color: str) -> np.ndarray:
+    """'#rrggbb' -> float32 RGB in [0, 1]."""
+    return np.array([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)], dtype=np.float32)
+
+
+@lru_cache(maxsize=16)
+def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib, so always present; has Greek letters) at `size` px."""
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of a (H, W) or (H, W, C) float array, zero padding; sigma in pixels."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
+    taps /= taps.sum()
+    out = img.astype(np.float32, copy=False)
+    h, w = out.shape[:2]
+    padded = np.pad(out, [(radius, radius)] + [(0, 0)] * (out.ndim - 1))
+    acc = taps[0] * padded[:h]
+    for i in range(1, len(taps)):
+        acc += taps[i] * padded[i : i + h]
+    padded = np.pad(acc, [(0, 0), (radius, radius)] + [(0, 0)] * (out.ndim - 2))
+    out = taps[0] * padded[:, :w]
+    for i in range(1, len(taps)):
+        out += taps[i] * padded[:, i : i + w]
+    return out
+
+
+@dataclass
+class PointCanvas:
+    """Rasterises 2-D points in [-lim, lim]^2 into a size x size RGB uint8 image, with soft antialiased dots.
+
+    `stamp` draws each point as a small Gaussian at its sub-pixel position (so motion between frames is smooth),
+    and coverage 1 - exp(-gain * density) saturates where many points overlap, as ink would. 2,000 points at
+    480 px take a few ms. `splat` (bilinear binning) plus `gaussian_blur` makes the wide, cached backgrounds.
+    """
+
+    size: int = DEFAULT_SIZE
+    lim: float = DEFAULT_LIM
+    dot_sigma: float = 1.1
+    peak_alpha: float = 0.85
+    _grid: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def to_pixels(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Continuous pixel coordinates (column, row) of points (n, 2); y points up, rows down."""
+        p = np.asarray(points, dtype=np.float32)
+        scale = self.size / (2 * self.lim)
+        return (p[:, 0] + self.lim) * scale - 0.5, (self.lim - p[:, 1]) * scale - 0.5
+
+    def splat(self, points: np.ndarray) -> np.ndarray:
+        """(H, W) float32 point counts, each point shared bilinearly among its 4 nearest pixels."""
+        s = self.size
+        cx, cy = self.to_pixels(points)
+        ok = np.isfinite(cx) & np.isfinite(cy) & (cx > -1) & (cx < s) & (cy > -1) & (cy < s)
+        cx, cy = cx[ok], cy[ok]
+        x0, y0 = np.floor(cx).astype(np.int64), np.floor(cy).astype(np.int64)
+        fx, fy = cx - x0, cy - y0
+        idx = np.concatenate([(y0 + dy + 1) * (s + 2) + (x0 + dx + 1) for dy in (0, 1) for dx in (0, 1)])
+        w = np.concatenate([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])  # same (dy, dx) order
+        counts = np.bincount(idx, weights=w, minlength=(s + 2) * (s + 2))  # a 1-px border takes off-canvas corners
+        return counts.reshape(s + 2, s + 2)[1:-1, 1:-1].astype(np.float32)
+
+    def stamp(self, points: np.ndarray, sigma: float) -> np.ndarray:
+        """(H, W) float32 sum of one Gaussian dot per point (std `sigma` px, unit mass), each evaluated at its exact
+        sub-pixel centre on the pixels within 2.5 sigma: antialiased, and smooth from frame to frame."""
+        s = self.size
+        cx, cy = self.to_pixels(points)
+        r = max(1, int(math.ceil(2.5 * sigma)))
+        ok = np.isfinite(cx) & np.isfinite(cy) & (cx > -r) & (cx < s + r) & (cy > -r) & (cy < s + r)
+        cx, cy = cx[ok], cy[ok]
+        offsets = np.arange(-r, r + 1)
+        px = np.rint(cx).astype(np.int64)[:, None] + offsets  # (n, 2r + 1) columns
+        py = np.rint(cy).astype(np.int64)[:, None] + offsets  # (n, 2r + 1) rows
+        wx = np.exp(-0.5 * ((px - cx[:, None]) / sigma) ** 2)
+        wy = np.exp(-0.5 * ((py - cy[:, None]) / sigma) ** 2)
+        inside = (px[:, None, :] >= 0) & (px[:, None, :] < s) & (py[:, :, None] >= 0) & (py[:, :, None] < s)
+        idx = (py[:, :, None] * s + px[:, None, :])[inside]
+        w = (wy[:, :, None] * wx[:, None, :] / (2 * math.pi * sigma**2))[inside]
+        return np.bincount(idx, weights=w, minlength=s * s).reshape(s, s).astype(np.float32)
+
+    def coverage(self, points: np.ndarray) -> np.ndarray:
+        """(H, W) alpha in [0, 1): where the dots are."""
+        return 1 - np.exp(-self._gain * self.stamp(points, self.dot_sigma))
+
+    @property
+    def _gain(self) -> float:
+        return -math.log(1 - self.peak_alpha) * 2 * math.pi * self.dot_sigma**2  # one lone point peaks at peak_alpha
+
+    def density_background(self, samples: np.ndarray | None, color: str = DATA, strength: float = 0.42) -> np.ndarray:
+        """A uint8 (H, W, 3) backdrop: white paper, a light grid, and the data density as a faint tint.
+
+        The density is a histogram of `samples` (many draws from the data) blurred by ~0.12 data units, so it works
+        for any dataset, with or without a closed-form density. None gives the bare grid.
+        """
+        img = np.ones((self.size, self.size, 3), dtype=np.float32) * hex_rgb(PAPER)
+        img = self._draw_grid(img)
+        if samples is not None and len(samples):
+            d = gaussian_blur(self.splat(samples), 0.12 * self.size / (2 * self.lim))
+            top = float(np.quantile(d[d > 0], 0.97)) if (d > 0).any() else 1.0
+            a = strength * np.clip(d / max(top, 1e-12), 0, 1) ** 0.6
+            img = img * (1 - a[..., None]) + hex_rgb(color) * a[..., None]
+        return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    def _draw_grid(self, img: np.ndarray) -> np.ndarray:
+        if self._grid is None:
+            pil = Image.new("L", (self.size, self.size), 0)
+            draw = ImageDraw.Draw(pil)
+            for v in range(-int(self.lim), int(self.lim) + 1):
+                cx, cy = self.to_pixels(np.array([[v, v]], dtype=np.float32))
+                shade = 70 if v == 0 else 35
+                draw.line([(cx[0], 0), (cx[0], self.size)], fill=shade)
+                draw.line([(0, cy[0]), (self.size, cy[0])], fill=shade)
+                if v % 2 == 0 and abs(v) < self.lim:
+                    draw.text((cx[0] + 3, self.size - 16), f"{v}", fill=140, font=font(11))
+                    if v != 0:
+                        draw.text((3, cy[0] + 1), f"{v}", fill=140, font=font(11))
+            self._grid = np.asarray(pil, dtype=np.float32) / 255
+        a = self._grid[..., None]
+        return img * (1 - a) + hex_rgb(MUTED) * a
+
+    def render(
+        self,
+        points: np.ndarray,
+        background: np.ndarray,
+        *,
+        color: str = SAMPLES,
+        title: str = "",
+        subtitle: str = "",
+        corner: str = "",
+        progress: float | None = None,
+    ) -> np.ndarray:
+        """Points over `background` (uint8, from `density_background`) as uint8 (H, W, 3), with a text overlay:
+        `title` large top-left, `subtitle` under it, `corner` top-right, and a thin progress bar at the bottom."""
+        base = np.asarray(background, dtype=np.uint8)
+        density = self.stamp(points, self.dot_sigma).ravel()
+        hit = np.flatnonzero(density > 1e-4)  # composite only where there is ink: a fraction of the canvas
+        a = (1 - np.exp(-self._gain * density[hit]))[:, None]
+        flat = base.reshape(-1, 3).copy()
+        under = flat[hit].astype(np.float32)
+        flat[hit] = (under + a * (hex_rgb(color) * 255 - under) + 0.5).astype(np.uint8)
+        out = Image.fromarray(flat.reshape(base.shape))
+        if title or subtitle or corner or progress is not None:
+            self._overlay(out, title, subtitle, corner, progress)
+        return np.asarray(out)
+
+    def _overlay(self, img: Image.Image, title: str, subtitle: str, corner: str, progress: float | None) -> None:
+        draw = ImageDraw.Draw(img, "RGBA")
+        pad = 10
+        if title or subtitle:
+            t_font, s_font = font(22, bold=True), font(15)
+            w = max(draw.textlength(title, font=t_font), draw.textlength(subtitle, font=s_font))
+            h = (28 if title else 0) + (20 if subtitle else 0)
+            draw.rounded_rectangle((pad - 6, pad - 4, pad + w + 8, pad + h + 2), radius=6, fill=(255, 255, 255, 215))
+            y = pad
+            if title:
+                draw.text((pad, y), title, fill=INK, font=t_font)
+                y += 28
+            if subtitle:
+                draw.text((pad, y), subtitle, fill=MUTED, font=s_font)
+        if corner:
+            c_font = font(13)
+            w = draw.textlength(corner, font=c_font)
+            x = self.size - pad - w
+            draw.rounded_rectangle((x - 6, pad - 3, self.size - pad + 5, pad + 18), radius=5, fill=(255, 255, 255, 215))
+            draw.text((x, pad), corner, fill=MUTED, font=c_font)
+        if progress is not None:
+            y = self.size - 4
+            draw.rectangle((0, y, self.size, self.size), fill=GRID)
+            draw.rectangle((0, y, int(round(self.size * min(max(progress, 0.0), 1.0))), self.size), fill=SAMPLES)
+
+
+# -- export --------------------------------------------------------------------------------------------------
+def save_gif(frames: list[np.ndarray], path: str | Path, fps: float = 15.0, hold_last_s: float = 1.5) -> Path:
+    """Write RGB uint8 frames as a looping animated GIF (one shared adaptive palette); the last frame is held."""
+    if not frames:
+        raise ValueError("save_gif needs at least one frame")
+    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    palette = images[-1].quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+    paletted = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
+    duration = [int(1000 / fps)] * len(paletted)
+    duration[-1] = int(1000 * hold_last_s)
+    path = Path(path)
+    paletted[0].save(path, save_all=True, append_images=paletted[1:], duration=duration, loop=0, optimize=False)
+    return path
+
+
+def save_points(points: np.ndarray, path_npy: str | Path, path_csv: str | Path, columns: tuple[str, ...] = ()) -> None:
+    """Points (n, d) as float32 .npy and as .csv with a header row (x, y for d = 2)."""
+    x = np.asarray(points, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"points must have shape (n, d), got {x.shape}")
+    np.save(path_npy, x)
+    header = list(columns) or (["x", "y"] if x.shape[1] == 2 else [f"x{i}" for i in range(x.shape[1])])
+    with open(path_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([[f"{v:.6g}" for v in row] for row in x.tolist()])
+
+
+# -- matplotlib figures --------------------------------------------------------------------------------------
+def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    for ax in axes:
+        ax.tick_params(colors=MUTED, labelsize=9)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        for side in ("left", "bottom"):
+            ax.spines[side].set_color(GRID)
+        ax.title.set_color(INK)
+        ax.title.set_fontsize(11)
+    return fig, axes
+
+
+def _box(ax, lim: float) -> None:
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.grid(color=GRID, linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def _dots(ax, points: np.ndarray, color: str, size: float = 3, alpha: float = 0.5, label: str | None = None) -> None:
+    p = np.asarray(points)
+    ax.scatter(p[:, 0], p[:, 1], s=size, c=color, alpha=alpha, linewidths=0, label=label, rasterized=True)
+
+
+def inside_step_figure(
+    *,
+    k: int,
+    x_k: np.ndarray,
+    x0_pred: np.ndarray,
+    grid: np.ndarray,
+    eps_grid: np.ndarray,
+    mean: np.ndarray,
+    x_prev: np.ndarray,
+    sigma: float,
+    focus: int,
+    spread: np.ndarray,
+    lim: float = DEFAULT_LIM,
+) -> Figure:
+    """Three panels at step k: x_k with its predicted x_0 (1.21); the eps_theta field on a grid (1.23); and, zoomed
+    on point `focus`, the step x_{k-1} = mu_theta(x_k, k) + sigma_k z (1.24): the drift x_k -> mu_theta, the
+    Gaussian N(mu_theta, sigma_k^2 I) it draws from (circles at sigma_k and 2 sigma_k, `spread` = sample draws),
+    and the x_{k-1} the chain took."""
+    fig, (ax1, ax2, ax3) = _figure(13.5, 4.6, ncols=3)
+    for ax in (ax1, ax2):
+        _box(ax, lim)
+    _dots(ax1, x_k, SAMPLES, alpha=0.35, label="$x_k$")
+    _dots(ax1, x0_pred, X0_PRED, alpha=0.55, label=r"predicted $\hat x_0$")
+    ax1.set_title(f"$x_{{{k}}}$ and its predicted $\\hat x_0$ (1.21)")
+    ax1.legend(loc="lower right", fontsize=8, markerscale=3, frameon=True, framealpha=0.85, edgecolor=GRID)
+
+    _dots(ax2, x_k, SAMPLES, alpha=0.18)
+    g, e = np.asarray(grid), np.asarray(eps_grid)
+    mag = np.linalg.norm(e, axis=1)
+    top = max(float(mag.max()), 1e-6)
+    ax2.quiver(g[:, 0], g[:, 1], e[:, 0], e[:, 1], mag, cmap="Purples", clim=(-0.3 * top, top), angles="xy",
+               scale_units="xy", scale=top / 0.42, width=0.006)
+    ax2.set_title(r"the noise field $\varepsilon_\theta(x, k)$ (1.23)")
+
+    xk, mu, xp = np.asarray(x_k)[focus], np.asarray(mean)[focus], np.asarray(x_prev)[focus]
+    center = (xk + mu) / 2
+    half = max(2.6 * sigma + np.linalg.norm(mu - xk) / 2, 1.25 * float(np.abs(xp - center).max()),
+               0.7 * float(np.abs(mu - xk).max()), 1e-3)
+    ax3.set_xlim(center[0] - half, center[0] + half)
+    ax3.set_ylim(center[1] - half, center[1] + half)
+    ax3.set_aspect("equal")
+    ax3.grid(color=GRID, linewidth=0.6)
+    ax3.set_axisbelow(True)
+    if sigma > 0:
+        _dots(ax3, spread, NOISE, alpha=0.45, size=7, label=r"other draws of $\mu_\theta + \sigma_k z$")
+        for r, style in ((sigma, "-"), (2 * sigma, "--")):
+            ax3.add_patch(matplotlib.patches.Circle(mu, r, fill=False, color=NOISE, lw=1.2, ls=style))
+    for a, b, color in ((xk, mu, MEAN), (mu, xp, TAKEN)):
+        if np.linalg.norm(b - a) > 1e-9:
+            ax3.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="-|>", color=color, lw=1.8,
+                                                             shrinkA=5, shrinkB=5))
+    ax3.scatter(*xk, s=150, facecolors="none", edgecolors=SAMPLES, linewidths=2.2, zorder=4, label="$x_k$")
+    ax3.scatter(*mu, s=45, c=MEAN, zorder=5, label=r"$\mu_\theta(x_k, k)$, the drift (1.23)")
+    ax3.scatter(*xp, s=60, marker="D", c=TAKEN, edgecolors=INK, linewidths=0.6, zorder=5,
+                label=rf"$x_{{k-1}} = \mu_\theta + \sigma_k z$, $\sigma_k$ = {sigma:.3g}")
+    ax3.set_title("one point, zoomed in: the step (1.24)")
+    ax3.legend(loc="lower right", fontsize=8, frameon=True, framealpha=0.9, edgecolor=GRID, markerscale=0.8)
+    return fig
+
+
+def schedule_figure(beta: np.ndarray, alpha_bar: np.ndarray, beta_tilde: np.ndarray, k: int | None = None) -> Figure:
+    """beta_k and beta_tilde_k (log scale, (1.16), (1.18)) and alpha_bar_k with the SNR (1.9-1.10) over k."""
+    fig, (ax1, ax2) = _figure(9.0, 3.0, ncols=2)
+    ks = np.arange(len(beta))
+    ax1.semilogy(ks[1:], beta[1:], color=SAMPLES, lw=2, label=r"$\beta_k$")
+    positive = beta_tilde > 0
+    ax1.semilogy(ks[positive], beta_tilde[positive], color=X0_PRED, lw=2, ls="--", label=r"$\tilde\beta_k$ (1.16)")
+    ax1.set_xlabel("k", color=MUTED)
+    ax1.set_title(r"reverse-step variances $\sigma_k^2$ (1.18)")
+    ax1.legend(fontsize=9, frameon=False)
+    ax2.plot(ks, alpha_bar, color=DATA, lw=2, label=r"$\bar\alpha_k$")
+    ax2.plot(ks, 1 - alpha_bar, color=MUTED, lw=1.5, ls=":", label=r"$1-\bar\alpha_k$")
+    ax2.set_xlabel("k", color=MUTED)
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_title(r"signal kept: $\bar\alpha_k = \prod_{i\leq k} \alpha_i$ (1.10)")
+    ax2.legend(fontsize=9, frameon=False, loc="center right")
+    if k is not None:
+        for ax in (ax1, ax2):
+            ax.axvline(k, color=INK, lw=1, alpha=0.6)
+        ax2.plot([k], [alpha_bar[k]], "o", color=INK, ms=5)
+    return fig
+
+
+def vlb_figure(
+    L_kminus1: np.ndarray, L_N: float, L_0: float, entropy: float | None = None, unit: str = "nats"
+) -> Figure:
+    """The terms of (1.11) over k (log scale), and the bound accumulated from k = N down to 0 next to H(data)."""
+    L_kminus1 = np.asarray(L_kminus1, dtype=np.float64)
+    N = len(L_kminus1) + 1
+    fig, (ax1, ax2) = _figure(9.5, 3.3, ncols=2)
+    ks = np.arange(2, N + 1)
+    ax1.semilogy(ks, np.maximum(L_kminus1, 1e-8), color=SAMPLES, lw=1.2, label=r"$L_{k-1}$, k = 2..N")
+    ax1.semilogy([N], [max(L_N, 1e-8)], "s", color=DATA, ms=7, label=rf"$L_N$ = {L_N:.2g}")
+    ax1.semilogy([1], [max(abs(L_0), 1e-8)], "D", color=X0_PRED, ms=7, label=rf"$|L_0|$, $L_0$ = {L_0:.3g}")
+    ax1.set_xlabel("k", color=MUTED)
+    ax1.set_ylabel(unit, color=MUTED)
+    ax1.set_title("the terms of $L$ (1.11-1.12)")
+    ax1.legend(fontsize=8, frameon=False)
+    # accumulate as the reverse chain runs: L_N first, then L_{N-1}, ..., L_1, and L_0 last
+    partial = L_N + np.cumsum(L_kminus1[::-1])
+    steps = np.concatenate([[N], ks[::-1] - 1, [0]])
+    running = np.concatenate([[L_N], partial, [partial[-1] + L_0 if len(partial) else L_N + L_0]])
+    ax2.plot(steps, running, color=SAMPLES, lw=2, label=f"bound so far; L = {running[-1]:.3f}")
+    if entropy is not None:
+        ax2.axhline(entropy, color=DATA, lw=1.5, ls="--", label=f"data entropy H = {entropy:.3f}")
+    ax2.set_xlabel("k", color=MUTED)
+    ax2.set_ylabel(unit, color=MUTED)
+    ax2.set_title("accumulated from k = N down to 0")
+    ax2.legend(fontsize=8, frameon=False)
+    return fig

@@ -1,0 +1,69 @@
+"""The Gradio app: `build_demo()` puts a title and one tab per module together.
+
+Each tab is a module in this package with `build_tab(ctx: common.AppContext)`; a tab whose module is not there
+(yet) is skipped. Order of `TABS` is the order on the page. Launch with `launch_kwargs()` for the theme and CSS
+(Gradio 6 takes them in `launch`, not in `Blocks`):
+
+    demo = build_demo()
+    demo.queue(default_concurrency_limit=1).launch(**launch_kwargs())
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+TITLE = "genapp — a lab for diffusion and normalizing flows"
+INTRO = """
+# genapp: a lab for diffusion models and normalizing flows
+Two ways to turn simple noise into data, after lecture 8. A **DDPM** (§1.1) learns to reverse a chain that
+slowly drowns data in Gaussian noise; a **normalizing flow** (§1.2) learns one invertible map from a Gaussian to the
+data, with an exact likelihood. Every model here was trained on a 2-D toy dataset, so you can watch each point.
+Equation numbers such as (1.24) refer to the lecture.
+"""
+
+# (tab label, module): modules that do not exist yet are skipped, so each tab can land on its own.
+TABS: list[tuple[str, str]] = [
+    ("Diffusion (DDPM)", "genapp.ui.diffusion"),
+    ("Flows (NICE, RealNVP)", "genapp.ui.flows"),
+    ("Train", "genapp.ui.train"),
+]
+
+
+def _tab_module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name == name:  # the tab itself is missing; a missing dependency of a tab is a real error
+            return None
+        raise
+
+
+def build_demo():
+    """The whole app as a gr.Blocks (not launched). Importing and building loads no model and downloads nothing."""
+    import gradio as gr
+    import torch
+
+    from genapp.ui import common
+
+    # Small matrices: one thread is as fast as two and never fights the other event for the 2 cores.
+    torch.set_num_threads(int(os.environ.get("GENAPP_TORCH_THREADS", "1")))
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(INTRO, elem_id="genapp-title")
+        ctx = common.AppContext(demo=demo, extra_models=gr.State({}))
+        with gr.Tabs():
+            for label, module_name in TABS:
+                module = _tab_module(module_name)
+                if module is None:
+                    continue
+                with gr.Tab(label, id=module_name.rsplit(".", 1)[-1]):
+                    module.build_tab(ctx)
+    return demo
+
+
+def launch_kwargs() -> dict[str, Any]:
+    """Theme and CSS for `demo.launch(**launch_kwargs(), ...)`."""
+    from genapp.ui import common
+
+    return {"theme": common.theme(), "css": common.CSS, "footer_links": ["api", "gradio"]}

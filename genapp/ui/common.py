@@ -1,0 +1,277 @@
+"""What every tab shares: model choices and loading, seeds, input checks, data backdrops, exports, styling.
+
+Tabs (diffusion, flows, train) call these with plain values. Bad input raises `gr.Error` with a short message
+that names the field and its allowed range; values from the browser are never echoed back unbounded.
+Session-only models (trained in the Train tab) live in one `gr.State` dict, `AppContext.extra_models`, that
+`model_choices` and `get_model` take as `extra`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+
+from genapp import plots
+
+MIN_POINTS, MAX_POINTS = 10, 20_000
+MAX_SEED = 2**31 - 1
+BACKGROUND_SAMPLES = 60_000  # draws from the data behind every frame (a blurred histogram)
+
+
+@dataclass
+class AppContext:
+    """What every `build_tab(ctx)` gets.
+
+    demo: the enclosing gr.Blocks (for `ctx.demo.load(...)` events that fill a tab when the page opens).
+    extra_models: a gr.State holding {name: model} trained in this session; the Train tab adds to it (and its
+    `.change` event lets other tabs refresh their pickers). Shipped checkpoints are not in it.
+    """
+
+    demo: gr.Blocks
+    extra_models: gr.State
+
+
+# -- input checks ------------------------------------------------------------------------------------------
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_int(value: Any, name: str, lo: int, hi: int) -> int:
+    """`value` as an int in [lo, hi] (a float like 3.0 is accepted), else gr.Error naming the field and range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a whole number in [{lo}, {hi}], got {_short(value)}") from None
+    if not math.isfinite(number) or number != int(number) or not lo <= number <= hi:
+        raise gr.Error(f"{name} must be a whole number in [{lo}, {hi}], got {_short(value)}")
+    return int(number)
+
+
+def check_float(value: Any, name: str, lo: float, hi: float) -> float:
+    """`value` as a finite float in [lo, hi], else gr.Error."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number in [{lo:g}, {hi:g}], got {_short(value)}") from None
+    if not (math.isfinite(number) and lo <= number <= hi):
+        raise gr.Error(f"{name} must be a number in [{lo:g}, {hi:g}], got {_short(value)}")
+    return number
+
+
+def check_choice(value: Any, name: str, options: tuple[str, ...] | list[str]) -> str:
+    """`value` if it is one of `options`, else gr.Error listing them."""
+    if not isinstance(value, str) or value not in options:
+        raise gr.Error(f"{name} must be one of {', '.join(options)}; got {_short(value)}")
+    return value
+
+
+def check_points(value: Any) -> int:
+    return check_int(value, "Number of points", MIN_POINTS, MAX_POINTS)
+
+
+def check_seed(value: Any) -> int:
+    return check_int(value, "Seed", 0, MAX_SEED)
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU torch.Generator seeded with `seed`: the same seed gives the same draws, whatever ran before."""
+    return torch.Generator().manual_seed(check_seed(seed))
+
+
+# -- models ------------------------------------------------------------------------------------------------
+def _config_of(entry: Mapping[str, Any]) -> dict:
+    try:
+        return json.loads((Path(entry["path"]) / "config.json").read_text())
+    except (KeyError, OSError, ValueError):
+        return {}
+
+
+def _is_points_model(entry: Mapping[str, Any]) -> bool:
+    """True for checkpoints on 2-D points (the tabs draw point clouds); image models (digits) are left out."""
+    shape = _config_of(entry).get("data_shape", [2])
+    return list(shape) == [2]
+
+
+def model_choices(family: str | tuple[str, ...], extra: Mapping[str, Any] | None = None) -> list[str]:
+    """Names for a model picker: shipped checkpoints of `family` ("ddpm", or ("nice", "realnvp")) on 2-D data,
+    then this session's models from `extra` whose family matches (their names as given)."""
+    import genapp
+
+    families = (family,) if isinstance(family, str) else tuple(family)
+    shipped = [e["name"] for e in genapp.available()
+               if e.get("family") in families and "error" not in e and _is_points_model(e)]
+    session = [name for name, model in (extra or {}).items() if _family(model) in families and name not in shipped]
+    return shipped + session
+
+
+def _family(model: Any) -> str | None:
+    try:
+        from genapp.hub import family_of
+
+        return family_of(model)
+    except (ImportError, ValueError):
+        return None
+
+
+def get_model(name: Any, extra: Mapping[str, Any] | None = None, family: str | tuple[str, ...] | None = None):
+    """The model called `name`: this session's `extra` first, then `genapp.load` (checkpoints/, cached)."""
+    if not isinstance(name, str) or not name:
+        raise gr.Error("Pick a model first.")
+    if extra and name in extra:
+        model = extra[name]
+    else:
+        import genapp
+
+        try:
+            model = genapp.load(name)
+        except (ValueError, OSError) as error:
+            raise gr.Error(f"Could not load model {_short(name)}: {str(error)[:300]}") from None
+    families = (family,) if isinstance(family, str) else family
+    if families and _family(model) not in families:
+        raise gr.Error(f"{_short(name)} is not a {' / '.join(families)} model.")
+    if tuple(getattr(model.config, "data_shape", (2,))) != (2,):
+        raise gr.Error(f"{_short(name)} models images; this tab draws 2-D point clouds.")
+    return model
+
+
+def dataset_name(model: Any) -> str:
+    """The dataset a model was trained on (its config's metadata), '' if unknown."""
+    return str(getattr(getattr(model, "config", None), "dataset", "") or "")
+
+
+# -- data --------------------------------------------------------------------------------------------------
+def known_dataset(name: str) -> bool:
+    try:
+        import genapp.data
+
+        return name in genapp.data.names()
+    except ImportError:
+        return False
+
+
+@lru_cache(maxsize=64)
+def data_points(name: str, n: int, seed: int) -> np.ndarray:
+    """n draws from dataset `name` (seeded), float32 (n, 2); read-only, shared by every session."""
+    import genapp.data
+
+    x = genapp.data.get(name).sample(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    x.setflags(write=False)
+    return x
+
+
+@lru_cache(maxsize=16)
+def data_entropy(name: str) -> tuple[float, float] | None:
+    """H(data) in nats and its standard error, where the dataset has an exact density; else None."""
+    import genapp.data
+
+    if not known_dataset(name):
+        return None
+    data = genapp.data.get(name)
+    if not data.has_density:
+        return None
+    return data.entropy(20_000, generator=torch.Generator().manual_seed(0))
+
+
+# -- frames ------------------------------------------------------------------------------------------------
+_CANVASES: dict[int, plots.PointCanvas] = {}
+_BACKGROUNDS: dict[tuple[str, int], np.ndarray] = {}
+_LOCK = threading.Lock()
+
+
+def canvas(size: int = plots.DEFAULT_SIZE) -> plots.PointCanvas:
+    """The shared PointCanvas of this size (its grid overlay is computed once)."""
+    with _LOCK:
+        if size not in _CANVASES:
+            _CANVASES[size] = plots.PointCanvas(size=size)
+        return _CANVASES[size]
+
+
+def background(dataset: str, size: int = plots.DEFAULT_SIZE) -> np.ndarray:
+    """The backdrop for frames of models trained on `dataset`: its density, faint; a bare grid if unknown.
+
+    Computed once per (dataset, size) and process (~0.1 s), read-only thereafter."""
+    key = (dataset if known_dataset(dataset) else "", size)
+    with _LOCK:
+        cached = _BACKGROUNDS.get(key)
+    if cached is None:
+        samples = data_points(key[0], BACKGROUND_SAMPLES, 12345) if key[0] else None
+        cached = canvas(size).density_background(samples)
+        cached.setflags(write=False)
+        with _LOCK:
+            _BACKGROUNDS[key] = cached
+    return cached
+
+
+# -- exports -----------------------------------------------------------------------------------------------
+def export_dir() -> Path:
+    """A fresh folder for one export, under GRADIO_TEMP_DIR (or the system temp dir), which gradio may serve."""
+    root = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "genapp-exports"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=root))
+
+
+def export_points(points: np.ndarray, stem: str) -> tuple[str, str]:
+    """Write points (n, 2) as STEM.npy and STEM.csv in a fresh folder; returns both paths."""
+    folder = export_dir()
+    npy, csv = folder / f"{stem}.npy", folder / f"{stem}.csv"
+    plots.save_points(points, npy, csv)
+    return str(npy), str(csv)
+
+
+def export_gif(frames: list[np.ndarray], stem: str, fps: float = 15.0) -> str:
+    """Write frames as STEM.gif (looping, the last frame held) in a fresh folder; returns the path."""
+    return str(plots.save_gif(frames, export_dir() / f"{stem}.gif", fps=fps))
+
+
+def file_stem(*parts: Any) -> str:
+    """A safe file name from parts: 'ddpm-moons_seed0_ancestral'."""
+    text = "_".join(str(p) for p in parts if p != "")
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:80] or "genapp"
+
+
+# -- text ------------------------------------------------------------------------------------------------
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+
+def explain(text: str, elem_classes: str = "genapp-explain", **kwargs) -> gr.Markdown:
+    """A short explanation in the lecture's notation: Markdown with $...$ (inline) and $$...$$ LaTeX."""
+    return gr.Markdown(text, latex_delimiters=LATEX, elem_classes=elem_classes, **kwargs)
+
+
+# -- look --------------------------------------------------------------------------------------------------
+def theme() -> gr.themes.Base:
+    """One theme for the whole app: the samples' orange as the accent, slate greys, the system's sans font."""
+    return gr.themes.Soft(
+        primary_hue=gr.themes.colors.orange,
+        secondary_hue=gr.themes.colors.teal,
+        neutral_hue=gr.themes.colors.slate,
+        font=["ui-sans-serif", "system-ui", "Segoe UI", "Helvetica Neue", "DejaVu Sans", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "DejaVu Sans Mono", "monospace"],  # no web fonts: works offline
+    ).set(block_title_text_weight="600", button_primary_background_fill="#e4572e",
+          button_primary_background_fill_hover="#c8461f", button_primary_text_color="#ffffff",
+          block_label_background_fill="transparent", block_label_text_color="*neutral_600",
+          block_title_background_fill="transparent", block_title_text_color="*neutral_700",
+          block_title_padding="0", block_label_padding="0")
+
+
+CSS = """
+.gradio-container { max-width: 1280px !important; margin: auto; }
+#genapp-title h1 { margin-bottom: 0.2em; }
+.genapp-explain { font-size: 0.92em; color: var(--body-text-color-subdued); }
+.genapp-explain p { margin: 0.2em 0 0.4em 0; }
+.genapp-readout table { font-size: 0.92em; }
+.genapp-frame img { image-rendering: auto; }
+"""
