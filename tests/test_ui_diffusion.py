@@ -177,9 +177,9 @@ def test_inside_step_figure_and_readout(extra, sampler):
     run = run_of(extra, sampler=sampler, ddim_steps=10)
     fig, text = tab.inside_step(run, N // 2, extra)
     assert isinstance(fig, Figure) and len(fig.axes) >= 3
-    assert f"k = {int(run.ks[run.index(N // 2)])}" in text and "drift" in text
-    fig0, text0 = tab.inside_step(run, 0, extra)  # k = 0 has no step: the last one (k = 1) is shown
-    assert "k = 1$" in text0 or f"k = {int(run.ks[-2])}$" in text0
+    assert f"| {int(run.ks[run.index(N // 2)])} |" in text and "drift" in text
+    fig0, text0 = tab.inside_step(run, 0, extra)  # k = 0 has no step: the last one (k = 1, or DDIM's) is shown
+    assert f"| {int(run.ks[-2])} |" in text0
 
 
 def test_inside_step_recovers_the_chains_own_noise(extra):

@@ -305,14 +305,13 @@ def inside_step(run: ChainRun | None, k: Any, extra: Mapping[str, Any] | None = 
     jitter = float(noise.norm(dim=1).mean())
     where = "the kept chain" if s.sampler == "ancestral" else "a fresh z (DDIM takes a deterministic step here)"
     text = (
-        f"| at $k = {k}$ | |\n|---|---|\n"
-        f"| $\\beta_k$, $\\bar\\alpha_k$ | {float(sched.beta[k]):.3g}, {float(sched.alpha_bar[k]):.4f} |\n"
-        f"| $\\sigma_k$ (${VARIANCE_TEX[s.variance]}$) | {sigma:.4f} |\n"
-        f"| mean $\\Vert\\varepsilon_\\theta(x_k, k)\\Vert$ | {float(eps.norm(dim=1).mean()):.3f} |\n"
-        f"| mean $\\Vert\\mu_\\theta - x_k\\Vert$ (drift) | {drift:.4f} |\n"
-        f"| mean $\\Vert\\sigma_k z\\Vert$ (noise) | {jitter:.4f} |\n\n"
-        f"$z$ from {where}. Here the {'drift' if drift > jitter else 'noise'} is larger: the step is mostly "
-        f"{'denoising' if drift > jitter else 'a random walk'}."
+        "| $k$ | $\\beta_k$ | $\\bar\\alpha_k$ | $\\sigma_k$ | mean $\\Vert\\varepsilon_\\theta(x_k, k)\\Vert$ | "
+        "drift, mean $\\Vert\\mu_\\theta - x_k\\Vert$ | noise, mean $\\Vert\\sigma_k z\\Vert$ |\n"
+        "|---|---|---|---|---|---|---|\n"
+        f"| {k} | {float(sched.beta[k]):.3g} | {float(sched.alpha_bar[k]):.4f} | {sigma:.4f} | "
+        f"{float(eps.norm(dim=1).mean()):.3f} | {drift:.4f} | {jitter:.4f} |\n\n"
+        f"${VARIANCE_TEX[s.variance]}$; $z$ from {where}. Here the {'drift' if drift > jitter else 'noise'} is "
+        f"larger: the step is mostly {'denoising' if drift > jitter else 'a random walk'}."
     )
     return fig, text
 
@@ -500,7 +499,7 @@ def build_tab(ctx: common.AppContext) -> None:
         inside_btn = gr.Button("Look inside step k", scale=1, min_width=160)
     inside_plot = gr.Plot(label="Inside step k", show_label=False, visible=False)
     inside_text = common.explain("*Run the chain first (Animate or Sample): this panel then fills in.*",
-                                 elem_classes="genapp-readout")
+                                 elem_classes="genapp-readout", elem_id="inside-readout")
 
     gr.Markdown("### Forward process")
     common.explain(EXPLAIN_FORWARD)

@@ -1,0 +1,139 @@
+"""`python app.py` in a subprocess on a free port, driven through its named API endpoints with gradio_client.
+
+Needs checkpoints/ddpm-moons (skipped with a reason otherwise). One server for the module; it is killed at the end.
+`serve_app` is also used by the browser test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "ddpm-moons"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need_checkpoint() -> None:
+    if not (ROOT / "checkpoints" / MODEL / "model.safetensors").is_file():
+        pytest.skip(f"checkpoints/{MODEL} is missing (the shipped checkpoints are needed to serve the app)")
+
+
+@contextlib.contextmanager
+def serve_app(start_timeout: float = 120.0) -> Iterator[str]:
+    """Run app.py on a free 127.0.0.1 port (offline, one torch thread, temp dirs); yield its URL; kill it after."""
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="genapp-app-")
+    env = os.environ | {
+        "GRADIO_SERVER_PORT": str(port), "GENAPP_HOST": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_TEMP_DIR": os.path.join(tmp, "gradio"),
+        "MPLCONFIGDIR": os.path.join(tmp, "mpl"), "MPLBACKEND": "Agg", "GENAPP_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+    }
+    log_path = Path(tmp) / "app.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"app.py did not answer within {start_timeout} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def client():
+    need_checkpoint()
+    from gradio_client import Client
+
+    with serve_app() as url:
+        yield Client(url, verbose=False)
+
+
+def test_named_endpoints(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/animate", "/sample", "/inside_step", "/forward_process", "/vlb", "/scrub", "/export_gif"} <= names
+
+
+def test_animate_streams_frames_and_a_final_result(client):
+    from PIL import Image
+
+    start = time.monotonic()
+    job = client.submit(MODEL, 300, 1, "beta_tilde", "ancestral", 50, 60, api_name="/animate")
+    first = None
+    for _ in job:
+        first = first if first is not None else time.monotonic() - start
+    outputs = job.outputs()
+    assert len(outputs) >= 5, f"only {len(outputs)} streamed updates"
+    frames = [out[0] for out in outputs]
+    assert all(Path(f).is_file() for f in frames)
+    with Image.open(frames[0]) as im:
+        assert im.size == (480, 480)
+    assert len({Path(f).read_bytes() for f in frames}) >= 3  # the picture changes as k goes down
+    final_frame, k_slider, summary, files = outputs[-1]
+    assert "1000 steps" in summary and "300 points" in summary
+    assert sorted(Path(f).suffix for f in files) == [".csv", ".npy"]
+    assert first is not None and first < 30  # the first frame arrives long before the end (loose on a busy CI box)
+
+
+def test_sample_then_scrub_inside_step_and_gif(client):
+    import numpy as np
+
+    image, k_slider, summary, files = client.predict(MODEL, 200, 2, "beta", "ddim", 20, api_name="/sample")
+    assert Path(image).is_file() and "20 steps" in summary
+    npy = next(f for f in files if f.endswith(".npy"))
+    assert np.load(npy).shape == (200, 2)
+    scrubbed = client.predict(500, api_name="/scrub")
+    assert Path(scrubbed).is_file() and Path(scrubbed).read_bytes() != Path(image).read_bytes()
+    plot, text = client.predict(300, api_name="/inside_step")
+    assert plot is not None and "drift" in text
+    gif = client.predict(api_name="/export_gif")
+    assert Path(gif).read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+
+
+def test_forward_process(client):
+    image, text = client.predict(MODEL, 500, 300, 0, api_name="/forward_process")
+    assert Path(image).is_file() and "nats" in text
+
+
+def test_bad_input_is_a_readable_error(client):
+    with pytest.raises(Exception, match="minimum value 10|Number of points"):  # gradio's check, or ours
+        client.predict(MODEL, 5, 0, "beta", "ancestral", 50, api_name="/sample")
+    with pytest.raises(Exception, match="Could not load model|not in the list of choices"):
+        client.predict("ddpm-nope", 100, 0, "beta", "ancestral", 50, api_name="/sample")
