@@ -182,17 +182,19 @@ class PointCanvas:
         flat[hit] = (under + a * (hex_rgb(color) * 255 - under) + 0.5).astype(np.uint8)
         out = Image.fromarray(flat.reshape(base.shape))
         if title or subtitle or corner or progress is not None:
-            self._overlay(out, title, subtitle, corner, progress)
+            self._overlay(out, title, subtitle, corner, progress, color)
         return np.asarray(out)
 
-    def _overlay(self, img: Image.Image, title: str, subtitle: str, corner: str, progress: float | None) -> None:
+    def _overlay(self, img: Image.Image, title: str, subtitle: str, corner: str, progress: float | None,
+                 color: str = SAMPLES) -> None:
         draw = ImageDraw.Draw(img, "RGBA")
-        pad = 10
+        pad, right = 10, 0.0
         if title or subtitle:
             t_font, s_font = font(22, bold=True), font(15)
             w = max(draw.textlength(title, font=t_font), draw.textlength(subtitle, font=s_font))
             h = (28 if title else 0) + (20 if subtitle else 0)
-            draw.rounded_rectangle((pad - 6, pad - 4, pad + w + 8, pad + h + 2), radius=6, fill=(255, 255, 255, 215))
+            right = pad + w + 8
+            draw.rounded_rectangle((pad - 6, pad - 4, right, pad + h + 2), radius=6, fill=(255, 255, 255, 215))
             y = pad
             if title:
                 draw.text((pad, y), title, fill=INK, font=t_font)
@@ -203,12 +205,13 @@ class PointCanvas:
             c_font = font(13)
             w = draw.textlength(corner, font=c_font)
             x = self.size - pad - w
-            draw.rounded_rectangle((x - 6, pad - 3, self.size - pad + 5, pad + 18), radius=5, fill=(255, 255, 255, 215))
-            draw.text((x, pad), corner, fill=MUTED, font=c_font)
+            y = pad if x - 6 > right + 6 else self.size - pad - 22  # too wide beside the title: bottom right
+            draw.rounded_rectangle((x - 6, y - 3, self.size - pad + 5, y + 18), radius=5, fill=(255, 255, 255, 215))
+            draw.text((x, y), corner, fill=MUTED, font=c_font)
         if progress is not None:
             y = self.size - 4
             draw.rectangle((0, y, self.size, self.size), fill=GRID)
-            draw.rectangle((0, y, int(round(self.size * min(max(progress, 0.0), 1.0))), self.size), fill=SAMPLES)
+            draw.rectangle((0, y, int(round(self.size * min(max(progress, 0.0), 1.0))), self.size), fill=color)
 
 
 # -- export --------------------------------------------------------------------------------------------------

@@ -275,3 +275,24 @@ def test_loaded_checkpoint_animates():
     run = out[-1][1]
     assert run.done and np.abs(run.final).max() < 4.5
     assert "ddpm-moons" in common.model_choices("ddpm")
+
+
+def test_demo_builds_with_its_endpoints_even_without_checkpoints(monkeypatch, tmp_path):
+    from genapp.ui import build_demo
+
+    monkeypatch.setenv("GENAPP_CHECKPOINTS", str(tmp_path))
+    demo = build_demo()
+    names = {fn.api_name for fn in demo.fns.values()}
+    assert {"animate", "sample", "inside_step", "forward_process", "vlb", "scrub", "export_gif"} <= names
+    assert common.model_choices("ddpm") == []
+
+
+def test_common_serves_the_flows_tab_too(extra):
+    flows = pytest.importorskip("genapp.flows")
+    flow = flows.Flow(flows.FlowConfig(kind="realnvp", num_couplings=2, hidden=8, dataset="moons")).eval()
+    mixed = extra | {"my-flow": flow}
+    assert common.model_choices(("nice", "realnvp"), mixed) == [
+        name for name in common.model_choices(("nice", "realnvp")) if name != "my-flow"] + ["my-flow"]
+    assert common.get_model("my-flow", mixed, family=("nice", "realnvp")) is flow
+    with pytest.raises(gr.Error, match="not a ddpm model"):
+        common.get_model("my-flow", mixed, family="ddpm")

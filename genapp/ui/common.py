@@ -100,9 +100,10 @@ def _config_of(entry: Mapping[str, Any]) -> dict:
 
 
 def _is_points_model(entry: Mapping[str, Any]) -> bool:
-    """True for checkpoints on 2-D points (the tabs draw point clouds); image models (digits) are left out."""
-    shape = _config_of(entry).get("data_shape", [2])
-    return list(shape) == [2]
+    """True for checkpoints on 2-D points (the tabs draw point clouds); image models (digits) are left out.
+    DDPM configs say `data_shape`, flow configs `data_dim`."""
+    config = _config_of(entry)
+    return list(config.get("data_shape") or [config.get("data_dim", 2)]) == [2]
 
 
 def model_choices(family: str | tuple[str, ...], extra: Mapping[str, Any] | None = None) -> list[str]:
@@ -142,7 +143,8 @@ def get_model(name: Any, extra: Mapping[str, Any] | None = None, family: str | t
     families = (family,) if isinstance(family, str) else family
     if families and _family(model) not in families:
         raise gr.Error(f"{_short(name)} is not a {' / '.join(families)} model.")
-    if tuple(getattr(model.config, "data_shape", (2,))) != (2,):
+    config = model.config
+    if tuple(getattr(config, "data_shape", None) or (getattr(config, "data_dim", 2),)) != (2,):
         raise gr.Error(f"{_short(name)} models images; this tab draws 2-D point clouds.")
     return model
 

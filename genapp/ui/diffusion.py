@@ -450,6 +450,7 @@ $q(x_k \mid x_0) = \mathcal N(\sqrt{\bar\alpha_k}\, x_0,\ (1-\bar\alpha_k) I)$ (
 $\sqrt{\bar\alpha_k}$ while noise grows. By $k = N$ almost nothing of $x_0$ is left, which is why the reverse chain
 may start from $\mathcal N(0, I)$. The same $x_0$ and $\varepsilon$ are used at every $k$ (1.21).
 """
+NO_MODELS = "No DDPM checkpoint found in `checkpoints/`: train one (`python -m genapp train ...`) or restore them."
 EXPLAIN_VLB = r"""
 $L = L_N + \sum_{k=2}^{N} L_{k-1} + L_0$ (1.11) bounds the negative log-likelihood from above; each $L_{k-1}$ is a
 KL divergence between two Gaussians (1.12, 1.15, 1.19). No model can go below the data's own entropy $H$.
@@ -542,7 +543,12 @@ def build_tab(ctx: common.AppContext) -> None:
         return gr.update(value=fig, visible=True), text
 
     def on_forward(model_, k_, n_, seed_, extra):
+        if not model_:
+            return blank_frame("no DDPM checkpoint"), NO_MODELS
         return forward_process(model_, k_, n_, seed_, extra)
+
+    def on_schedule(model_, k_, extra):
+        return schedule_plot(model_, k_, extra) if model_ else None
 
     def on_model(model_, extra):
         N = common.get_model(model_, extra, family="ddpm").num_steps
@@ -573,14 +579,14 @@ def build_tab(ctx: common.AppContext) -> None:
     inside_k.release(**inside_io, **private, **compute)
     fwd_inputs = [model, fwd_k, n, seed, ctx.extra_models]
     fwd_k.input(on_forward, fwd_inputs, [fwd_frame, fwd_text], api_name="forward_process", **render)
-    fwd_k.release(schedule_plot, [model, fwd_k, ctx.extra_models], schedule, api_name="schedule", **render)
+    fwd_k.release(on_schedule, [model, fwd_k, ctx.extra_models], schedule, api_name="schedule", **render)
     model.change(on_model, [model, ctx.extra_models], [k_slider, fwd_k, ddim_steps, inside_k], **private).then(
         on_forward, fwd_inputs, [fwd_frame, fwd_text], **private).then(
-        schedule_plot, [model, fwd_k, ctx.extra_models], schedule, **private)
+        on_schedule, [model, fwd_k, ctx.extra_models], schedule, **private)
     sampler.change(lambda s: gr.update(visible=s == "ddim"), sampler, ddim_steps, queue=False, **private)
     vlb_btn.click(on_vlb, [model, variance, ctx.extra_models], [vlb_plot, vlb_text], api_name="vlb", **compute)
     gif_btn.click(export_gif, run_state, gif_file, api_name="export_gif", **compute)
     ctx.extra_models.change(refresh_choices, [model, ctx.extra_models], model, **private)
     ctx.demo.load(refresh_choices, [model, ctx.extra_models], model, **private).then(
         on_forward, fwd_inputs, [fwd_frame, fwd_text], **private).then(
-        schedule_plot, [model, fwd_k, ctx.extra_models], schedule, **private)
+        on_schedule, [model, fwd_k, ctx.extra_models], schedule, **private)

@@ -1,0 +1,124 @@
+"""How fast the DDPM tab answers, for its defaults (2,000 points, N = 1,000, ancestral, sigma_k^2 = beta_tilde_k).
+
+    python benchmarks/app_speed.py            # in-process callbacks (one torch thread, as the app runs)
+    python benchmarks/app_speed.py --server   # also through app.py + gradio_client: first streamed frame, whole run
+
+Targets (issue 5): first frame on screen within 1 s of the click; the whole 1,000-step chain for 2,000 points
+within 3 s; a scrubbed frame well under 50 ms. Prints a markdown table; the machine's load average is printed too,
+since on 2 shared cores other processes change the numbers a lot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="genapp-bench-"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def in_process(model: str, points: int, repeats: int) -> list[tuple[str, list[float], str]]:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("GENAPP_TORCH_THREADS", "1")))
+    import genapp
+    from genapp.ui import diffusion as tab
+
+    ddpm = genapp.load(model)
+    N = ddpm.num_steps
+    settings = tab.ChainSettings.check(model, points, 0, "beta_tilde", "ancestral", 50)
+    tab.sample(tab.ChainSettings.check(model, 50, 0, "beta_tilde", "ddim", 5))  # warm: model, backdrop, caches
+    rows = []
+
+    def bare() -> None:
+        for _ in ddpm.reverse_chain(points, torch.Generator().manual_seed(0), "beta_tilde"):
+            pass
+
+    rows.append((f"core chain alone: `reverse_chain`, {N} steps", timed(bare, repeats), "the network's share"))
+    firsts, totals = [], []
+    run = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        first = None
+        for _, done in tab.animate(settings, fps=None):
+            first = first if first is not None else time.perf_counter() - start
+            run = done or run
+        firsts.append(first)
+        totals.append(time.perf_counter() - start)
+    rows.append(("animate: first frame (x_N)", firsts, "target < 1 s on screen"))
+    rows.append((f"animate: whole chain, {N} steps, all frames drawn", totals, "target < 3 s"))
+    ddim = tab.ChainSettings.check(model, points, 0, "beta_tilde", "ddim", 50)
+    rows.append(("sample: DDIM, 50 steps", timed(lambda: tab.sample(ddim), repeats), ""))
+    ks = list(range(0, N + 1, max(1, N // 50)))
+    scrub = [t for k in ks for t in timed(lambda k=k: tab.scrub(run, k), 1)]
+    rows.append(("scrub: render one kept state", scrub, "target < 50 ms"))
+    rows.append(("inside_step at k = N/10", timed(lambda: tab.inside_step(run, N // 10), repeats), "figure built"))
+    rows.append(("forward_process at k = N/4", timed(lambda: tab.forward_process(model, N // 4, points, 0),
+                                                     repeats), ""))
+    rows.append(("export_gif (60 frames)", timed(lambda: tab.export_gif(run), 1), ""))
+    return rows
+
+
+def through_server(model: str, points: int, repeats: int) -> list[tuple[str, list[float], str]]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from gradio_client import Client
+    from test_app_api import serve_app
+
+    firsts, totals, counts = [], [], []
+    with serve_app() as url:
+        client = Client(url, verbose=False, download_files=False)
+        client.predict(model, 50, 0, "beta_tilde", "ddim", 5, api_name="/sample")  # warm
+        for seed in range(repeats):
+            start = time.perf_counter()
+            job = client.submit(model, points, seed + 1, "beta_tilde", "ancestral", 50, 60, api_name="/animate")
+            first = None
+            for _ in job:
+                first = first if first is not None else time.perf_counter() - start
+            totals.append(time.perf_counter() - start)
+            firsts.append(first)
+            counts.append(len(job.outputs()))
+    note = f"{statistics.median(counts):.0f} frames streamed"
+    return [("server: first streamed frame (gradio_client)", firsts, "target < 1 s"),
+            ("server: whole animate call, 60 fps cap", totals, note)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ddpm-moons")
+    parser.add_argument("--points", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--server", action="store_true", help="also time app.py through gradio_client")
+    args = parser.parse_args()
+    load = os.getloadavg()
+    rows = in_process(args.model, args.points, args.repeats)
+    if args.server:
+        rows += through_server(args.model, args.points, args.repeats)
+    print(f"\n{args.model}, {args.points} points, {os.cpu_count()} CPUs, "
+          f"load average {load[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end\n")
+    print("| what | median | min | n | note |\n|---|---|---|---|---|")
+    for name, times, note in rows:
+        med, best = statistics.median(times), min(times)
+        fmt = (lambda t: f"{t * 1000:.1f} ms") if med < 0.1 else (lambda t: f"{t:.2f} s")
+        print(f"| {name} | {fmt(med)} | {fmt(best)} | {len(times)} | {note} |")
+
+
+if __name__ == "__main__":
+    main()
