@@ -220,12 +220,12 @@ def save_gif(frames: list[np.ndarray], path: str | Path, fps: float = 15.0, hold
     if not frames:
         raise ValueError("save_gif needs at least one frame")
     images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
-    palette = images[-1].quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+    palette = images[-1].quantize(colors=64, method=Image.Quantize.MEDIANCUT)  # 64 colours: ~1 MB for 60 frames
     paletted = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
     duration = [int(1000 / fps)] * len(paletted)
     duration[-1] = int(1000 * hold_last_s)
     path = Path(path)
-    paletted[0].save(path, save_all=True, append_images=paletted[1:], duration=duration, loop=0, optimize=False)
+    paletted[0].save(path, save_all=True, append_images=paletted[1:], duration=duration, loop=0, optimize=True)
     return path
 
 

@@ -516,10 +516,10 @@ def build_tab(ctx: common.AppContext) -> None:
     gr.Markdown("### Variational bound")
     common.explain(EXPLAIN_VLB)
     with gr.Row(equal_height=False):
-        with gr.Column(scale=3, min_width=280):
-            vlb_btn = gr.Button("Compute the bound L", variant="secondary")
-            vlb_text = common.explain("", elem_classes="genapp-readout")
-        with gr.Column(scale=7, min_width=360):
+        with gr.Column(scale=4, min_width=320):
+            vlb_btn = gr.Button("Compute the bound L", variant="secondary", elem_id="vlb-btn")
+            vlb_text = common.explain("", elem_classes="genapp-readout", elem_id="vlb-readout")
+        with gr.Column(scale=6, min_width=360):
             vlb_plot = gr.Plot(label="Variational bound", show_label=False, visible=False)
 
     # -- wiring: thin adapters from components to the callbacks above --
