@@ -58,7 +58,7 @@ def in_process(model: str, points: int, repeats: int) -> list[tuple[str, list[fl
     for _ in range(repeats):
         start = time.perf_counter()
         first = None
-        for _, done in tab.animate(settings, fps=None):
+        for _, _, done in tab.animate(settings, fps=None):
             first = first if first is not None else time.perf_counter() - start
             run = done or run
         firsts.append(first)

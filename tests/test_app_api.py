@@ -106,6 +106,8 @@ def test_animate_streams_frames_and_a_final_result(client):
     with Image.open(frames[0]) as im:
         assert im.size == (480, 480)
     assert len({Path(f).read_bytes() for f in frames}) >= 3  # the picture changes as k goes down
+    ks = [out[1]["value"] for out in outputs[:-1]]  # the scrub slider follows the chain
+    assert ks[0] == 1000 and ks == sorted(ks, reverse=True)
     final_frame, k_slider, summary, files = outputs[-1]
     assert "1000 steps" in summary and "300 points" in summary
     assert sorted(Path(f).suffix for f in files) == [".csv", ".npy"]

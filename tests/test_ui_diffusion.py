@@ -124,13 +124,15 @@ def test_sample_reuses_the_sessions_run(extra, monkeypatch):
 # -- streaming ---------------------------------------------------------------------------------------------------
 def test_animate_streams_frames_then_the_run(extra):
     out = list(tab.animate(settings(), fps=None, extra=extra, frames=12))
-    frames, last = [f for f, r in out[:-1]], out[-1]
+    frames, last = [f for f, _, _ in out[:-1]], out[-1]
     assert 2 <= len(frames) <= 12
-    assert all(r is None for _, r in out[:-1])
+    assert all(r is None for _, _, r in out[:-1])
+    ks = [k for _, k, _ in out]
+    assert ks[0] == N and ks[-1] == 0 and ks == sorted(ks, reverse=True)
     assert all(f.shape == (SIZE, SIZE, 3) and f.dtype == np.uint8 for f in frames)
-    assert last[1] is not None and last[1].done
+    assert last[2] is not None and last[2].done
     assert not np.array_equal(frames[0], last[0])
-    np.testing.assert_array_equal(frames[0], tab.render_state(last[1], 0))  # the first frame is x_N
+    np.testing.assert_array_equal(frames[0], tab.render_state(last[2], 0))  # the first frame is x_N
 
 
 def test_animate_paces_frames(extra):
@@ -144,7 +146,7 @@ def test_animate_replays_a_kept_run_without_recomputing(extra, monkeypatch):
     run = run_of(extra)
     monkeypatch.setattr(tab, "run_chain", lambda *a, **k: pytest.fail("recomputed a chain the session has"))
     out = list(tab.animate(settings(), fps=None, previous=run, extra=extra, frames=5))
-    assert len(out) == 5 and out[-1][1] is run
+    assert len(out) == 5 and out[-1][2] is run
 
 
 def test_animate_reports_a_bad_model_before_streaming(extra):
@@ -272,7 +274,7 @@ def test_loaded_checkpoint_animates():
         pytest.skip("checkpoints/ddpm-moons is not there (the shipped checkpoints land with the lead's issue)")
     s = tab.ChainSettings.check("ddpm-moons", 200, 0, "beta_tilde", "ddim", 20)
     out = list(tab.animate(s, fps=None, frames=8))
-    run = out[-1][1]
+    run = out[-1][2]
     assert run.done and np.abs(run.final).max() < 4.5
     assert "ddpm-moons" in common.model_choices("ddpm")
 

@@ -160,8 +160,8 @@ def animate(
     previous: ChainRun | None = None,
     extra: Mapping[str, Any] | None = None,
     frames: int = STREAM_FRAMES,
-) -> Iterator[tuple[np.ndarray, ChainRun | None]]:
-    """Stream (frame, None) up to `frames` times as the chain runs, then (final frame, run).
+) -> Iterator[tuple[np.ndarray, int, ChainRun | None]]:
+    """Stream (frame, k, None) up to `frames` times as the chain runs, then (final frame, 0, run).
 
     The chain runs on a worker thread at full speed, every step, whatever the viewer does; this generator draws
     the kept states as they appear (on the caller's thread, so drawing and the network share the two cores).
@@ -205,7 +205,7 @@ def animate(
                 else:  # behind schedule: jump to the newest frame that is both due and computed
                     due = int((time.perf_counter() - start) * fps)
                     j = max(i for i in range(j, min(due, len(wanted) - 2) + 1) if wanted[i] < run.filled)
-            yield render_state(run, wanted[j]), None
+            yield render_state(run, wanted[j]), int(run.ks[wanted[j]]), None
             j += 1
         while not run.done and not failure:
             time.sleep(0.002)
@@ -213,7 +213,7 @@ def animate(
             raise failure[0]
         if fps is not None:
             time.sleep(max(0.0, start + (len(wanted) - 1) / fps - time.perf_counter()))
-        yield render_state(run, len(run.ks) - 1), run
+        yield render_state(run, len(run.ks) - 1), 0, run
     finally:
         stop.set()
 
@@ -527,9 +527,11 @@ def build_tab(ctx: common.AppContext) -> None:
 
     def on_animate(model_, n_, seed_, variance_, sampler_, steps_, fps_, previous, extra):
         settings = ChainSettings.check(model_, n_, seed_, variance_, sampler_, steps_)
-        for image, run in animate(settings, fps_, previous, extra):
-            if run is None:
-                yield image, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        top = None  # the first frame is x_N: its k is the slider's maximum
+        for image, k, run in animate(settings, fps_, previous, extra):
+            top = k if top is None else top
+            if run is None:  # the scrub slider follows the chain down
+                yield image, gr.skip(), gr.update(value=k, maximum=top), gr.skip(), gr.skip()
             else:
                 yield (image, run, gr.update(value=0, maximum=run.num_steps), run_summary(run), export_samples(run))
 
