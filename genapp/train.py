@@ -86,10 +86,13 @@ def train(
     callback_every: int = 100,
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
+    time_limit: float | None = None,
 ) -> TrainResult:
     """Train `model` in place by minimising `model.loss(batch)` on batches drawn from `dataset`.
 
-    Adam, learning rate decayed from `lr` to 0 on a cosine over `steps`. With `ema_decay` the model ends holding
+    Adam, learning rate decayed from `lr` to 0 on a cosine over `steps`, or over `time_limit` seconds when that
+    is given and comes first (the cosine then follows max(step / steps, elapsed / time_limit), so a wall-clock
+    budget still ends with a fully decayed learning rate). With `ema_decay` the model ends holding
     the EMA weights. `callback(step, loss, model)` runs every `callback_every` steps and at the end;
     `should_stop()` is polled every step and ends training early, keeping the model as it is. A non-finite
     loss ends training with status "diverged" and the weights of the last finite step restored.
@@ -100,12 +103,13 @@ def train(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr}")
+    if time_limit is not None and not (time_limit > 0 and math.isfinite(time_limit)):
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
     dev = pick_device(device)
     model.to(dev).train()
     torch.manual_seed(seed)  # the loss's own draws (k, eps) use the global generator
     data_generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     ema = EMA(model, ema_decay) if ema_decay else None
     result = TrainResult(device=str(dev))
     last_good = copy.deepcopy(model.state_dict())
@@ -115,6 +119,13 @@ def train(
         if should_stop is not None and should_stop():
             result.status = "stopped"
             break
+        done = (step - 1) / steps
+        if time_limit is not None:
+            done = max(done, (time.perf_counter() - start) / time_limit)
+            if done >= 1:
+                break
+        for group in optimizer.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * done))  # cosine decay
         batch = dataset.sample(batch_size, generator=data_generator).to(dev)
         loss = model.loss(batch)
         if not torch.isfinite(loss):
@@ -126,7 +137,6 @@ def train(
         if grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-        scheduler.step()
         if ema is not None:
             ema.update(model)
         result.losses.append(loss.item())

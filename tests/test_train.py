@@ -86,3 +86,8 @@ def test_bad_arguments_are_refused():
         train(small_ddpm(), data.get("moons"), steps=0, progress=False)
     with pytest.raises(ValueError, match="lr"):
         train(small_ddpm(), data.get("moons"), steps=1, lr=float("nan"), progress=False)
+
+
+def test_time_limit_ends_training_with_a_decayed_learning_rate():
+    result = train(small_ddpm(), data.get("moons"), steps=10**6, batch_size=16, progress=False, time_limit=0.5)
+    assert result.status == "finished" and 1 <= result.steps < 10**6 and result.seconds < 5

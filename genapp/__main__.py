@@ -1,0 +1,246 @@
+"""Command line: python -m genapp train|sample|eval|push|checkpoints ... (see --help of each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+FAMILIES = ("ddpm", "realnvp", "nice")
+
+# The recipes behind the shipped checkpoints (see checkpoints/README.md): defaults of `train` per family.
+TRAIN_DEFAULTS = {
+    "ddpm": dict(steps=20_000, lr=3e-3, batch_size=1024, hidden=128, depth=3, ema=0.995),
+    "realnvp": dict(steps=25_000, lr=3e-3, batch_size=512, hidden=64, depth=2, ema=0.0),
+    "nice": dict(steps=25_000, lr=3e-3, batch_size=512, hidden=64, depth=2, ema=0.0),
+}
+SHIPPED_DATASETS = ("moons", "8gaussians", "checkerboard", "swissroll", "2spirals", "25gaussians")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_model(family: str, dataset: str, args: argparse.Namespace):
+    """A fresh model of `family` for 2-D `dataset` with the architecture options in `args`."""
+    if family == "ddpm":
+        from genapp.diffusion import DDPM, DDPMConfig
+
+        return DDPM(DDPMConfig(num_steps=args.num_steps, schedule=args.schedule, hidden=args.hidden,
+                               depth=args.depth, dataset=dataset))
+    from genapp.flows import Flow, FlowConfig
+
+    return Flow(FlowConfig(kind=family, num_couplings=args.couplings, hidden=args.hidden, depth=args.depth,
+                           nice_scaling=not args.no_nice_scaling, dataset=dataset))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from genapp import data, hub
+    from genapp.cards import model_card
+    from genapp.train import train
+
+    defaults = TRAIN_DEFAULTS[args.family]
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    torch.set_num_threads(args.threads)
+    dataset = data.get(args.dataset)
+    torch.manual_seed(args.seed)
+    model = build_model(args.family, args.dataset, args)
+    out = Path(args.out)
+    # The card names the shipped location, wherever this run wrote to.
+    argv = [f"checkpoints/{out.name}" if a == args.out else a for a in args.argv if a not in ("--quiet",)]
+    command = "python -m genapp " + " ".join(shlex.quote(a) for a in argv)
+    print(f"training {args.family} on {args.dataset}: {args.steps} steps, lr {args.lr}, batch {args.batch_size}")
+    result = train(model, dataset, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                   ema_decay=args.ema or None, device=args.device, seed=args.seed, progress=not args.quiet,
+                   time_limit=args.seconds)
+    print(f"{result.status} after {result.steps} steps in {result.seconds:.1f} s on {result.device}; "
+          f"final loss (mean of last 100) {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
+    model.cpu()
+    training = dict(command=command, seconds=round(result.seconds, 1), steps=result.steps, device=result.device,
+                    threads=args.threads, hardware=hardware(), torch=torch.__version__, status=result.status,
+                    final_loss=sum(result.losses[-100:]) / len(result.losses[-100:]),
+                    date=time.strftime("%Y-%m-%d"))
+    metrics = None
+    if args.eval:
+        from genapp.evaluate import evaluate
+
+        print("evaluating ...")
+        metrics = evaluate(model, dataset, generator=torch.Generator().manual_seed(1234))
+        print(json.dumps(metrics, indent=2))
+    hub.save(model, out, card=model_card(out.name, model, training, metrics))
+    (out / "training.json").write_text(json.dumps(dict(training=training, metrics=metrics), indent=2) + "\n")
+    print(f"saved {out}")
+    return 0 if result.status != "diverged" else 1
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from genapp import hub
+
+    torch.set_num_threads(args.threads)
+    model = hub.load_dir(args.checkpoint) if Path(args.checkpoint).is_dir() else hub.load(args.checkpoint)
+    generator = torch.Generator().manual_seed(args.seed)
+    if hasattr(model, "reverse_chain"):
+        x = model.sample(args.n, generator=generator, variance=args.variance, ddim_steps=args.ddim_steps)
+    else:
+        x = model.sample(args.n, generator=generator)
+    x = x.detach().cpu().numpy().reshape(args.n, -1)
+    out = Path(args.out)
+    if out.suffix == ".csv":
+        np.savetxt(out, x, delimiter=",", header=",".join(f"x{i}" for i in range(x.shape[1])), comments="")
+    elif out.suffix == ".npy":
+        np.save(out, x)
+    else:
+        raise SystemExit(f"error: --out must end in .npy or .csv, got {out}")
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from genapp import data, hub
+    from genapp.evaluate import evaluate
+
+    torch.set_num_threads(args.threads)
+    model = hub.load_dir(args.checkpoint) if Path(args.checkpoint).is_dir() else hub.load(args.checkpoint)
+    dataset = data.get(args.dataset or model.config.dataset)
+    print(json.dumps(evaluate(model, dataset, generator=torch.Generator().manual_seed(args.seed)), indent=2))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from genapp import hub
+
+    url = hub.push(args.checkpoint, args.repo_id, private=args.private)
+    print(f"pushed {args.checkpoint} to {url}")
+    return 0
+
+
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    """Train every shipped checkpoint with its recipe, one after the other (or the ones named)."""
+    names = args.only or [f"{f}-{d}" for f in FAMILIES for d in SHIPPED_DATASETS]
+    for name in names:
+        family, dataset = name.split("-", 1)
+        argv = ["train", family, "--dataset", dataset, "--out", str(Path(args.out) / name), "--eval", "--quiet"]
+        if args.seconds:
+            argv += ["--steps", "1000000", "--seconds", str(args.seconds)]
+        print(f"== {name}: python -m genapp {' '.join(argv)}", flush=True)
+        code = main(argv)
+        if code:
+            return code
+    return 0
+
+
+def hardware() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores visible"
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m genapp", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model on a 2-D dataset and save a checkpoint folder",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train a DDPM, RealNVP or NICE model, e.g. "
+                                   "`python -m genapp train ddpm --dataset moons --steps 5000 --out runs/ddpm-moons`. "
+                                   "Options left unset take the shipped checkpoints' recipe for the family.")
+    p.add_argument("family", choices=FAMILIES)
+    p.add_argument("--dataset", required=True, help="a name from genapp.data.names(), e.g. moons")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (config.json, model.safetensors, card)")
+    p.add_argument("--steps", type=_positive_int, help="optimizer steps")
+    p.add_argument("--seconds", type=_positive_float,
+                   help="wall-clock budget: training ends at whichever of --steps and --seconds comes first")
+    p.add_argument("--lr", type=_positive_float, help="Adam learning rate (cosine-decayed to 0)")
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--hidden", type=_positive_int, help="width of the network(s)")
+    p.add_argument("--depth", type=_positive_int, help="hidden layers of the network(s)")
+    p.add_argument("--ema", type=float, help="EMA decay of the weights (0: none)")
+    p.add_argument("--num-steps", type=_positive_int, default=1000, help="DDPM: diffusion steps N")
+    p.add_argument("--schedule", choices=("linear", "cosine"), default="linear", help="DDPM: beta schedule")
+    p.add_argument("--couplings", type=_positive_int, default=8, help="flows: number of coupling layers")
+    p.add_argument("--no-nice-scaling", action="store_true", help="NICE: leave out the diagonal scaling layer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    p.add_argument("--eval", action="store_true", help="measure quality afterwards and put it in the card")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a checkpoint into .npy or .csv",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", help="a checkpoint folder or a pretrained name such as ddpm-moons")
+    p.add_argument("-n", type=_positive_int, default=1000, help="number of samples")
+    p.add_argument("--out", required=True, help="samples.npy or samples.csv")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variance", choices=("beta", "beta_tilde"), default="beta_tilde", help="DDPM: sigma_k^2 (1.18)")
+    p.add_argument("--ddim-steps", type=_positive_int, help="DDPM: sample with DDIM in this many steps")
+    p.add_argument("--threads", type=_positive_int, default=2)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("eval", help="measure a checkpoint against its dataset (KL, bound, distances)")
+    p.add_argument("checkpoint")
+    p.add_argument("--dataset", help="defaults to the dataset the model was trained on")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--threads", type=_positive_int, default=2)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("push", help="upload a checkpoint folder (with its card) to the Hugging Face Hub")
+    p.add_argument("checkpoint", help="a checkpoint folder or a shipped name")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub; token from the usual huggingface_hub places")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("checkpoints", help="retrain the shipped checkpoints with their recipes (make checkpoints)")
+    p.add_argument("--out", default="checkpoints")
+    p.add_argument("--only", nargs="*", help="names such as ddpm-moons; default: all")
+    p.add_argument("--seconds", type=_positive_float, help="train each for this wall-clock budget instead of the "
+                   "recipe's step count")
+    p.set_defaults(func=cmd_checkpoints)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = make_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError, NotImplementedError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
