@@ -10,17 +10,22 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from genapp.nets import EpsMLP
+from genapp.nets import EpsMLP, UNet
 from genapp.schedules import NoiseSchedule, ScheduleName, Variance
 
 MAX_NUM_STEPS = 4000
 MAX_WIDTH = 1024
 MAX_DEPTH = 8
+MAX_CHANNELS = 256
+
+NetName = Literal["mlp", "unet"]
+Decoder = Literal["gaussian", "discretized"]
 
 
 @dataclass
@@ -34,8 +39,11 @@ class DDPMConfig:
     depth: int = 3
     fourier_freqs: int = 16
     time_dim: int = 64
-    data_bound: float = 4.0  # |x_0| <= data_bound: DDIM clips its x_0 prediction to this box
+    data_bound: float = 4.0  # |x_0| <= data_bound: DDIM clips its x_0 prediction to this box (1.0 for images)
     dataset: str = ""  # metadata: what the model was trained on
+    net: NetName = "mlp"  # eps_theta: "mlp" for vectors (d,), "unet" for images (C, H, W) (hidden..time_dim unused)
+    channels: int = 32  # UNet width at full resolution (twice that at half); unused by the MLP
+    levels: int = 0  # grey levels of discrete data in [-1, 1] (17 for digits): vlb's discretised L_0; 0 = continuous
 
     def __post_init__(self) -> None:
         self.data_shape = tuple(int(s) for s in self.data_shape)  # JSON gives a list back
@@ -51,6 +59,16 @@ class DDPMConfig:
             raise ValueError("fourier_freqs must lie in [0, 64] and time_dim be a positive even number")
         if not self.data_bound > 0:
             raise ValueError(f"data_bound must be positive, got {self.data_bound}")
+        if self.net not in ("mlp", "unet"):
+            raise ValueError(f"net must be 'mlp' or 'unet', got {self.net!r}")
+        if self.net == "mlp" and len(self.data_shape) != 1:
+            raise ValueError(f"net 'mlp' takes vector data (data_shape (d,)); for images {self.data_shape} use 'unet'")
+        if self.net == "unet" and (len(self.data_shape) != 3 or self.data_shape[1] % 2 or self.data_shape[2] % 2):
+            raise ValueError(f"net 'unet' takes images (C, H, W) with H and W even, got data_shape {self.data_shape}")
+        if not (8 <= self.channels <= MAX_CHANNELS and self.channels % 8 == 0):
+            raise ValueError(f"channels must be a multiple of 8 in [8, {MAX_CHANNELS}], got {self.channels}")
+        if self.levels == 1 or not 0 <= self.levels <= 65536:
+            raise ValueError(f"levels must be 0 (continuous data) or in [2, 65536], got {self.levels}")
 
     @property
     def data_dim(self) -> int:
@@ -113,6 +131,32 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) ->
     return -0.5 * ((x - mean).pow(2).sum(dims) / var + d * torch.log(2 * math.pi * var))
 
 
+def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, levels: int) -> torch.Tensor:
+    """log p(x) per sample, summed over data dims, for x on the grid of `levels` values -1 + 2 j / (levels - 1).
+
+    Ho et al. (2020, eq. 13): p(x^i) = int_{delta_-(x^i)}^{delta_+(x^i)} N(y; mean^i, var) dy, with the bin
+    [x - h, x + h], h = 1 / (levels - 1), widened to -inf at x = -1 and to +inf at x = 1, so the probabilities of
+    the `levels` values sum to 1. Evaluated with log Phi so that far-tail bins stay finite (float64 advised).
+    """
+    if levels < 2:
+        raise ValueError(f"levels must be >= 2, got {levels}")
+    j = (x + 1) * (levels - 1) / 2  # grid index, 0..levels-1
+    if (j - j.round()).abs().max() > 1e-3 or j.min() < -1e-3 or j.max() > levels - 1 + 1e-3:
+        raise ValueError(f"x must lie on the grid of {levels} levels in [-1, 1] (see genapp.images.quantize)")
+    j = j.round()
+    half_width, std = 1 / (levels - 1), var.sqrt()
+    lower = torch.where(j > 0, (x - half_width - mean) / std, -math.inf)  # delta_-: -inf at x = -1
+    upper = torch.where(j < levels - 1, (x + half_width - mean) / std, math.inf)  # delta_+: +inf at x = 1
+    # log(Phi(upper) - Phi(lower)), computed on the side of 0 where the smaller tail is: Phi(b) - Phi(a) =
+    # Phi(-a) - Phi(-b); with (a, b) = (lower, upper) or (-upper, -lower), b has the larger log Phi.
+    flip = lower > 0
+    a, b = torch.where(flip, -upper, lower), torch.where(flip, -lower, upper)
+    log_phi_a, log_phi_b = torch.special.log_ndtr(a), torch.special.log_ndtr(b)
+    log_ratio = (log_phi_a - log_phi_b).clamp(max=-torch.finfo(x.dtype).tiny)  # log(Phi(a) / Phi(b)) < 0
+    log_p = log_phi_b + torch.log(-torch.expm1(log_ratio))
+    return log_p.sum(tuple(range(1, x.ndim)))
+
+
 class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm", "diffusion", "genapp"]):
     """A DDPM: noise schedule (1.10), eps_theta network, and the forward/reverse processes of the lecture."""
 
@@ -124,9 +168,10 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
         schedule = NoiseSchedule.make(config.schedule, config.num_steps)
         for name in ("beta", "alpha", "alpha_bar", "beta_tilde"):  # float64, length N + 1, index k = lecture k
             self.register_buffer(name, getattr(schedule, name), persistent=False)
-        if len(config.data_shape) != 1:
-            raise ValueError("image DDPMs need the UNet eps_theta; this model takes vector data (data_shape (d,))")
-        self.net = EpsMLP(config.data_dim, config.hidden, config.depth, config.fourier_freqs, config.time_dim)
+        if config.net == "unet":
+            self.net = UNet(config.data_shape[0], config.channels)
+        else:
+            self.net = EpsMLP(config.data_dim, config.hidden, config.depth, config.fourier_freqs, config.time_dim)
 
     # -- schedule ----------------------------------------------------------------------------------------
     @property
@@ -227,14 +272,14 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
 
         x_N ~ N(0, I); for k = N..1: z ~ N(0, I) if k > 1 else z = 0; x_{k-1} = mu_theta(x_k, k) + sigma_k z (1.24).
         """
-        sigma = self.schedule.sigma(variance)
+        sigma = self.schedule.sigma(variance).tolist()  # plain floats: no device sync inside the loop
         x_k = self._noise(n, generator) if x_N is None else x_N.to(self.device)
         for k in range(self.num_steps, 0, -1):
             with torch.inference_mode():
                 eps_pred = self.eps_theta(x_k, k)
                 x0_pred = self.predict_x0(x_k, k, eps_pred)
                 z = self._noise(n, generator) if k > 1 else torch.zeros_like(x_k)
-            yield ChainStep(k, x_k, eps_pred, x0_pred, float(sigma[k]) if k > 1 else 0.0)
+            yield ChainStep(k, x_k, eps_pred, x0_pred, sigma[k] if k > 1 else 0.0)
             with torch.inference_mode():
                 x_k = self.p_step(x_k, k, z, variance, eps_pred)
         yield ChainStep(0, x_k)
@@ -301,14 +346,28 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
 
     @torch.inference_mode()
     def vlb(
-        self, x_0: torch.Tensor, variance: Variance = "beta_tilde", generator: torch.Generator | None = None
+        self,
+        x_0: torch.Tensor,
+        variance: Variance = "beta_tilde",
+        generator: torch.Generator | None = None,
+        decoder: Decoder | None = None,
+        levels: int | None = None,
     ) -> VLBTerms:
         """The variational bound L of (1.8) split as (1.11-1.12), each term averaged over the batch x_0, in nats.
 
         L_N = KL(q(x_N | x_0) || N(0, I)); L_{k-1} = KL(q(x_{k-1} | x_k, x_0) || p_theta(x_{k-1} | x_k)) for
         k = 2..N, closed-form Gaussian KLs at x_k ~ q(x_k | x_0) (one draw per sample and k);
-        L_0 = -log p_theta(x_0 | x_1), a Gaussian with the decoder variance (see `decoder_variance`).
+        L_0 = -log p_theta(x_0 | x_1) with mean mu_theta(x_1, 1) and the decoder variance (`decoder_variance`):
+        decoder "gaussian", a density (continuous data), or "discretized", the probability of x_0's bin among
+        `levels` grey levels in [-1, 1] (Ho et al. 2020, eq. 13; then L bounds the discrete NLL and bits/dim is
+        comparable across models). Defaults: "discretized" with `config.levels` when that is set, else "gaussian".
         """
+        levels = self.config.levels if levels is None else levels
+        decoder = decoder or ("discretized" if levels else "gaussian")
+        if decoder not in ("gaussian", "discretized"):
+            raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
+        if decoder == "discretized" and levels < 2:
+            raise ValueError(f"the discretized decoder needs levels >= 2 (config.levels or levels=), got {levels}")
         x_0 = x_0.to(self.device)
         sigma_squared = self.schedule.sigma_squared(variance)
         zero = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -326,5 +385,8 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
         x_1 = self.q_sample(x_0, 1, eps)
         mu_theta = self.p_mean(x_1, 1, self.eps_theta(x_1, 1)).double()
         var_0 = torch.tensor(self.decoder_variance(variance), dtype=torch.float64, device=self.device)
-        L_0 = -gaussian_log_prob(x_0.double(), mu_theta, var_0).mean()
+        if decoder == "discretized":
+            L_0 = -discretized_gaussian_log_prob(x_0.double(), mu_theta, var_0, levels).mean()
+        else:
+            L_0 = -gaussian_log_prob(x_0.double(), mu_theta, var_0).mean()
         return VLBTerms(float(L_N), L_kminus1, float(L_0), self.config.data_dim)

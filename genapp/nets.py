@@ -1,4 +1,4 @@
-"""Networks: the eps_theta MLP for 2-D DDPMs and a plain MLP used as coupling conditioner.
+"""Networks: eps_theta for DDPMs (an MLP for 2-D data, a small UNet for images) and a plain MLP conditioner.
 
 The networks know nothing of the lecture's math; `diffusion.py` and `flows.py` give their outputs meaning.
 """
@@ -72,3 +72,54 @@ class EpsMLP(nn.Module):
     def forward(self, x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         features = [x_k, self.fourier(x_k), sinusoidal_embedding(k, self.time_dim).to(x_k.dtype)]
         return self.net(torch.cat(features, dim=1))
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> 3x3 conv, plus a projection of the step embedding, twice; a residual connection."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int = 8) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(groups, in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_ch)
+        self.norm2, self.conv2 = nn.GroupNorm(groups, out_ch), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x)))
+        h = h + self.emb(emb)[:, :, None, None]
+        h = self.conv2(nn.functional.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class UNet(nn.Module):
+    """eps_theta(x_k, k) for images (n, C, H, W), H and W even: a two-resolution UNet (Ronneberger et al. 2015)
+    as in Ho et al. (2020, appendix B), cut down to 8x8 digits: H x W -> H/2 x W/2 -> H x W with skip connections,
+    GroupNorm + SiLU residual blocks that all see the sinusoidal embedding of k. The output conv starts at zero,
+    so an untrained model predicts eps = 0 (loss = d) instead of noise.
+    """
+
+    def __init__(self, in_channels: int = 1, channels: int = 32) -> None:
+        super().__init__()
+        c, c2, emb = channels, 2 * channels, 4 * channels
+        self.channels = channels
+        self.time = nn.Sequential(nn.Linear(c, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.conv_in = nn.Conv2d(in_channels, c, 3, padding=1)
+        self.down1 = ResBlock(c, c, emb)  # H x W
+        self.downsample = nn.Conv2d(c, c, 3, stride=2, padding=1)
+        self.down2 = ResBlock(c, c2, emb)  # H/2 x W/2
+        self.mid = ResBlock(c2, c2, emb)
+        self.up2 = ResBlock(c2 + c2, c2, emb)  # skip from down2
+        self.upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c2, c, 3, padding=1))
+        self.up1 = ResBlock(c + c, c, emb)  # skip from down1
+        self.norm_out = nn.GroupNorm(8, c)
+        self.conv_out = nn.Conv2d(c, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        emb = self.time(sinusoidal_embedding(k, self.channels).to(x_k.dtype))
+        h1 = self.down1(self.conv_in(x_k), emb)
+        h2 = self.down2(self.downsample(h1), emb)
+        h = self.up2(torch.cat([self.mid(h2, emb), h2], dim=1), emb)
+        h = self.up1(torch.cat([self.upsample(h), h1], dim=1), emb)
+        return self.conv_out(nn.functional.silu(self.norm_out(h)))
