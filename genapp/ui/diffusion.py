@@ -20,6 +20,7 @@ import gradio as gr
 import numpy as np
 import torch
 
+import genapp
 from genapp import plots
 from genapp.ui import common
 
@@ -462,6 +463,7 @@ def build_tab(ctx: common.AppContext) -> None:
     """The DDPM tab's components and events (call inside a gr.Tab)."""
     choices = common.model_choices("ddpm")
     default = DEFAULT_MODEL if DEFAULT_MODEL in choices else (choices[0] if choices else None)
+    default_data = next((e.get("dataset", "") for e in genapp.available() if e["name"] == default), "")
     run_state = gr.State(None)
     common.explain(INTRO)
     with gr.Row(equal_height=False):
@@ -486,9 +488,9 @@ def build_tab(ctx: common.AppContext) -> None:
                 sample_files = gr.File(label="Final samples x₀ (.npy, .csv)", file_count="multiple",
                                        interactive=False)
         with gr.Column(scale=5, min_width=360):
-            frame = gr.Image(blank_frame(), label="Reverse chain", format="jpeg", height=plots.DEFAULT_SIZE,
-                             interactive=False, show_label=False, elem_id="chain-frame", elem_classes="genapp-frame",
-                             buttons=["download", "fullscreen"])
+            frame = gr.Image(blank_frame("press ▶ Animate", default_data), label="Reverse chain", format="jpeg",
+                             height=plots.DEFAULT_SIZE, interactive=False, show_label=False, elem_id="chain-frame",
+                             elem_classes="genapp-frame", buttons=["download", "fullscreen"])
             k_slider = gr.Slider(0, 1000, value=0, step=1, label="k: scrub through the kept chain",
                                  elem_id="scrub-slider")
 
@@ -520,7 +522,8 @@ def build_tab(ctx: common.AppContext) -> None:
             vlb_btn = gr.Button("Compute the bound L", variant="secondary", elem_id="vlb-btn")
             vlb_text = common.explain("", elem_classes="genapp-readout", elem_id="vlb-readout")
         with gr.Column(scale=6, min_width=360):
-            vlb_plot = gr.Plot(label="Variational bound", show_label=False, visible=False)
+            vlb_plot = gr.Plot(plots.message_figure("The terms of L over k appear here."), label="Variational bound",
+                               show_label=False)
 
     # -- wiring: thin adapters from components to the callbacks above --
     chain_inputs = [model, n, seed, variance, sampler, ddim_steps]
@@ -558,8 +561,7 @@ def build_tab(ctx: common.AppContext) -> None:
                 gr.update(maximum=N, value=max(1, N // 10)))
 
     def on_vlb(model_, variance_, extra, progress=gr.Progress()):  # noqa: B008 (gradio's idiom)
-        fig, text = vlb(model_, variance_, extra, progress)
-        return gr.update(value=fig, visible=True), text
+        return vlb(model_, variance_, extra, progress)
 
     def refresh_choices(current, extra):
         names = common.model_choices("ddpm", extra)
