@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors
 import matplotlib.patches
 import numpy as np
 from matplotlib.figure import Figure
@@ -395,6 +396,9 @@ LINE = "#334155"  # grid lines carried through f
 GHOST = "#94a3b8"  # the previous state z_{k-1}, faint
 MARKER = "#111827"
 GAUSS_MASS = {1.0: "39%", 2.0: "86%", 3.0: "99%"}  # P(|z| < r) = 1 - exp(-r^2 / 2) for z ~ N(0, I_2)
+# densities: white paper at 0, through the samples' orange, to a dark plum at the top
+DENSITY_CMAP = matplotlib.colors.LinearSegmentedColormap.from_list(
+    "genapp_density", ["#ffffff", "#fde8d3", "#f6b07a", SAMPLES, "#a1304f", "#3b1c4a"])
 
 
 def angle_radius_colors(points: np.ndarray, radius_scale: float = 2.0) -> np.ndarray:
@@ -547,16 +551,28 @@ def render_colored(
     return np.asarray(img)
 
 
-def heatmap_frame(canvas: PointCanvas, values: np.ndarray, *, cmap: str, vmin: float, vmax: float,
-                  title: str = "", subtitle: str = "", corner: str = "", bar_label: str = "",
-                  bar_ticks: tuple[str, str] | None = None, marker: tuple[float, float] | None = None) -> np.ndarray:
+def heatmap_frame(
+    canvas: PointCanvas,
+    values: np.ndarray,
+    *,
+    cmap: str | matplotlib.colors.Colormap,
+    vmin: float,
+    vmax: float,
+    title: str = "",
+    subtitle: str = "",
+    corner: str = "",
+    bar_label: str = "",
+    bar_ticks: tuple[str, str] | None = None,
+    marker: tuple[float, float] | None = None,
+) -> np.ndarray:
     """A heatmap of `values` (G, G) given at the centres of a G x G grid on the canvas's box (row 0 at the top,
     i.e. the largest second coordinate), smoothly upsampled to the canvas, with its grid, a colour bar inset and
     optionally a marker at a data point. Values outside [vmin, vmax] are clipped; non-finite ones drawn as vmin."""
     v = np.asarray(values, dtype=np.float64)
     span = max(vmax - vmin, 1e-12)
     u = np.clip(np.nan_to_num((v - vmin) / span, nan=0.0, posinf=1.0, neginf=0.0), 0, 1)
-    lut = (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
+    cmap = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    lut = (cmap(np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
     small = Image.fromarray(lut[(u * 255 + 0.5).astype(np.int64)])
     img = np.asarray(small.resize((canvas.size, canvas.size), Image.Resampling.BILINEAR), dtype=np.float32) / 255
     img = (np.clip(canvas._draw_grid(img), 0, 1) * 255 + 0.5).astype(np.uint8)
