@@ -1,15 +1,5 @@
-"""Checkpoints: save, strict loading, names (checkpoints/ first, then the Hub), push.
-
-A checkpoint is a folder as `PyTorchModelHubMixin.save_pretrained` writes it: `config.json` (the config dataclass,
-plus a `"family"` key: "ddpm", "realnvp" or "nice") + `model.safetensors` + `README.md` (the model card). A folder
-without the key (written by plain save_pretrained) takes its family from its name `<family>-<dataset>`.
-
-`load_dir` never unpickles and never calls the mixin's `from_pretrained` (which falls back to pytorch_model.bin and
-loads with strict=False). It checks, in this order, each failure a `CheckpointError` naming the file:
-config.json is a JSON object whose keys are exactly the config's fields (+ "family") with JSON types matching the
-defaults; every integer in it is <= MAX_CONFIG_INT; the config validates itself; a dry run on the meta device
-(no memory) has <= MAX_PARAMETERS numbers; the safetensors header has exactly the model's keys, shapes and dtypes;
-every weight is finite. Only then is the model built and loaded with `load_state_dict(strict=True)`.
+"""Pretrained names: checkpoints/ first, then the Hugging Face Hub; push. The folder format and its strict
+loader live in `genapp.checkpoint` (re-exported here: `save`, `load_dir`, `CheckpointError`).
 
 Names: `checkpoints/NAME` (env GENAPP_CHECKPOINTS moves the folder), else the Hub repo `<namespace>/genapp-NAME`,
 namespace from env GENAPP_HUB_NAMESPACE (default "genapp-lab"). Hub settings are read at call time: HF_ENDPOINT,
@@ -18,9 +8,6 @@ HF_HUB_CACHE / HF_HOME, HF_HUB_OFFLINE (then only the cache is used), HF_HUB_DOW
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import json
 import math
 import os
 import re
@@ -28,34 +15,29 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-FAMILIES: dict[str, tuple[str, str, str]] = {  # family -> (module, model class, config class), imported on use
-    "ddpm": ("genapp.diffusion", "DDPM", "DDPMConfig"),
-    "realnvp": ("genapp.flows", "Flow", "FlowConfig"),
-    "nice": ("genapp.flows", "Flow", "FlowConfig"),
-}
-FILES = ("config.json", "model.safetensors", "README.md")
+from genapp.checkpoint import (  # noqa: F401  (re-exported: the public API names them under genapp.hub)
+    FAMILIES,
+    FILES,
+    MAX_CONFIG_INT,
+    MAX_PARAMETERS,
+    CheckpointError,
+    family_classes,
+    family_of,
+    family_of_name,
+    load_dir,
+    read_config,
+    save,
+)
+
 DEFAULT_NAMESPACE = "genapp-lab"
 DEFAULT_TIMEOUT_S = 10.0
 MIN_DOWNLOAD_RATE = 100_000  # bytes/s a download may not fall below (on top of 3 x the timeout)
-MAX_CONFIG_BYTES = 1 << 20
-MAX_CONFIG_INT = 16_384  # any integer in config.json (widths, steps, layers, dims)
-MAX_PARAMETERS = 50_000_000  # numbers in the state dict: 200 MB of float32
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
-
 _CACHE: dict[tuple[str, str | None], nn.Module] = {}
 _LOCK = threading.Lock()
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is malformed; the message names the file and what is wrong with it."""
 
 
 class HubError(OSError):
@@ -98,31 +80,6 @@ def hub_repo_id(name: str) -> str:
     return f"{namespace}/genapp-{check_name(name)}"
 
 
-def family_classes(family: str) -> tuple[type[nn.Module], type]:
-    """(model class, config class) of a family, importing its module on first use."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    module, model_cls, config_cls = FAMILIES[family]
-    module = importlib.import_module(module)
-    return getattr(module, model_cls), getattr(module, config_cls)
-
-
-def family_of(model: nn.Module) -> str:
-    """The family of a model instance: the class picks it, a flow's `config.kind` tells NICE from RealNVP."""
-    cls = type(model)
-    matches = [f for f, (mod, name, _) in FAMILIES.items() if (cls.__module__, cls.__name__) == (mod, name)]
-    if len(matches) > 1:
-        matches = [f for f in matches if getattr(model.config, "kind", None) == f]
-    if len(matches) != 1:
-        raise ValueError(f"cannot tell the checkpoint family of a {cls.__name__}; known: {', '.join(FAMILIES)}")
-    return matches[0]
-
-
-def _family_of_name(name: str) -> str | None:
-    prefix = name.split("-", 1)[0]
-    return prefix if prefix in FAMILIES else None
-
-
 def _is_true(value: str | None) -> bool:
     return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
@@ -159,183 +116,6 @@ def _timeout(timeout: float | None) -> float:
     return value
 
 
-# -- save and strict load --------------------------------------------------------------------------------------
-def save(model: nn.Module, directory: str | Path, card: str | None = None) -> Path:
-    """Write `model` as a checkpoint folder: config.json (+ "family"), model.safetensors, README.md.
-
-    README.md is `card` if given, else the mixin's default card; an older README.md in the folder is replaced.
-    """
-    family = family_of(model)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "README.md").unlink(missing_ok=True)
-    if card is not None:
-        (directory / "README.md").write_text(card, encoding="utf-8")
-    model.save_pretrained(directory, config={**dataclasses.asdict(model.config), "family": family})
-    return directory
-
-
-def load_dir(path: str | Path, map_location: str | torch.device = "cpu", *, family: str | None = None) -> nn.Module:
-    """Load a checkpoint folder strictly (see the module docstring), in eval mode on `map_location`.
-
-    `family` is a hint for folders whose config.json lacks the key (else the folder name `<family>-...` decides);
-    if both are given they must agree. Weights must have the dtypes of the model built from the config under the
-    current default dtype (float32 unless changed).
-    """
-    folder = Path(path)
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: not a checkpoint folder (config.json + model.safetensors + README.md)")
-    raw = _read_config(config_path)
-    family = _pick_family(raw.pop("family", None), family, folder.name, config_path)
-    model_cls, config_cls = family_classes(family)
-    config = _build_config(config_cls, raw, config_path)
-    if getattr(config, "kind", family) != family:
-        raise CheckpointError(f"{config_path}: family {family!r} but kind {config.kind!r}")
-    expected = _dry_run(model_cls, config, config_path)
-    _check_header(weights_path, expected)
-    tensors = _read_tensors(weights_path)
-    model = model_cls(config)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{weights_path}: {error}") from error
-    return model.to(map_location).eval()
-
-
-def _read_config(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{path}: {path.stat().st_size} bytes, more than a config needs ({MAX_CONFIG_BYTES})")
-
-    def refuse(constant: str) -> None:
-        raise ValueError(f"{constant} is not a number")
-
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: must hold a JSON object, got {type(raw).__name__}")
-    return raw
-
-
-def _pick_family(stored: Any, hint: str | None, folder_name: str, config_path: Path) -> str:
-    if stored is not None and stored not in FAMILIES:
-        raise CheckpointError(f"{config_path}: unknown family {stored!r}; known: {', '.join(FAMILIES)}")
-    if stored is not None and hint is not None and stored != hint:
-        raise CheckpointError(f"{config_path}: family {stored!r}, but the name says {hint!r}")
-    family = stored or hint or _family_of_name(folder_name)
-    if family is None:
-        raise CheckpointError(f"{config_path}: no 'family' key, and the folder name {folder_name!r} does not "
-                              f"start with one of {', '.join(FAMILIES)}")
-    return family
-
-
-def _json_type_ok(value: Any, default: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_CONFIG_INT
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    if isinstance(default, (tuple, list)):
-        return isinstance(value, list) and all(_json_type_ok(v, default[0]) for v in value) if default else True
-    return True
-
-
-def _build_config(config_cls: type, raw: dict, path: Path) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    # Unknown keys are refused. A key the file lacks takes the field's default, so checkpoints written before a
-    # field was added keep loading; a field without a default must be present.
-    unknown = sorted(raw.keys() - fields.keys())
-    missing = sorted(k for k in fields.keys() - raw.keys()
-                     if fields[k].default is dataclasses.MISSING and fields[k].default_factory is dataclasses.MISSING)
-    if unknown or missing:
-        raise CheckpointError(f"{path}: does not match {config_cls.__name__}: unknown keys {unknown}, "
-                              f"missing keys {missing}")
-    for key, value in raw.items():
-        field = fields[key]
-        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-        if default is not dataclasses.MISSING and not _json_type_ok(value, default):
-            raise CheckpointError(f"{path}: {key} = {value!r} is not a valid {type(default).__name__} "
-                                  f"(integers at most {MAX_CONFIG_INT})")
-    try:
-        return config_cls(**raw)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: invalid {config_cls.__name__}: {error}") from error
-
-
-class _EmptyOnMeta(TorchFunctionMode):
-    """Send torch.empty (how nn.Linear, nn.Conv and nn.Embedding make their weights) to the meta device, so that
-    building a model costs no memory. A torch function mode is thread-local, unlike patching nn.Module."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if func is torch.empty:
-            kwargs["device"] = "meta"
-        return func(*args, **kwargs)
-
-
-def _dry_run(model_cls: type[nn.Module], config: Any, config_path: Path) -> dict[str, tuple[tuple, torch.dtype]]:
-    """The state dict's {key: (shape, dtype)} of the model `config` asks for, refused above MAX_PARAMETERS."""
-    try:
-        with _EmptyOnMeta():
-            model = model_cls(config)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{config_path}: cannot build {model_cls.__name__}: {error}") from error
-    state = model.state_dict()
-    numel = sum(t.numel() for t in state.values())
-    if numel > MAX_PARAMETERS:
-        raise CheckpointError(f"{config_path}: asks for {numel:,} weights, more than MAX_PARAMETERS "
-                              f"({MAX_PARAMETERS:,}); refused before allocating")
-    return {key: (tuple(t.shape), t.dtype) for key, t in state.items()}
-
-
-def _check_header(path: Path, expected: dict[str, tuple[tuple, torch.dtype]]) -> None:
-    """Compare the safetensors header (keys, shapes, dtypes; no tensor data read) with the model's state dict."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        note = " (genapp never loads pickled weights such as pytorch_model.bin)" if any(
-            p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"} for p in path.parent.iterdir()) else ""
-        raise CheckpointError(f"{path}: missing{note}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = {key: (tuple(f.get_slice(key).get_shape()), f.get_slice(key).get_dtype()) for key in f.keys()}
-    except Exception as error:  # safetensors raises its own SafetensorError; OSError for unreadable files
-        raise CheckpointError(f"{path}: not a valid safetensors file (truncated or corrupt?): {error}") from error
-    problems = []
-    if missing := sorted(expected.keys() - header.keys()):
-        problems.append(f"missing tensors {missing}")
-    if unexpected := sorted(header.keys() - expected.keys()):
-        problems.append(f"unexpected tensors {unexpected}")
-    for key in sorted(expected.keys() & header.keys()):
-        (shape, dtype), (file_shape, file_dtype) = expected[key], header[key]
-        if file_shape != shape:
-            problems.append(f"{key!r} has shape {list(file_shape)}, config.json asks for {list(shape)}")
-        if _DTYPES.get(file_dtype) != dtype:
-            problems.append(f"{key!r} has dtype {file_dtype}, the model expects {dtype}")
-    if problems:
-        more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
-        raise CheckpointError(f"{path}: does not match config.json: {'; '.join(problems[:6])}{more}")
-
-
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except Exception as error:
-        raise CheckpointError(f"{path}: cannot read tensors: {error}") from error
-    if bad := [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]:
-        raise CheckpointError(f"{path}: non-finite values (NaN or inf) in {sorted(bad)}")
-    return tensors
-
-
 # -- names: checkpoints/ first, then the Hub -------------------------------------------------------------------
 def load(name: str, revision: str | None = None, *, timeout: float | None = None) -> nn.Module:
     """The checkpoint `name`, in eval mode on the CPU: `checkpoints/NAME`, else the Hub repo `hub_repo_id(name)`.
@@ -351,9 +131,9 @@ def load(name: str, revision: str | None = None, *, timeout: float | None = None
         if (name, revision) not in _CACHE:
             folder = checkpoints_dir() / name
             if revision is None and folder.is_dir():
-                model = load_dir(folder, family=_family_of_name(name))
+                model = load_dir(folder, family=family_of_name(name))
             else:
-                model = load_dir(_download(name, revision, _timeout(timeout)), family=_family_of_name(name))
+                model = load_dir(_download(name, revision, _timeout(timeout)), family=family_of_name(name))
             _CACHE[name, revision] = model
         return _CACHE[name, revision]
 
@@ -377,10 +157,10 @@ def available() -> list[dict[str, Any]]:
     entries = []
     for name in _local_names():
         folder = checkpoints_dir() / name
-        entry: dict[str, Any] = {"name": name, "family": _family_of_name(name),
+        entry: dict[str, Any] = {"name": name, "family": family_of_name(name),
                                  "dataset": name.split("-", 1)[1] if "-" in name else "", "path": str(folder)}
         try:
-            raw = _read_config(folder / "config.json")
+            raw = read_config(folder / "config.json")
             entry["family"] = raw.get("family") or entry["family"]
             entry["dataset"] = raw.get("dataset") or entry["dataset"]
         except CheckpointError as error:
@@ -529,7 +309,7 @@ def push(name_or_dir: str | Path, repo_id: str | None = None, token: str | None 
         raise TypeError("private must be a bool and token a str or None")
     if not (folder / "README.md").is_file():
         raise CheckpointError(f"{folder / 'README.md'}: missing: a pushed checkpoint carries its model card")
-    load_dir(folder, family=_family_of_name(folder.name))
+    load_dir(folder, family=family_of_name(folder.name))
     if _offline():
         raise HubError(f"cannot push {folder} to {repo_id}: the Hub is off (HF_HUB_OFFLINE=1)")
     api = HfApi(endpoint=_endpoint(), token=token)
