@@ -110,7 +110,7 @@ def test_layer_view_walks_the_flows_own_states(extra):
     assert all(img.shape == (SIZE, SIZE, 3) for img, _ in frames)
     assert len({img.tobytes() for img, _ in frames}) == K + 1  # every state looks different
     _, text = frames[2]
-    assert "**→ $f_{2}$**" in text and text.count("affine coupling (1.36)") == K
+    assert "**→ $f_{2}$**" in text and text.count("| affine coupling |") == K - 1  # and the marked row
     # the table's per-layer log-dets add up to f's log-det
     z = torch.randn(200, 2, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -129,7 +129,9 @@ def test_layer_view_from_data_ends_where_x_to_z_does(extra):
 
 def test_nice_layers_name_the_scaling_layer(extra):
     img, text = tab.layer_view("tiny-nice", 100, 0, None, "samples", extra)  # None: the last state, x
-    assert "NICE scaling" in text and "additive coupling (1.34)" in text
+    assert "**NICE scaling**" in text  # the last layer made x
+    img, text = tab.layer_view("tiny-nice", 100, 0, 1, "samples", extra)
+    assert "| NICE scaling |" in text and "| additive coupling |" in text and "(1.34)" in text
     assert "keeps" in tab.layer_caption(extra["tiny-nice"].layer_info()[0])
 
 
@@ -191,7 +193,7 @@ def test_inspector_adds_up_1_29(extra):
         log_px = float(flow.log_prob(x))
     for value in (f"{log_pz:.4f}", f"{float(log_det):+.4f}", f"**{log_px:.4f}**", f"{float(z[0, 0]):.3f}"):
         assert value in text
-    assert "exact $\\log p^*(x)$" in text  # moons has an exact density
+    assert "data's exact $\\log p^*(x)$" in text  # moons has an exact density
     plain, _, _ = tab.density("tiny-realnvp", extra)
     assert not np.array_equal(left, plain)  # the point is marked
 

@@ -116,8 +116,7 @@ def z_to_x(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
                                 corner=f"{n} points · seed {seed}")
     right = plots.render_colored(cv, x.numpy(), colors,
                                  plots.draw_lines(cv, common.background(dataset, size), lines_x, strong=axes),
-                                 title="x = f(z)", subtitle="same colours, grid drawn through f",
-                                 corner=f"{model_name}")
+                                 title="x = f(z)", subtitle=f"{model_name} · the grid drawn through f")
     ld = log_det.numpy()
     text = (f"Mean $\\log|\\det J_f(z)|$ = **{ld.mean():.3f}** nats (range {ld.min():.2f} to {ld.max():.2f}): "
             f"on average $f$ multiplies small areas by $e^{{{ld.mean():.2f}}} \\approx {math.exp(ld.mean()):.2f}$. ")
@@ -149,7 +148,7 @@ def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
                                 corner=f"{dataset} · {n} points")
     right = plots.render_colored(cv, z.numpy(), colors, plots.draw_lines(cv, _latent_backdrop(size), lines_z,
                                                                         strong=axes),
-                                 title="z = f⁻¹(x)", subtitle="over the contours of N(0, I)", corner=f"{model_name}")
+                                 title="z = f⁻¹(x)", subtitle=f"{model_name} · over N(0, I)")
     zz = z.numpy().astype(np.float64)
     r = np.hypot(zz[:, 0], zz[:, 1])
     inside = [f"{100 * float((r < radius).mean()):.1f}%" for radius in (1, 2, 3)]
@@ -157,20 +156,20 @@ def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
     mean, std = zz.mean(0), zz.std(0)
     corr = float(np.corrcoef(zz.T)[0, 1]) if len(zz) > 2 else 0.0
     text = (
-        "| | $\\Vert z\\Vert < 1$ | $< 2$ | $< 3$ | mean of $z$ | std of $z$ | correlation |\n"
-        "|---|---|---|---|---|---|---|\n"
-        f"| $f^{{-1}}$(data) | {' | '.join(inside)} | ({mean[0]:.2f}, {mean[1]:.2f}) | "
-        f"({std[0]:.2f}, {std[1]:.2f}) | {corr:.2f} |\n"
-        f"| $\\mathcal N(0, I)$ | {' | '.join(gauss)} | (0, 0) | (1, 1) | 0 |\n\n"
-        f"The closer the rows, the better $f^{{-1}}$ *normalizes* the data. Mean "
+        "| | $z = f^{-1}(x)$ | $\\mathcal N(0, I)$ |\n|---|---|---|\n" +
+        "".join(f"| $\\Vert z\\Vert < {radius}$ | {a} | {b} |\n" for radius, a, b in zip((1, 2, 3), inside, gauss)) +
+        f"| mean | ({mean[0]:.2f}, {mean[1]:.2f}) | (0, 0) |\n"
+        f"| std | ({std[0]:.2f}, {std[1]:.2f}) | (1, 1) |\n"
+        f"| correlation | {corr:.2f} | 0 |\n\n"
+        f"The closer the columns, the better $f^{{-1}}$ *normalizes* the data. Mean "
         f"$\\log|\\det J_{{f^{{-1}}}}(x)|$ = {float(log_det.mean()):.3f} nats."
     )
     return plots.side_by_side(left, right, "f⁻¹"), text
 
 
 # -- layer by layer ----------------------------------------------------------------------------------------------
-LAYER_NAME = {"AffineCoupling": "affine coupling (1.36)", "AdditiveCoupling": "additive coupling (1.34)",
-              "DiagonalScaling": "NICE scaling $x = e^{s} \\odot h$"}
+LAYER_NAME = {"AffineCoupling": "affine coupling", "AdditiveCoupling": "additive coupling",
+              "DiagonalScaling": "NICE scaling"}
 LAYER_FORMULA = {"AffineCoupling": "$z_2 \\leftarrow e^{\\sigma_\\theta(z_1)} \\odot z_2 + \\mu_\\theta(z_1)$ (1.36)",
                  "AdditiveCoupling": "$z_2 \\leftarrow z_2 + \\mu_\\theta(z_1)$ (1.34)",
                  "DiagonalScaling": "$x = e^{s} \\odot h$, the same stretch everywhere"}
@@ -242,7 +241,8 @@ def layer_view(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any =
     direction = ("$z_k = f_k(z_{k-1})$, starting from $z_0 = z \\sim \\mathcal N(0, I)$ (1.30)" if source == "samples"
                  else "$z_{k-1} = f_k^{-1}(z_k)$, starting from data $z_K = x$ (1.33)")
     text = (f"Showing $z_{{{k}}}$: {direction}; grey dots are the state one layer before. Each coupling keeps a "
-            "half $z_1$ and moves the other half $z_2$: " + "; ".join(LAYER_FORMULA[kind] for kind in kinds) + ".\n\n"
+            "half $z_1$ and moves the other half $z_2$. "
+            + "; ".join(f"{LAYER_NAME[kind].capitalize()}: {LAYER_FORMULA[kind]}" for kind in kinds) + ".\n\n"
             "| $k$ | layer | keeps $z_1$ | moves $z_2$ | mean $\\log\\lvert\\det J_{f_k}\\rvert$ |\n"
             "|---|---|---|---|---|\n" +
             "".join(rows) + f"| | | | **sum** (1.30) | **{sum(log_dets):+.3f}** |\n")
@@ -301,7 +301,7 @@ def _density_images(flow, grid: DensityGrid, model_name: str, marker: tuple[floa
     px = np.exp(grid.log_px)
     top = float(px.max())
     left = plots.heatmap_frame(cv, px, cmap=plots.DENSITY_CMAP, vmin=0.0, vmax=top, title="pₓ(x)  (1.29)",
-                               subtitle=f"grid integral {grid.integral:.3f}", corner=model_name,
+                               subtitle=f"{model_name} · grid integral {grid.integral:.3f}",
                                bar_label="pₓ(x)", bar_ticks=("0", f"{top:.3g}"), marker=marker)
     ld = grid.log_det
     spread = float(ld.max() - ld.min())
@@ -311,7 +311,8 @@ def _density_images(flow, grid: DensityGrid, model_name: str, marker: tuple[floa
         c = float(ld.mean())
         title, subtitle, lo, hi = "log|det J_f⁻¹(x)|", f"constant: {c:+.3f} (scaling only)", -abs(c) - 1, abs(c) + 1
     else:
-        bound = max(float(np.quantile(np.abs(ld), 0.995)), 1e-3)
+        where = px > 0.01 * top  # scale the colours to where the density lives; far out the map saturates
+        bound = max(float(np.quantile(np.abs(ld[where] if where.sum() > 10 else ld), 0.99)), 1e-3)
         title, subtitle, lo, hi = "log|det J_f⁻¹(x)|", "red: f⁻¹ stretches · blue: squeezes", -bound, bound
     right = plots.heatmap_frame(cv, ld, cmap="RdBu_r", vmin=lo, vmax=hi, title=title, subtitle=subtitle,
                                 bar_label="log|det J_f⁻¹(x)|", bar_ticks=(f"{lo:+.2g}", f"{hi:+.2g}"), marker=marker)
@@ -379,19 +380,19 @@ def inspect(model_name: Any, x1: Any, x2: Any, extra: Mapping[str, Any] | None =
         data = genapp.data.get(dataset)
         if data.has_density:
             true_lp = float(data.log_prob(x.double()))
-            truth = (f"| the data's exact $\\log p^*(x)$, for comparison | "
-                     f"{'-∞ (outside its support)' if math.isinf(true_lp) else f'{true_lp:.4f}'} |\n")
+            truth = (f"| data's exact $\\log p^*(x)$ | "
+                     f"{'-∞ (off its support)' if math.isinf(true_lp) else f'{true_lp:.4f}'} |\n")
     text = (
-        "| quantity | value |\n|---|---|\n"
+        "| | value |\n|---|---|\n"
         f"| point $x$ | ({x1:.3f}, {x2:.3f}) |\n"
         f"| $z = f^{{-1}}(x)$ (1.33) | ({float(z[0, 0]):.3f}, {float(z[0, 1]):.3f}) |\n"
-        f"| $\\log p_z(z) = -\\Vert z\\Vert^2/2 - \\log 2\\pi$ | {log_pz:.4f} |\n"
-        f"| $+\\ \\log\\lvert\\det J_{{f^{{-1}}}}(x)\\rvert$ "
-        f"$= \\sum_k \\log\\lvert\\det J_{{f_k^{{-1}}}}(z_k)\\rvert$ (1.32) | "
-        f"{log_det:+.4f} |\n"
-        f"| $=\\ \\log p_x(x)$ (1.29) | **{log_pz + log_det:.4f}** |\n"
+        f"| $\\log p_z(z)$ | {log_pz:.4f} |\n"
+        f"| $+ \\log\\lvert\\det J_{{f^{{-1}}}}(x)\\rvert$ | {log_det:+.4f} |\n"
+        f"| $= \\log p_x(x)$ (1.29) | **{log_pz + log_det:.4f}** |\n"
         f"| $p_x(x)$ | {math.exp(log_pz + log_det):.4g} |\n" + truth +
-        f"\nLayer by layer, $k = K, \\dots, 1$: {parts}. `Flow.log_prob` gives {log_px:.4f}, the same sum."
+        "\n$\\log p_z(z) = -\\Vert z\\Vert^2/2 - \\log 2\\pi$. The volume term is a sum over the layers, "
+        f"$\\sum_k \\log\\lvert\\det J_{{f_k^{{-1}}}}(z_k)\\rvert$ (1.32), $k = K, \\dots, 1$: {parts}. "
+        f"`Flow.log_prob` gives {log_px:.4f}, the same sum."
     )
     left, right = _density_images(flow, density_grid(flow), str(model_name), (x1, x2), size)
     return left, right, text
@@ -623,23 +624,27 @@ def build_tab(ctx: common.AppContext) -> None:
     gr.Markdown("### Density")
     common.explain(EXPLAIN_DENSITY)
     with gr.Row(equal_height=False):
-        px_image = gr.Image(blank("loading…"), label="p_x", elem_id="flow-density", **image)
-        ld_image = gr.Image(blank("loading…"), label="log det", elem_id="flow-logdet", **image)
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=5, min_width=320):
-            density_md = common.explain("", elem_classes="genapp-readout", elem_id="flow-density-readout")
-        with gr.Column(scale=5, min_width=320):
+        with gr.Column(scale=4, min_width=300):
+            px_image = gr.Image(blank("loading…"), label="p_x", elem_id="flow-density", **image)
+        with gr.Column(scale=4, min_width=300):
+            ld_image = gr.Image(blank("loading…"), label="log det", elem_id="flow-logdet", **image)
+        with gr.Column(scale=3, min_width=280):
             with gr.Row():
-                x1 = gr.Number(1.0, label="x₁", minimum=-MAX_COORD, maximum=MAX_COORD, elem_id="flow-x1")
-                x2 = gr.Number(0.0, label="x₂", minimum=-MAX_COORD, maximum=MAX_COORD, elem_id="flow-x2")
-                inspect_btn = gr.Button("Inspect this point", scale=1, min_width=140)
-            inspect_md = common.explain("*Click a point on one of the maps above.*", elem_classes="genapp-readout",
+                x1 = gr.Number(1.0, label="x₁", minimum=-MAX_COORD, maximum=MAX_COORD, elem_id="flow-x1",
+                               min_width=80)
+                x2 = gr.Number(0.0, label="x₂", minimum=-MAX_COORD, maximum=MAX_COORD, elem_id="flow-x2",
+                               min_width=80)
+            inspect_btn = gr.Button("Inspect this point", size="sm", elem_id="flow-inspect-btn")
+            inspect_md = common.explain("*Click a point on one of the maps.*", elem_classes="genapp-readout",
                                         elem_id="flow-inspect-readout")
+    density_md = common.explain("", elem_classes="genapp-readout", elem_id="flow-density-readout")
 
     gr.Markdown("### Likelihood: flows beside a DDPM")
     common.explain(EXPLAIN_LIKELIHOOD)
     likelihood_md = common.explain("", elem_classes="genapp-readout", elem_id="flow-likelihood")
-    compare_btn = gr.Button("Compare with the DDPM", variant="secondary", elem_id="flow-compare-btn")
+    with gr.Row():
+        compare_btn = gr.Button("Compare with the DDPM", variant="secondary", elem_id="flow-compare-btn", scale=0,
+                                min_width=300)
 
     with gr.Accordion("Export the figures and the samples", open=False):
         with gr.Row():
