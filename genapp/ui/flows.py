@@ -673,7 +673,11 @@ def build_tab(ctx: common.AppContext) -> None:
         return z_to_x(model, points, seed, extra) if model else (blank("no flow checkpoint", 2), NO_MODELS)
 
     def on_x_to_z(model, points, seed, extra):
-        return x_to_z(model, points, seed, extra) if model else (blank("no flow checkpoint", 2), "")
+        if not model:
+            return blank("no flow checkpoint", 2), ""
+        if not common.known_dataset(common.dataset_name(_flow(model, extra))):
+            return blank("no named dataset to map", 2), "This flow was trained on unnamed data: no fresh data to map."
+        return x_to_z(model, points, seed, extra)
 
     def on_layer(model, points, seed, k, start, extra):
         return layer_view(model, points, seed, k, start, extra) if model else (blank("no flow checkpoint"), "")
