@@ -494,7 +494,8 @@ def draw_circles(canvas: PointCanvas, base: np.ndarray, radii: tuple[float, ...]
             if r in labels:
                 a = math.radians(-38)
                 d.text((x0 + rr * math.cos(a) + 3 * ss, y0 + rr * math.sin(a) - 6 * ss), labels[r],
-                       fill=_rgba(color, 1.0), font=font(11 * ss, bold=True))
+                       fill=_rgba(color, 1.0), font=font(11 * ss, bold=True), stroke_width=2 * ss,
+                       stroke_fill=(255, 255, 255, 230))
 
     return _paint(base, draw)
 
