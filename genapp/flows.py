@@ -1,0 +1,262 @@
+"""Normalizing flows (lecture 8, sec. 1.2): NICE and RealNVP coupling layers composed into a `Flow`.
+
+Direction as in the lecture: f maps the latent z ~ p_z = N(0, I) to data x = f(z) = f_K o ... o f_1 (z).
+Every bijection has one signature: `forward(z) -> (x, log|det J_f(z)|)` and `inverse(x) -> (z, log|det J_{f^-1}(x)|)`,
+log-dets of shape (batch,).
+
+No `from __future__ import annotations` here: huggingface_hub's mixin reads `Flow.__init__`'s annotation at runtime
+to rebuild the `FlowConfig` dataclass from config.json, and a string annotation would hand it a plain dict.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+from torch.nn import functional as F
+
+from genapp.data import check_count
+from genapp.nets import MLP
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
+
+
+def coupling_mask(data_dim: int, k: int) -> torch.Tensor:
+    """Boolean mask of the conditioning half z_1 of coupling k (0-based): the first floor(d/2) coordinates on
+    even k, the rest on odd k, so consecutive couplings transform complementary halves (d = 2: [1,0], [0,1], ...)."""
+    first = torch.arange(data_dim) < data_dim // 2
+    return first if k % 2 == 0 else ~first
+
+
+class _Coupling(nn.Module):
+    """Shared split/merge for couplings: z_1 = z[mask] conditions, z_2 = z[~mask] is transformed.
+
+    Conditioners keep PyTorch's default init, small random weights (|w| < 1/sqrt(fan_in)), NOT a zeroed last layer:
+    a coupling that is exactly the identity has an exactly zero expected gradient on standardised data with
+    independent coordinates (25gaussians), so a zero-initialised flow never leaves the Gaussian it starts as.
+    (A last layer scaled down 10x with zero bias still sits there for hundreds of steps.)
+    """
+
+    def __init__(self, mask: torch.Tensor, outputs_per_coord: int, hidden: int, depth: int, activation: str) -> None:
+        super().__init__()
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.ndim != 1 or bool(mask.all()) or not bool(mask.any()):
+            raise ValueError(f"mask must be 1-D with both values present (1 <= d' <= d-1), got {mask.tolist()}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("cond", mask.nonzero().squeeze(1), persistent=False)
+        self.register_buffer("trans", (~mask).nonzero().squeeze(1), persistent=False)
+        self.net = MLP(len(self.cond), outputs_per_coord * len(self.trans), hidden, depth, ACTIVATIONS[activation])
+
+    def split(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return v[:, self.cond], v[:, self.trans]
+
+    def merge(self, v: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        """v with its transformed coordinates replaced by v2 (out of place; the z_1 part passes through)."""
+        return v.index_copy(1, self.trans, v2)
+
+    def describe(self) -> dict[str, Any]:
+        return {"layer": type(self).__name__, "conditioning": self.cond.tolist(), "transformed": self.trans.tolist()}
+
+
+class AdditiveCoupling(_Coupling):
+    """NICE coupling (Dinh et al. 2015): x_1 = z_1, x_2 = z_2 + mu_theta(z_1)   (1.34);
+    inverse z_2 = x_2 - mu_theta(x_1)   (1.35). Volume preserving: log|det J_f| = 0."""
+
+    def __init__(self, mask: torch.Tensor, hidden: int = 64, depth: int = 2, activation: str = "relu") -> None:
+        super().__init__(mask, 1, hidden, depth, activation)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z_1, z_2 = self.split(z)
+        x_2 = z_2 + self.net(z_1)  # (1.34), shift = mu_theta(z_1)
+        return self.merge(z, x_2), z.new_zeros(z.shape[0])
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x_1, x_2 = self.split(x)
+        z_2 = x_2 - self.net(x_1)  # (1.35)
+        return self.merge(x, z_2), x.new_zeros(x.shape[0])
+
+
+class AffineCoupling(_Coupling):
+    """RealNVP coupling (Dinh et al. 2017): x_1 = z_1, x_2 = exp(sigma_theta(z_1)) * z_2 + mu_theta(z_1)   (1.36);
+    inverse z_2 = exp(-sigma_theta(x_1)) * (x_2 - mu_theta(x_1))   (1.37); log|det J_f(z)| = sum_j sigma_theta(z_1)_j.
+
+    Bounded log-scale: sigma = c * tanh(raw / c), c = softplus(c_raw) > 0 a learned scalar per layer, as RealNVP's
+    own code bounds s with a learned scale times tanh (Glow bounds it with a sigmoid). |sigma| < c, so one step
+    of training cannot make exp(sigma) overflow; near 0 it is the identity, so small scales are not distorted.
+    """
+
+    def __init__(
+        self, mask: torch.Tensor, hidden: int = 64, depth: int = 2, activation: str = "relu", bound: float = 2.0
+    ) -> None:
+        super().__init__(mask, 2, hidden, depth, activation)
+        if not bound > 0:
+            raise ValueError(f"bound must be > 0, got {bound}")
+        self.bound_raw = nn.Parameter(torch.tensor(math.log(math.expm1(bound))))  # softplus^{-1}(bound)
+
+    def log_scale_shift(self, v_1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigma_theta(v_1), mu_theta(v_1)), sigma bounded in (-c, c)."""
+        raw, shift = self.net(v_1).chunk(2, dim=1)
+        c = F.softplus(self.bound_raw)
+        return c * torch.tanh(raw / c), shift
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z_1, z_2 = self.split(z)
+        log_scale, shift = self.log_scale_shift(z_1)
+        x_2 = torch.exp(log_scale) * z_2 + shift  # (1.36)
+        return self.merge(z, x_2), log_scale.sum(1)
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x_1, x_2 = self.split(x)
+        log_scale, shift = self.log_scale_shift(x_1)
+        z_2 = torch.exp(-log_scale) * (x_2 - shift)  # (1.37)
+        return self.merge(x, z_2), -log_scale.sum(1)  # det J_{f^-1}(x) = exp(-sum_j sigma_j)
+
+
+class DiagonalScaling(nn.Module):
+    """NICE's last layer (Dinh et al. 2015, sec. 3.3): x = exp(s) * h, log|det J_f| = sum_j s_j; s starts at 0."""
+
+    def __init__(self, data_dim: int) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(data_dim))
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return h * self.log_scale.exp(), self.log_scale.sum().expand(h.shape[0])
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * (-self.log_scale).exp(), (-self.log_scale.sum()).expand(x.shape[0])
+
+    def describe(self) -> dict[str, Any]:
+        return {"layer": "DiagonalScaling", "conditioning": [], "transformed": list(range(len(self.log_scale)))}
+
+
+MAX_DATA_DIM, MAX_COUPLINGS, MAX_WIDTH, MAX_DEPTH = 4096, 64, 1024, 8  # as DDPMConfig: no absurd models
+MAX_SAMPLE_NUMBERS = 2_000_000  # numbers one sample(n) may draw: 1M 2-D points
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value!r:.40}")
+
+
+@dataclass
+class FlowConfig:
+    """A flow's architecture and metadata; saved as config.json beside the weights.
+
+    kind: "realnvp" (AffineCoupling, 1.36) or "nice" (AdditiveCoupling, 1.34). num_couplings: K couplings with
+    alternating masks. hidden, depth: width and number of hidden layers of each conditioner MLP. nice_scaling: append
+    NICE's DiagonalScaling (kind "nice" only; RealNVP couplings scale already, so it is ignored there).
+    dataset: what the flow was trained on (metadata only).
+    """
+
+    kind: Literal["realnvp", "nice"] = "realnvp"
+    data_dim: int = 2
+    num_couplings: int = 8
+    hidden: int = 64
+    depth: int = 2
+    nice_scaling: bool = True
+    dataset: str = ""
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("realnvp", "nice"):
+            raise ValueError(f"kind must be 'realnvp' or 'nice', got {self.kind!r}")
+        _check_int("data_dim", self.data_dim, 2, MAX_DATA_DIM)  # a coupling needs 1 <= d' <= d - 1
+        _check_int("num_couplings", self.num_couplings, 1, MAX_COUPLINGS)
+        _check_int("hidden", self.hidden, 1, MAX_WIDTH)
+        _check_int("depth", self.depth, 1, MAX_DEPTH)
+        if not isinstance(self.nice_scaling, bool):
+            raise ValueError(f"nice_scaling must be a bool, got {self.nice_scaling!r}")
+        if not isinstance(self.dataset, str):
+            raise ValueError(f"dataset must be a str, got {self.dataset!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+
+
+class Flow(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["normalizing-flow"]):
+    """x = f(z) = f_K o ... o f_1 (z), z ~ N(0, I): states z_0 = z, z_k = f_k(z_{k-1}), z_K = x.
+
+    log p_x(x) = log p_z(f^{-1}(x)) + sum_k log|det J_{f_k^{-1}}(z_k)|   (1.29, 1.32); loss = mean NLL (1.31).
+    Layers: `num_couplings` couplings, plus a DiagonalScaling for NICE with `nice_scaling` (K = len(self.layers)).
+    """
+
+    def __init__(self, config: FlowConfig) -> None:
+        super().__init__()
+        if isinstance(config, dict):  # e.g. a config.json read by hand
+            config = FlowConfig(**config)
+        self.config = config
+        d = config.data_dim
+        layers: list[nn.Module] = []
+        for k in range(config.num_couplings):
+            coupling = AffineCoupling if config.kind == "realnvp" else AdditiveCoupling
+            layers.append(coupling(coupling_mask(d, k), config.hidden, config.depth, config.activation))
+        if config.kind == "nice" and config.nice_scaling:
+            layers.append(DiagonalScaling(d))
+        self.layers = nn.ModuleList(layers)
+
+    @classmethod
+    def _from_pretrained(cls, *, strict: bool = True, **kwargs: Any) -> "Flow":
+        """As the mixin's, but strict: a missing or unexpected weight is an error, not silently ignored."""
+        return super()._from_pretrained(strict=strict, **kwargs)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x = f(z) and log|det J_f(z)| = sum_k log|det J_{f_k}(z_{k-1})|   (1.30)."""
+        log_det = z.new_zeros(z.shape[0])
+        for layer in self.layers:
+            z, ld = layer(z)
+            log_det = log_det + ld
+        return z, log_det
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z = f^{-1}(x) via z_{k-1} = f_k^{-1}(z_k)   (1.33), and log|det J_{f^-1}(x)|   (1.32)."""
+        log_det = x.new_zeros(x.shape[0])
+        for layer in reversed(self.layers):
+            x, ld = layer.inverse(x)
+            log_det = log_det + ld
+        return x, log_det
+
+    def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p_z(z) for the base p_z = N(0, I)."""
+        return -0.5 * (z**2).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p_x(x) = log p_z(f^{-1}(x)) + log|det J_{f^-1}(x)|   (1.29)."""
+        z, log_det = self.inverse(x)
+        return self.base_log_prob(z) + log_det
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood in nats   (1.31)."""
+        return -self.log_prob(x).mean()
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x = f(z), z ~ N(0, I) drawn with `generator` (on its device), on the module's device and dtype.
+        n is bounded so the draws fit in memory (ValueError beyond, see `genapp.data.check_count`)."""
+        n = check_count(n, (self.config.data_dim,), MAX_SAMPLE_NUMBERS)
+        p = next(self.parameters())
+        gen_device = generator.device if generator is not None else p.device
+        z = torch.randn(n, self.config.data_dim, generator=generator, device=gen_device, dtype=p.dtype)
+        return self(z.to(p.device))[0]
+
+    @torch.no_grad()
+    def trajectory(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """[z_0 = z, z_1, ..., z_K = x], z_k = f_k(z_{k-1}): every state of the flow (1.33), without gradients."""
+        states = [z]
+        for layer in self.layers:
+            states.append(layer(states[-1])[0])
+        return states
+
+    @torch.no_grad()
+    def inverse_trajectory(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The same states from data: z_K = x, z_{k-1} = f_k^{-1}(z_k)   (1.33); returned as [z_0, ..., z_K = x]."""
+        states = [x]
+        for layer in reversed(self.layers):
+            states.append(layer.inverse(states[-1])[0])
+        return states[::-1]
+
+    def layer_info(self) -> list[dict[str, Any]]:
+        """Per layer k = 1..K: {"k", "layer", "conditioning", "transformed"} (coordinate indices z_1 and z_2)."""
+        return [{"k": k, **layer.describe()} for k, layer in enumerate(self.layers, start=1)]
