@@ -15,11 +15,14 @@ FAMILIES = ("ddpm", "realnvp", "nice")
 # The recipes behind the shipped checkpoints (see checkpoints/README.md): defaults of `train` per family.
 TRAIN_DEFAULTS = {
     "ddpm": dict(steps=20_000, lr=3e-3, batch_size=1024, hidden=128, depth=3, ema=0.995),
-    "realnvp": dict(steps=25_000, lr=3e-3, batch_size=512, hidden=64, depth=2, ema=0.0),
-    "nice": dict(steps=25_000, lr=3e-3, batch_size=512, hidden=64, depth=2, ema=0.0),
+    # 12 couplings beat 8 at equal CPU time on 8gaussians (KL 0.036-0.039 vs 0.046-0.061 nats in ~60 s)
+    "realnvp": dict(steps=15_000, lr=3e-3, batch_size=512, hidden=64, depth=2, ema=0.0, couplings=12),
+    "nice": dict(steps=25_000, lr=3e-3, batch_size=512, hidden=64, depth=2, ema=0.0, couplings=8),
 }
 # 8x8 digits: a UNet eps_theta (see checkpoints/ddpm-digits/README.md); trains in ~3.5 min on one GPU.
 IMAGE_DDPM_DEFAULTS = dict(steps=15_000, lr=1e-3, batch_size=256, hidden=128, depth=3, ema=0.999, channels=48)
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes at most 64 bits
+MAX_THREADS = 256
 SHIPPED_DATASETS = ("moons", "8gaussians", "checkerboard", "swissroll", "2spirals", "25gaussians")
 
 
@@ -27,6 +30,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number in [0, 2**63 - 1], got {text:.40}")
+    return value
+
+
+def _threads(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be a whole number in [1, {MAX_THREADS}], got {text:.40}")
     return value
 
 
@@ -156,7 +173,10 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     """Train every shipped checkpoint with its recipe, one after the other (or the ones named)."""
     names = args.only or [f"{f}-{d}" for f in FAMILIES for d in SHIPPED_DATASETS]
     for name in names:
-        family, dataset = name.split("-", 1)
+        family, _, dataset = name.partition("-")
+        if family not in FAMILIES or not dataset:
+            raise ValueError(f"--only takes names <family>-<dataset> with family in {', '.join(FAMILIES)}, "
+                             f"e.g. ddpm-moons; got {name!r:.60}")
         argv = ["train", family, "--dataset", dataset, "--out", str(Path(args.out) / name), "--eval", "--quiet"]
         if args.seconds:
             argv += ["--steps", "1000000", "--seconds", str(args.seconds)]
@@ -205,11 +225,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-steps", type=_positive_int, default=1000, help="DDPM: diffusion steps N")
     p.add_argument("--schedule", choices=("linear", "cosine"), default="linear", help="DDPM: beta schedule")
     p.add_argument("--channels", type=_positive_int, help="image DDPM: UNet base channels (a multiple of 8)")
-    p.add_argument("--couplings", type=_positive_int, default=8, help="flows: number of coupling layers")
+    p.add_argument("--couplings", type=_positive_int, help="flows: number of coupling layers")
     p.add_argument("--no-nice-scaling", action="store_true", help="NICE: leave out the diagonal scaling layer")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=_threads, default=1, help="torch CPU threads")
     p.add_argument("--eval", action="store_true", help="measure quality afterwards and put it in the card")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -219,17 +239,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a checkpoint folder or a pretrained name such as ddpm-moons")
     p.add_argument("-n", type=_positive_int, default=1000, help="number of samples")
     p.add_argument("--out", required=True, help="samples.npy or samples.csv")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--variance", choices=("beta", "beta_tilde"), default="beta_tilde", help="DDPM: sigma_k^2 (1.18)")
     p.add_argument("--ddim-steps", type=_positive_int, help="DDPM: sample with DDIM in this many steps")
-    p.add_argument("--threads", type=_positive_int, default=2)
+    p.add_argument("--threads", type=_threads, default=2)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="measure a checkpoint against its dataset (KL, bound, distances)")
     p.add_argument("checkpoint")
     p.add_argument("--dataset", help="defaults to the dataset the model was trained on")
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--threads", type=_positive_int, default=2)
+    p.add_argument("--seed", type=_seed, default=1234)
+    p.add_argument("--threads", type=_threads, default=2)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("push", help="upload a checkpoint folder (with its card) to the Hugging Face Hub")
@@ -253,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, NotImplementedError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, OSError, KeyError, NotImplementedError) as err:  # OSError: files, and the Hub (HubError)
+        print("error: " + " ".join(str(err).split())[:2000], file=sys.stderr)  # one line
         return 2
 
 
