@@ -96,6 +96,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # The card names the shipped location, wherever this run wrote to.
     argv = [f"checkpoints/{out.name}" if a == args.out else a for a in args.argv if a not in ("--quiet",)]
+    # ... with every recipe value spelled out, so the command still reproduces the model if the recipe changes.
+    resolved = {"--steps": args.steps, "--lr": args.lr, "--batch-size": args.batch_size, "--ema": args.ema}
+    if args.family == "ddpm":
+        resolved |= {"--num-steps": args.num_steps, "--schedule": args.schedule}
+        resolved |= {"--channels": args.channels} if images else {"--hidden": args.hidden, "--depth": args.depth}
+    else:
+        resolved |= {"--couplings": args.couplings, "--hidden": args.hidden, "--depth": args.depth}
+    argv += [str(v) for flag, v in resolved.items() if flag not in argv for v in (flag, v)]
     command = "python -m genapp " + " ".join(shlex.quote(a) for a in argv)
     print(f"training {args.family} on {args.dataset}: {args.steps} steps, lr {args.lr}, batch {args.batch_size}")
     result = train(model, dataset, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
