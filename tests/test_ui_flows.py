@@ -229,10 +229,11 @@ def test_likelihood_adds_the_ddpm_bound_once(extra, monkeypatch):
     monkeypatch.setattr(tab, "_DDPM_BOUND", {})
     assert "Compare with the DDPM" in tab.likelihood("tiny-realnvp", extra)
     text = tab.likelihood("tiny-realnvp", extra, with_ddpm=True)
-    assert "| ddpm-moons | bound $L$ (1.11)" in text and "2.710" in text
+    assert text.count("| ddpm-moons | bound $L$ (1.11)") == 2 and "2.710" in text  # sigma^2 = beta, beta_tilde
+    assert r"\sigma_k^2 = \beta_k" in text and r"\sigma_k^2 = \tilde\beta_k" in text
     tab.likelihood("tiny-realnvp", extra, with_ddpm=True)
     assert "ddpm-moons" in tab.likelihood("tiny-realnvp", extra)  # kept for the dataset
-    assert calls == [("ddpm-moons", "beta_tilde")]
+    assert calls == [("ddpm-moons", "beta"), ("ddpm-moons", "beta_tilde")]
 
 
 # -- exports ------------------------------------------------------------------------------------------------------
