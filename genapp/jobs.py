@@ -38,6 +38,7 @@ class Job:
         self._work: Callable[[Job], Any] | None = work
         self._stop = threading.Event()
         self._done = threading.Event()
+        self._released = False
 
     # -- the worker's side --
     def should_stop(self) -> bool:
@@ -68,7 +69,9 @@ class Job:
         return self._done.wait(timeout)
 
     def release(self) -> None:
-        """Drop the work function, the last report and the result (call after taking what you need)."""
+        """Drop the work function, the last report and the result (call after taking what you need). On a job
+        that is still running this takes effect when it ends: what it returns is dropped then."""
+        self._released = True
         self._work = None
         self.report_value = None
         self.result = None
@@ -173,4 +176,6 @@ class JobManager:
         if self._by_session.get(job.session) is job:
             del self._by_session[job.session]
         job._work = None
+        if job._released:  # nobody will read them
+            job.result = job.report_value = None
         job._done.set()

@@ -624,3 +624,54 @@ def side_by_side(left: np.ndarray, right: np.ndarray, label: str = "", gap: int 
         f = font(16, bold=True)
         d.text(((gap - d.textlength(label, font=f)) / 2, y - 28), label, fill=INK, font=f)
     return np.concatenate([left, np.asarray(pil), right], axis=1)
+
+
+# -- training ------------------------------------------------------------------------------------------------
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over the last `window` values (fewer at the start): a steady line through a noisy loss."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0 or window <= 1:
+        return v
+    c = np.cumsum(np.concatenate([[0.0], v]))
+    idx = np.arange(1, len(v) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def loss_figure(
+    steps: np.ndarray,
+    losses: np.ndarray,
+    *,
+    total_steps: int | None = None,
+    floor: float | None = None,
+    floor_label: str = "",
+    ylabel: str = "loss",
+    title: str = "training loss",
+) -> Figure:
+    """A training loss over optimizer steps: the raw values faint, their running mean bold, and optionally a
+    horizontal `floor` (a flow's NLL cannot go below the data entropy H). The x axis runs to `total_steps`."""
+    steps = np.asarray(steps, dtype=np.float64)
+    losses = np.asarray(losses, dtype=np.float64)
+    fig, (ax,) = _figure(6.4, 3.2)
+    ok = np.isfinite(losses)
+    steps, losses = steps[ok], losses[ok]
+    if len(losses):
+        ax.plot(steps, losses, color=SAMPLES, lw=0.8, alpha=0.28)
+        mean = smooth(losses, max(1, len(losses) // 25))
+        ax.plot(steps, mean, color=SAMPLES, lw=2, label=f"running mean: {mean[-1]:.4g}")
+        lo, hi = np.quantile(losses, [0.0, 0.98])
+        if floor is not None and np.isfinite(floor):
+            lo = min(lo, floor)
+        pad = 0.08 * max(hi - lo, 1e-6)
+        ax.set_ylim(lo - pad, hi + pad)  # the first steps' huge losses would flatten the rest
+    if floor is not None and np.isfinite(floor):
+        ax.axhline(floor, color=DATA, lw=1.5, ls="--", label=floor_label or f"floor {floor:.3f}")
+    if total_steps:
+        ax.set_xlim(0, total_steps)
+    ax.set_xlabel("step", color=MUTED)
+    ax.set_ylabel(ylabel, color=MUTED)
+    ax.set_title(title)
+    ax.grid(color=GRID, lw=0.6)
+    if len(losses) or floor is not None:
+        ax.legend(fontsize=9, frameon=False, loc="upper right")
+    return fig

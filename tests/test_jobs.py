@@ -140,3 +140,25 @@ def test_bad_limits_are_refused():
         JobManager(max_running=0)
     with pytest.raises(ValueError):
         JobManager(max_waiting=-1)
+
+
+def test_releasing_a_running_job_drops_its_result_when_it_ends():
+    manager = JobManager()
+    gate = threading.Event()
+
+    class Model:
+        pass
+
+    made: list = []
+
+    def work(job):
+        gate.wait(TIMEOUT)
+        made.append(weakref.ref(model := Model()))
+        return model
+
+    job = manager.submit("a", work)
+    job.release()  # the owner left before the end
+    gate.set()
+    assert job.wait(TIMEOUT) and job.result is None
+    gc.collect()
+    assert made and made[0]() is None

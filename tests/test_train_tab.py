@@ -1,0 +1,306 @@
+"""The Train tab's callbacks, called directly (no server, no browser), with tiny models and budgets: progress
+arrives while training runs, Stop keeps the model, the model works in the DDPM / flows tabs of its own session only,
+the zip loads back, the push reaches a local Hub, drawings train, the line of waiting jobs shows positions."""
+
+from __future__ import annotations
+
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import constants
+from matplotlib.figure import Figure
+
+from genapp import hub, jobs
+from genapp.ui import common
+from genapp.ui import diffusion as ddpm_tab
+from genapp.ui import train as tab
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_server import HubServer  # noqa: E402
+
+TINY = dict(steps=60, seconds=20, lr=3e-3, batch_size=64, hidden=16, depth=1, couplings=2, num_steps=20,
+            schedule="linear", seed=0)
+
+
+def settings(family: str = "ddpm", dataset: str = "moons", **kw) -> tab.TrainSettings:
+    return tab.TrainSettings.check(family, dataset, **(TINY | kw))
+
+
+@pytest.fixture
+def manager() -> jobs.JobManager:
+    return jobs.JobManager(max_running=2, max_waiting=4, name="test-train")
+
+
+@pytest.fixture(autouse=True)
+def fast_snapshots(monkeypatch):
+    monkeypatch.setattr(tab, "SNAPSHOT_EVERY_S", 0.0)  # a snapshot at every report
+    monkeypatch.setattr(tab, "CALLBACK_EVERY", 5)
+
+
+def trained(family: str, session: str, manager, extra=None, **kw) -> tuple[list[tab.Update], dict, tab.TrainedRun]:
+    updates = list(tab.train_session(settings(family, **kw), None, session, extra or {}, manager, poll=0.01,
+                                     every=0.0))
+    final = updates[-1]
+    assert final.extra is not None and final.run is not None, final.status
+    return updates, final.extra, final.run
+
+
+# -- settings ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("family", "vae", "Family"), ("dataset", "mnist", "Dataset"), ("steps", 0, "Steps"), ("steps", 10**7, "Steps"),
+     ("seconds", 10**4, "Time limit"), ("lr", 1.0, "Learning rate"), ("lr", "fast", "Learning rate"),
+     ("batch_size", 10**6, "Batch size"), ("hidden", 4, "Width"), ("depth", 50, "Depth"),
+     ("couplings", 0, "Couplings"), ("num_steps", 5000, "N"), ("schedule", "sigmoid", "Schedule"),
+     ("seed", -1, "Seed")],
+)
+def test_out_of_bounds_settings_are_refused_by_name(field, value, message):
+    kw = dict(family="ddpm", dataset="moons") | TINY | {field: value}
+    with pytest.raises(gr.Error) as info:
+        tab.TrainSettings.check(**kw)
+    assert message in str(info.value) and len(str(info.value)) < 200
+
+
+def test_defaults_follow_the_shipped_recipes():
+    from genapp.__main__ import TRAIN_DEFAULTS
+
+    for family in tab.FAMILIES:
+        d = tab.knob_defaults(family)
+        assert d["lr"] == TRAIN_DEFAULTS[family]["lr"] and d["batch_size"] == TRAIN_DEFAULTS[family]["batch_size"]
+        assert d["seconds"] == 60
+        tab.TrainSettings.check(family, "moons", **d)  # within the bounds
+
+
+def test_command_reproduces_the_run_from_the_cli():
+    cmd = settings("realnvp", steps=500).command()
+    assert cmd.startswith("python -m genapp train realnvp --dataset moons --steps 500 --seconds 20")
+    assert "--couplings 2" in cmd and "--num-steps" not in cmd
+    assert "no command" in settings("ddpm", tab.DRAWING).command()
+
+
+# -- training ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", tab.FAMILIES)
+def test_progress_arrives_then_the_model_joins_the_session(family, manager):
+    updates, extra, run = trained(family, "s1", manager)
+    live = [u for u in updates[:-1] if "Training" in u.status]
+    assert live, [u.status[:80] for u in updates]
+    assert any(isinstance(u.loss, Figure) for u in live) and any(u.image is not None for u in live)
+    name = f"my-{family}-moons-1"
+    assert run.name == name and list(extra) == [name]
+    assert run.training["steps"] == 60 and run.training["status"] == "finished" and run.training["device"] == "cpu"
+    assert "is ready" in updates[-1].status and isinstance(updates[-1].loss, Figure)
+    assert updates[-1].image.shape == (480, 480, 3)
+    model = extra[name]
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+    assert manager.counts() == (0, 0) and manager.job_of("s1") is None
+
+
+def test_a_trained_ddpm_samples_in_the_ddpm_tab_of_its_session_only(manager):
+    _, extra_a, run = trained("ddpm", "a", manager)
+    extra_b = {}  # another browser session: its own (empty) dict
+    assert run.name in common.model_choices("ddpm", extra_a)
+    assert run.name not in common.model_choices("ddpm", extra_b)
+    image, chain = ddpm_tab.sample(ddpm_tab.ChainSettings.check(run.name, 50, 0, "beta_tilde", "ddim", 5),
+                                   extra=extra_a)
+    assert image.shape == (480, 480, 3) and np.isfinite(chain.final).all() and chain.final.shape == (50, 2)
+    with pytest.raises(gr.Error, match="Could not load model"):
+        ddpm_tab.sample(ddpm_tab.ChainSettings.check(run.name, 50, 0, "beta_tilde", "ddim", 5), extra=extra_b)
+
+
+def test_a_trained_flow_draws_in_the_flows_tab(manager):
+    flows_tab = pytest.importorskip("genapp.ui.flows")
+    _, extra, run = trained("nice", "a", manager)
+    assert run.name in common.model_choices(("nice", "realnvp"), extra)
+    image, text = flows_tab.z_to_x(run.name, 100, 0, extra)
+    assert image.ndim == 3 and "log" in text
+    left, right, _ = flows_tab.density(run.name, extra)
+    assert left.shape == right.shape
+    with pytest.raises(gr.Error):
+        flows_tab.z_to_x(run.name, 100, 0, {})
+
+
+def test_names_count_up_within_a_session(manager):
+    _, extra, _ = trained("realnvp", "a", manager, steps=10)
+    _, extra, run = trained("realnvp", "a", manager, extra, steps=10)
+    assert run.name == "my-realnvp-moons-2" and sorted(extra) == ["my-realnvp-moons-1", "my-realnvp-moons-2"]
+
+
+def test_stop_ends_training_and_keeps_the_model(manager):
+    stream = tab.train_session(settings("ddpm", steps=50_000, seconds=60), None, "a", {}, manager, poll=0.01,
+                               every=0.0)
+    start = time.perf_counter()
+    for update in stream:
+        if "Training" in update.status and update.loss is not None:
+            break
+    assert tab.stop_session("a", manager)
+    final = list(stream)[-1]
+    assert time.perf_counter() - start < 15
+    assert "stopped" in final.status and final.run.training["status"] == "stopped"
+    assert 0 < final.run.training["steps"] < 50_000
+    name = final.run.name
+    x = final.extra[name].sample(20, generator=torch.Generator().manual_seed(0), ddim_steps=5)
+    assert torch.isfinite(x).all()
+
+
+def test_one_job_per_session_and_the_line_shows_positions(monkeypatch):
+    manager = jobs.JobManager(max_running=1, max_waiting=4)
+    long = settings("ddpm", steps=50_000, seconds=60)
+    first = tab.train_session(long, None, "a", {}, manager, poll=0.01, every=0.0)
+    next(first)  # a is training
+    with pytest.raises(gr.Error, match="already have a training job"):
+        next(tab.train_session(long, None, "a", {}, manager, poll=0.01, every=0.0))
+    second = tab.train_session(settings("ddpm", steps=10), None, "b", {}, manager, poll=0.01, every=0.0)
+    waiting = next(second)
+    assert "number 1 in line" in waiting.status and "at most 1 at once" in waiting.status
+    tab.stop_session("a", manager)
+    list(first)
+    final = list(second)[-1]  # b ran once a's slot was free
+    assert "is ready" in final.status and final.run.name == "my-ddpm-moons-1"
+
+
+def test_leaving_the_page_stops_the_job(manager):
+    stream = tab.train_session(settings("ddpm", steps=50_000, seconds=60), None, "a", {}, manager, poll=0.01,
+                               every=0.0)
+    next(stream)
+    job = manager.job_of("a")
+    stream.close()  # what gradio does when the client goes away
+    assert job.wait(10) and job.result is None  # stopped, and released
+    assert manager.job_of("a") is None
+
+
+def test_nan_loss_is_reported_and_the_last_good_weights_kept(manager, monkeypatch):
+    class Poisoned:  # moons for a while, then NaN
+        calls = 0
+
+        def sample(self, n, generator=None):
+            Poisoned.calls += 1
+            x = torch.randn(n, 2, generator=generator)
+            return x * float("nan") if Poisoned.calls > 12 else x
+
+    monkeypatch.setattr(tab, "make_dataset", lambda s, points: Poisoned())
+    final = list(tab.train_session(settings("realnvp"), None, "a", {}, manager, poll=0.01, every=0.0))[-1]
+    assert "NaN or infinite" in final.status and final.run.training["status"] == "diverged"
+    model = final.extra[final.run.name]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# -- drawings ---------------------------------------------------------------------------------------------------
+def ring(size: int = 120) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    img = np.zeros((size, size, 4), dtype=np.uint8)  # a transparent canvas, as the sketchpad gives it
+    img[np.abs(np.hypot(xx - size / 2, yy - size / 2) - 40) < 4] = (17, 24, 39, 255)
+    return img
+
+
+def test_a_drawing_previews_and_trains_every_family(manager):
+    points = tab.drawing_points({"background": None, "layers": [], "composite": ring()}, 0)
+    assert points.shape == (tab.DRAWING_POINTS, 2)
+    assert np.abs(np.hypot(points[:, 0], points[:, 1]) - 3.1).max() < 0.5  # on the ring
+    assert tab.preview(points).shape == (480, 480, 3)
+    for family in tab.FAMILIES:
+        final = list(tab.train_session(settings(family, tab.DRAWING, steps=10), points, "a", {}, manager,
+                                       poll=0.01, every=0.0))[-1]
+        assert final.run.name == f"my-{family}-drawing-1"
+        assert final.extra[final.run.name].config.dataset == "drawing"
+
+
+def test_an_empty_or_missing_drawing_is_not_an_error_until_training_needs_it(manager):
+    assert tab.drawing_points(None) is None
+    assert tab.drawing_points({"composite": np.zeros((50, 50, 4), dtype=np.uint8)}) is None
+    assert tab.preview(None).shape == (480, 480, 3)
+    with pytest.raises(gr.Error, match="Drawing: .*single pixel"):
+        one = np.zeros((50, 50, 4), dtype=np.uint8)
+        one[10, 10] = (0, 0, 0, 255)
+        tab.drawing_points({"composite": one})
+    with pytest.raises(gr.Error, match="Draw a shape"):
+        next(tab.train_session(settings("ddpm", tab.DRAWING), None, "a", {}, manager))
+    assert manager.job_of("a") is None
+
+
+def test_an_uploaded_black_on_white_image_works_like_a_drawing():
+    img = np.full((90, 90, 3), 255, dtype=np.uint8)
+    img[20:70, 40:50] = 0  # a vertical bar
+    points = tab.drawing_points(img, 1)
+    assert np.ptp(points[:, 1]) > 6.5 and np.ptp(points[:, 0]) < 1.6
+
+
+# -- download and push ------------------------------------------------------------------------------------------
+def outputs(model) -> torch.Tensor:
+    x = torch.linspace(-2, 2, 14).reshape(7, 2)
+    with torch.no_grad():
+        return model.eps_theta(x, 5) if hasattr(model, "eps_theta") else model.inverse(x)[0]
+
+
+@pytest.mark.parametrize("family", ["ddpm", "realnvp"])
+def test_the_zip_is_a_checkpoint_folder_that_loads_back(family, manager, tmp_path):
+    _, extra, run = trained(family, "a", manager, steps=10)
+    path = Path(tab.export_checkpoint(run, extra))
+    assert path.name == f"{run.name}.zip"
+    with zipfile.ZipFile(path) as z:
+        assert sorted(z.namelist()) == sorted(f"{run.name}/{f}" for f in ("README.md", "config.json",
+                                                                          "model.safetensors"))
+        z.extractall(tmp_path)
+    folder = tmp_path / run.name
+    model = hub.load_dir(folder)
+    assert torch.equal(outputs(model), outputs(extra[run.name]))
+    card = (folder / "README.md").read_text()
+    assert "library_name: genapp" in card and "python -m genapp train" in card and "10 steps" in card
+
+
+def test_download_before_training_is_a_clear_error():
+    with pytest.raises(gr.Error, match="Train a model first"):
+        tab.export_checkpoint(None, {})
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A local Hub (tests/hub_server.py) with offline mode lifted, as tests/test_hub.py does."""
+    srv = HubServer(tmp_path / "hub").start()
+    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    yield srv
+    srv.stop()
+
+
+def test_push_publishes_the_checkpoint_with_its_card(server, manager):
+    _, extra, run = trained("ddpm", "a", manager, steps=10)
+    token = "hf_secret_test_token_123"
+    text = tab.push_to_hub(run, extra, " someone/genapp-mine ", token)
+    pushed = server.root / "someone" / "genapp-mine"
+    assert sorted(p.name for p in pushed.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert "library_name: genapp" in (pushed / "README.md").read_text()
+    assert torch.equal(outputs(hub.load_dir(pushed, family="ddpm")), outputs(extra[run.name]))
+    assert "someone/genapp-mine" in text and "commit" in text and token not in text
+
+
+def test_push_failures_are_clear_and_never_echo_the_token(server, manager):
+    _, extra, run = trained("ddpm", "a", manager, steps=10)
+    token = "hf_secret_test_token_123"
+    server.mode = "401"
+    with pytest.raises(gr.Error) as info:
+        tab.push_to_hub(run, extra, "someone/genapp-mine", token)
+    assert "Push failed" in str(info.value) and token not in str(info.value)
+    with pytest.raises(gr.Error, match="access token"):
+        tab.push_to_hub(run, extra, "someone/genapp-mine", "  ")  # never falls back to the server's own token
+    with pytest.raises(gr.Error, match="Repo id"):
+        tab.push_to_hub(run, extra, "no-slash", token)
+    with pytest.raises(gr.Error, match="Train a model first"):
+        tab.push_to_hub(None, extra, "someone/genapp-mine", token)
+
+
+# -- the page ---------------------------------------------------------------------------------------------------
+def test_the_tab_is_in_the_app_with_its_endpoints():
+    from genapp.ui import build_demo
+
+    demo = build_demo()
+    names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
+    assert {"train", "train_stop", "train_download", "train_push", "train_drawing"} <= names
+    assert "Device" in tab.limits_markdown() or tab.DEVICE.type in tab.limits_markdown()
