@@ -658,16 +658,17 @@ def loss_figure(
     if len(losses):
         ax.plot(steps, losses, color=SAMPLES, lw=0.8, alpha=0.28)
         mean = smooth(losses, max(1, len(losses) // 25))
-        ax.plot(steps, mean, color=SAMPLES, lw=2, label=f"running mean: {mean[-1]:.4g}")
+        ax.plot(steps, mean, color=SAMPLES, lw=2, marker="o" if len(mean) < 20 else None, ms=4,
+                label=f"running mean: {mean[-1]:.4g}")
         lo, hi = np.quantile(losses, [0.0, 0.98])
         if floor is not None and np.isfinite(floor):
             lo = min(lo, floor)
-        pad = 0.08 * max(hi - lo, 1e-6)
+        pad = max(0.08 * (hi - lo), 0.02 * max(abs(hi), 1e-3))  # a few points: still a readable range
         ax.set_ylim(lo - pad, hi + pad)  # the first steps' huge losses would flatten the rest
     if floor is not None and np.isfinite(floor):
         ax.axhline(floor, color=DATA, lw=1.5, ls="--", label=floor_label or f"floor {floor:.3f}")
-    if total_steps:
-        ax.set_xlim(0, total_steps)
+    ax.set_xlim(0, total_steps or max(float(steps[-1]) if len(steps) else 1.0, 1.0) * 1.02)
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("step", color=MUTED)
     ax.set_ylabel(ylabel, color=MUTED)
     ax.set_title(title)

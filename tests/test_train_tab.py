@@ -304,3 +304,11 @@ def test_the_tab_is_in_the_app_with_its_endpoints():
     names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
     assert {"train", "train_stop", "train_download", "train_push", "train_drawing"} <= names
     assert "Device" in tab.limits_markdown() or tab.DEVICE.type in tab.limits_markdown()
+
+
+def test_the_loss_plot_shows_the_entropy_floor_for_flows():
+    fig = tab.loss_plot(settings("realnvp"), [10, 20, 30], [3.0, 2.8, 2.7])
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("data entropy H" in label for label in labels)
+    fig = tab.loss_plot(settings("ddpm"), [10], [1.17])  # a single point still makes a chart
+    assert fig.axes[0].get_ylim()[0] < 1.17 < fig.axes[0].get_ylim()[1]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import shlex
 import shutil
 import time
@@ -60,8 +59,8 @@ CALLBACK_EVERY = 10  # steps between progress reports (train keeps a copy of the
 SNAPSHOT_POINTS = 600  # DDPM: a quick DDIM sample of this many points
 SNAPSHOT_DDIM_STEPS = 25
 DENSITY_GRID = 100  # flows: p_x on a 100 x 100 grid over [-4, 4]^2
-TRAINER = jobs.JobManager(max_running=int(os.environ.get("GENAPP_TRAIN_JOBS", "2")), max_waiting=16,
-                          name="genapp-train")
+MAX_TRAINING = 2  # jobs at once across all users: each takes one core of this 2-core machine
+TRAINER = jobs.JobManager(max_running=MAX_TRAINING, max_waiting=16, name="genapp-train")
 
 
 # -- settings ---------------------------------------------------------------------------------------------------
