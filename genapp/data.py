@@ -41,6 +41,18 @@ if TYPE_CHECKING:
 
 _F64 = torch.float64
 _CHUNK = 1 << 21  # entries per (points x nodes) block: 16 MiB of float64
+MAX_DRAW_NUMBERS = 20_000_000  # numbers one sample(n) / entropy(n) call may draw: 10M points, 160 MB of float64
+
+
+def check_count(n: object, data_shape: tuple[int, ...], max_numbers: int = MAX_DRAW_NUMBERS) -> int:
+    """n as an int in [0, max_numbers // prod(data_shape)], else ValueError stating the range.
+
+    Guards every `sample(n)`: bools, floats and NaN are refused, and so is an n whose draws would not fit in memory
+    (a ValueError now rather than an allocation failure, or the OOM killer, later)."""
+    limit = max_numbers // max(1, math.prod(data_shape))
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= limit:
+        raise ValueError(f"n must be an int in [0, {limit:,}] for data of shape {tuple(data_shape)}, got {n!r:.40}")
+    return int(n)
 
 
 class ToyDataset:
@@ -52,10 +64,9 @@ class ToyDataset:
     has_density: ClassVar[bool] = True
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n i.i.d. draws, shape (n, 2), float32; all randomness comes from `generator` (deterministic per seed)."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be a non-negative int, got {n!r}")
-        return self._sample(int(n), generator).to(torch.float32)
+        """n i.i.d. draws, shape (n, 2), float32; all randomness comes from `generator` (deterministic per seed).
+        n at most MAX_DRAW_NUMBERS // 2 (`check_count`)."""
+        return self._sample(check_count(n, self.data_shape), generator).to(torch.float32)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log p(x) for x of shape (n, 2): shape (n,), computed in float64 on the CPU, returned in x's floating
@@ -70,6 +81,7 @@ class ToyDataset:
 
     def entropy(self, n: int = 100_000, generator: torch.Generator | None = None) -> tuple[float, float]:
         """H(p) = -E_p[log p] in nats, by Monte Carlo on n fresh samples, with its standard error."""
+        n = check_count(n, self.data_shape)
         lp = self.log_prob(self._sample(n, generator))
         return float(-lp.mean()), float(lp.std() / math.sqrt(n))
 
@@ -370,10 +382,12 @@ def names() -> list[str]:
 
 def get(name: str) -> ToyDataset | ImageDataset:
     """The dataset called `name`: a 2-D toy, or an image set from `genapp.images`; ValueError naming the known ones."""
+    if not isinstance(name, str):
+        raise ValueError(f"dataset names are strings, got {type(name).__name__}")
     if name in _DATASETS:
         return _DATASETS[name]
     if name in _IMAGE_LOADERS:
         from genapp import images
 
         return getattr(images, _IMAGE_LOADERS[name])()
-    raise ValueError(f"unknown dataset {name!r}; known: {', '.join([*_DATASETS, *_IMAGE_LOADERS])}")
+    raise ValueError(f"unknown dataset {name!r:.60}; known: {', '.join([*_DATASETS, *_IMAGE_LOADERS])}")

@@ -16,6 +16,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from genapp.data import check_count
 from genapp.nets import EpsMLP, UNet
 from genapp.schedules import NoiseSchedule, ScheduleName, Variance
 
@@ -23,6 +24,7 @@ MAX_NUM_STEPS = 4000
 MAX_WIDTH = 1024
 MAX_DEPTH = 8
 MAX_CHANNELS = 256
+MAX_SAMPLE_NUMBERS = 2_000_000  # numbers x_k may hold in one reverse_chain / ddim_chain / sample: 1M 2-D points
 
 NetName = Literal["mlp", "unet"]
 Decoder = Literal["gaussian", "discretized"]
@@ -256,7 +258,9 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
         return tensors[0].dtype if tensors else torch.get_default_dtype()
 
     def _noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        """N(0, I) draws in the network's dtype, from `generator` (on its own device) moved to the model's."""
+        """N(0, I) draws in the network's dtype, from `generator` (on its own device) moved to the model's.
+        n is bounded so the chain fits in memory (ValueError beyond, see `genapp.data.check_count`)."""
+        n = check_count(n, self.config.data_shape, MAX_SAMPLE_NUMBERS)
         device = generator.device if generator is not None else self.device
         shape = (n, *self.config.data_shape)
         return torch.randn(shape, generator=generator, device=device, dtype=self.dtype).to(self.device)

@@ -57,14 +57,15 @@ def check_name(name: str) -> str:
     """`name` if it is a checkpoint name (`^[a-z0-9][a-z0-9_.-]*$`, no "..", no "--", <= 89 chars), else ValueError."""
     if not (isinstance(name, str) and NAME_RE.fullmatch(name) and ".." not in name and "--" not in name
             and len(name) <= 89 and not name.endswith((".", "-"))):
-        raise ValueError(f"checkpoint names look like 'ddpm-moons' (lowercase, digits, '_', '.', '-'), got {name!r}")
+        raise ValueError("checkpoint names look like 'ddpm-moons' (lowercase, digits, '_', '.', '-'), "
+                         f"got {name!r:.100}")
     return name
 
 
 def _check_revision(revision: str | None) -> None:
     if revision is not None and not (isinstance(revision, str) and REVISION_RE.fullmatch(revision)
                                      and ".." not in revision and len(revision) <= 255):
-        raise ValueError(f"revision must be a branch, tag or commit id, got {revision!r}")
+        raise ValueError(f"revision must be a branch, tag or commit id, got {revision!r:.100}")
 
 
 def checkpoints_dir() -> Path:
@@ -184,8 +185,9 @@ def _card_metrics(path: Path) -> dict[str, float]:
 
 
 def _not_found(name: str, what: str) -> str:
+    """The reason first (what the Hub said), then the local names: a shortened message keeps the reason."""
     local = ", ".join(_local_names()) or "none"
-    return f"unknown checkpoint {name!r}: not in {checkpoints_dir()} (local checkpoints: {local}), and {what}"
+    return f"unknown checkpoint {name!r}: {what}; nor is it in {checkpoints_dir()} (local checkpoints: {local})"
 
 
 def _download(name: str, revision: str | None, timeout: float) -> Path:

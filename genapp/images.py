@@ -51,9 +51,11 @@ class ImageDataset:
         return len(self.images)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n images drawn uniformly with replacement, shape (n, C, H, W), float32 in [-1, 1]."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        """n images drawn uniformly with replacement, shape (n, C, H, W), float32 in [-1, 1] (n bounded as in
+        `genapp.data.check_count`)."""
+        from genapp.data import check_count
+
+        n = check_count(n, self.data_shape)
         return self.images[torch.randint(len(self.images), (n,), generator=generator)]
 
     def log_prob(self, x: Tensor) -> Tensor:

@@ -28,6 +28,8 @@ class Trainable(Protocol):
 
 
 Status = Literal["finished", "stopped", "diverged"]
+MAX_BATCH_SIZE = 65_536  # 64 x the largest recipe's batch; beyond it one step could exhaust memory
+MAX_LR = 1.0  # Adam moves each weight by about lr per step: beyond 1 nothing trains (1e300 overflows float32)
 
 
 @dataclass
@@ -45,10 +47,17 @@ class TrainResult:
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
+    """"auto" -> cuda when available, else cpu; anything else is passed to torch.device (ValueError if it is not a
+    device, or is cuda on a machine without one)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]', got {device!r:.40}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here: use 'auto' or 'cpu'")
+    return dev
 
 
 class EMA:
@@ -99,10 +108,10 @@ def train(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must lie in [1, {MAX_BATCH_SIZE:,}], got {batch_size}")
+    if not 0 < lr <= MAX_LR:
+        raise ValueError(f"lr must be a positive number at most {MAX_LR:g}, got {lr}")
     if time_limit is not None and not (time_limit > 0 and math.isfinite(time_limit)):
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
     dev = pick_device(device)
@@ -141,6 +150,10 @@ def train(
             ema.update(model)
         result.losses.append(loss.item())
         if step % callback_every == 0:
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # a finite loss, a NaN gradient
+                model.load_state_dict(last_good)
+                result.status = "diverged"
+                break
             last_good = copy.deepcopy(model.state_dict())
             bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
             if callback is not None:

@@ -230,13 +230,20 @@ def test_absurd_sizes_are_refused_before_allocating(tmp_path, change):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 100_000  # KiB: < 100 MB
 
 
-def test_flow_sizes_are_capped_by_the_dry_run(tmp_path):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"hidden": 16_000, "depth": 8}, r"invalid FlowConfig: hidden must be an int in \[1, 1024\]"),  # 8 GB
+     ({"hidden": 1024, "depth": 8, "num_couplings": 64}, r"asks for [\d,]+ weights, more than MAX_PARAMETERS")],
+)
+def test_flow_sizes_are_capped_by_the_config_and_the_dry_run(tmp_path, change, message):
     from genapp.flows import Flow, FlowConfig
 
     folder = hub.save(Flow(FlowConfig(num_couplings=2, hidden=4, depth=1)), tmp_path / "x")
-    _edit_config(lambda c: c.update(hidden=16_000, depth=8))(folder)  # 8 GB asked for
-    with pytest.raises(CheckpointError, match=r"config\.json: asks for [\d,]+ weights, more than MAX_PARAMETERS"):
+    _edit_config(lambda c: c.update(change))(folder)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match=r"config\.json: " + message):
         hub.load_dir(folder)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 100_000  # KiB: < 100 MB
 
 
 # -- names, checkpoints/ and the memory cache --------------------------------------------------------------------
@@ -280,7 +287,7 @@ def test_available_lists_local_checkpoints_with_metrics(tmp_path):
 
 def test_unknown_name_offline_lists_local_names(tmp_path):
     hub.save(tiny_ddpm(), tmp_path / "checkpoints" / "ddpm-moons")
-    with pytest.raises(HubError, match=r"unknown checkpoint 'ddpm-spirals'.*ddpm-moons.*HF_HUB_OFFLINE=1.*cache"):
+    with pytest.raises(HubError, match=r"unknown checkpoint 'ddpm-spirals': .*HF_HUB_OFFLINE=1.*cache.*ddpm-moons"):
         hub.load("ddpm-spirals")
 
 
@@ -335,8 +342,8 @@ def test_revision_is_passed_through_and_cached_per_revision(server, monkeypatch)
 
 def test_unknown_repo_is_a_clear_error_listing_local_names(server, tmp_path):
     hub.save(tiny_ddpm(), tmp_path / "checkpoints" / "ddpm-moons")
-    with pytest.raises(CheckpointNotFoundError, match=r"unknown checkpoint 'nice-moons'.*ddpm-moons.*no Hub repo "
-                                                      r"genapp-lab/genapp-nice-moons"):
+    with pytest.raises(CheckpointNotFoundError, match=r"unknown checkpoint 'nice-moons': there is no Hub repo "
+                                                      r"genapp-lab/genapp-nice-moons.*ddpm-moons"):
         hub.load("nice-moons")
 
 

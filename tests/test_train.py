@@ -73,6 +73,51 @@ def test_non_finite_loss_restores_last_good_weights():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_infinite_data_is_caught_and_the_snapshot_weights_come_back():
+    model = small_ddpm()
+    kept = {}
+
+    class InfAfter:
+        def __init__(self, after):
+            self.after, self.calls = after, 0
+
+        def sample(self, n, generator=None):
+            self.calls += 1
+            x = data.get("moons").sample(n, generator=generator)
+            return x.index_fill(0, torch.tensor([0]), float("inf")) if self.calls > self.after else x
+
+    result = train(model, InfAfter(12), steps=50, batch_size=16, progress=False, callback_every=4,
+                   callback=lambda step, loss, m: kept.setdefault(step, {k: v.clone() for k, v in
+                                                                          m.state_dict().items()}))
+    assert result.status == "diverged" and result.steps == 12
+    for key, value in model.state_dict().items():  # the weights of step 12, the last kept before the inf
+        assert torch.equal(value, kept[12][key])
+
+
+def test_a_nan_gradient_behind_a_finite_loss_is_caught_too():
+    """A loss can be finite while its gradient is not (sqrt at 0: 0 * inf); the NaN weights it leaves must not
+    become the 'last good' copy, even when a copy is due right after that step."""
+
+    class Poisoned(torch.nn.Module):
+        def __init__(self, after):
+            super().__init__()
+            self.inner, self.after, self.calls = small_ddpm(), after, 0
+
+        def loss(self, batch):
+            self.calls += 1
+            loss = self.inner.loss(batch)
+            if self.calls == self.after:
+                w = next(self.inner.parameters())
+                loss = loss + 0.0 * (w - w.detach()).abs().sqrt().sum()  # value + 0, gradient NaN
+            return loss
+
+    model = Poisoned(after=6)
+    result = train(model, data.get("moons"), steps=40, batch_size=16, progress=False, callback_every=3,
+                   grad_clip=None)
+    assert result.status == "diverged" and result.steps == 6
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_same_seed_same_model():
     a, b = small_ddpm(), small_ddpm()
     for model in (a, b):
