@@ -61,18 +61,25 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 class EMA:
-    """Exponential moving average of a model's parameters: theta_ema <- d theta_ema + (1 - d) theta."""
+    """Exponential moving average of a model's parameters: theta_ema <- d_t theta_ema + (1 - d_t) theta.
+
+    d_t = min(decay, (1 + t) / (10 + t)) at update t (the warm-up of TensorFlow's ExponentialMovingAverage), so a
+    short run is not dragged back towards its random initial weights; after a few thousand updates d_t = decay.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema decay must lie in (0, 1), got {decay}")
         self.decay = decay
+        self.updates = 0
         self.shadow = {name: p.detach().clone() for name, p in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for name, p in model.named_parameters():
-            self.shadow[name].lerp_(p.detach(), 1.0 - self.decay)
+            self.shadow[name].lerp_(p.detach(), 1.0 - decay)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:

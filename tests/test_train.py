@@ -37,7 +37,7 @@ def test_train_runs_on_cpu_and_reports_it():
 
 def test_ema_ends_with_averaged_weights():
     model = small_ddpm()
-    ema = EMA(model, decay=0.5)
+    ema = EMA(model, decay=0.1)  # below the warm-up's (1 + t) / (10 + t) = 2/11 at the first update
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
@@ -45,7 +45,20 @@ def test_ema_ends_with_averaged_weights():
     before = {n: p.clone() for n, p in model.named_parameters()}
     ema.copy_to(model)
     for name, p in model.named_parameters():
-        torch.testing.assert_close(p, before[name] - 0.5)
+        torch.testing.assert_close(p, before[name] - 0.1)
+
+
+def test_ema_warms_up_so_short_runs_keep_what_they_learned():
+    model = small_ddpm()
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    for _ in range(100):
+        ema.update(model)
+    # without the warm-up the average would still sit at 0.999^100 ~ 90% of the way back to the start
+    for name, p in model.named_parameters():
+        assert float((p - ema.shadow[name]).abs().max()) < 0.01
 
 
 def test_stop_hook_ends_early_and_keeps_weights():
