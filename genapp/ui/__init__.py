@@ -59,11 +59,14 @@ def build_demo():
                     continue
                 with gr.Tab(label, id=module_name.rsplit(".", 1)[-1]):
                     module.build_tab(ctx)
-    return demo
+    return common.guard_inputs(demo)  # unreadable input values: a short error naming the field
+
+
+MAX_UPLOAD = "10mb"  # an uploaded drawing is a few hundred kB; gradio refuses larger files before storing them
 
 
 def launch_kwargs() -> dict[str, Any]:
-    """Theme and CSS for `demo.launch(**launch_kwargs(), ...)`."""
+    """Theme, CSS and the upload limit for `demo.launch(**launch_kwargs(), ...)`."""
     from genapp.ui import common
 
-    return {"theme": common.theme(), "css": common.CSS, "footer_links": ["api", "gradio"]}
+    return {"theme": common.theme(), "css": common.CSS, "footer_links": ["api", "gradio"], "max_file_size": MAX_UPLOAD}

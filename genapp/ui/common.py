@@ -8,6 +8,7 @@ Session-only models (trained in the Train tab) live in one `gr.State` dict, `App
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -45,8 +46,14 @@ class AppContext:
 
 # -- input checks ------------------------------------------------------------------------------------------
 def _short(value: Any, limit: int = 40) -> str:
+    """repr(value), at most `limit` characters, with <, > and & escaped (gradio shows an error's text as HTML)."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return html.escape(text if len(text) <= limit else text[: limit - 3] + "...", quote=False)
+
+
+def refuse(message: str) -> gr.Error:
+    """The gr.Error for input the app cannot take: shown to the user, not logged with a traceback (not a fault)."""
+    return gr.Error(message, print_exception=False)
 
 
 def check_int(value: Any, name: str, lo: int, hi: int) -> int:
@@ -54,9 +61,9 @@ def check_int(value: Any, name: str, lo: int, hi: int) -> int:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a whole number in [{lo}, {hi}], got {_short(value)}") from None
+        raise refuse(f"{name} must be a whole number in [{lo}, {hi}], got {_short(value)}") from None
     if not math.isfinite(number) or number != int(number) or not lo <= number <= hi:
-        raise gr.Error(f"{name} must be a whole number in [{lo}, {hi}], got {_short(value)}")
+        raise refuse(f"{name} must be a whole number in [{lo}, {hi}], got {_short(value)}")
     return int(number)
 
 
@@ -65,16 +72,16 @@ def check_float(value: Any, name: str, lo: float, hi: float) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number in [{lo:g}, {hi:g}], got {_short(value)}") from None
+        raise refuse(f"{name} must be a number in [{lo:g}, {hi:g}], got {_short(value)}") from None
     if not (math.isfinite(number) and lo <= number <= hi):
-        raise gr.Error(f"{name} must be a number in [{lo:g}, {hi:g}], got {_short(value)}")
+        raise refuse(f"{name} must be a number in [{lo:g}, {hi:g}], got {_short(value)}")
     return number
 
 
 def check_choice(value: Any, name: str, options: tuple[str, ...] | list[str]) -> str:
     """`value` if it is one of `options`, else gr.Error listing them."""
     if not isinstance(value, str) or value not in options:
-        raise gr.Error(f"{name} must be one of {', '.join(options)}; got {_short(value)}")
+        raise refuse(f"{name} must be one of {', '.join(options)}; got {_short(value)}")
     return value
 
 
@@ -84,6 +91,60 @@ def check_points(value: Any) -> int:
 
 def check_seed(value: Any) -> int:
     return check_int(value, "Seed", 0, MAX_SEED)
+
+
+def _accepts(block: Any) -> str:
+    """What an input component takes, in words, with its bounds or choices."""
+    def number(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+    if isinstance(block, (gr.Slider, gr.Number)):
+        kind = "a whole number" if getattr(block, "precision", None) == 0 else "a number"
+        if block.minimum is not None and block.maximum is not None:
+            return f"{kind} in [{number(block.minimum)}, {number(block.maximum)}]"
+        return kind
+    if isinstance(block, (gr.Dropdown, gr.Radio)):
+        names = ", ".join(str(value) for _, value in block.choices)
+        return "one of " + (names if len(names) <= 400 else names[:397] + "...")
+    return f"a {block.get_block_name()} value"
+
+
+def input_error(block_fn: Any, inputs: list[Any], state: Any, error: BaseException) -> str:
+    """A short message for a value a component could not read: the field, what it takes, what came (bounded)."""
+    if len(inputs) < len(block_fn.inputs):
+        fields = [block.label or block.get_block_name() for block in block_fn.inputs if not block.stateful]
+        return f"This action takes {len(fields)} values ({', '.join(map(str, fields))}); fewer were sent."
+    for block, value in zip(block_fn.inputs, inputs):
+        if block.stateful or not isinstance(block, (gr.Slider, gr.Number, gr.Dropdown, gr.Radio)):
+            continue
+        if state is not None and block._id in state:
+            block = state[block._id]  # this session's copy: its bounds and choices may have been updated
+        try:
+            block.preprocess(value)
+        except Exception:  # whatever it raised, this is the field
+            return f"{block.label or 'A field'} must be {_accepts(block)}, got {_short(value)}"
+    text = " ".join(str(getattr(error, "message", None) or error).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def guard_inputs(demo: gr.Blocks) -> gr.Blocks:
+    """Make every value a client sends that a component cannot read a short gr.Error naming the field.
+
+    Gradio checks a number's bounds and a dropdown's choices before a callback runs, but text where a number
+    belongs, null or a list end in its generic "the upstream app has raised an exception", and its messages echo
+    the whole value (a 100 kB string comes back whole). This wraps `demo.preprocess_data` (the one place every
+    event's inputs pass through) so each of those becomes `input_error`'s message; callbacks then check what they
+    receive as before (check_int, check_choice, ...). Returns `demo`."""
+    preprocess_data = demo.preprocess_data
+
+    async def guarded(block_fn, inputs, state, *args, **kwargs):
+        try:
+            return await preprocess_data(block_fn, inputs, state, *args, **kwargs)
+        except Exception as error:  # a gr.Error from gradio's own checks, a TypeError, ...
+            raise refuse(input_error(block_fn, inputs, state, error)) from None
+
+    demo.preprocess_data = guarded
+    return demo
 
 
 def generator(seed: int) -> torch.Generator:
@@ -130,7 +191,7 @@ def _family(model: Any) -> str | None:
 def get_model(name: Any, extra: Mapping[str, Any] | None = None, family: str | tuple[str, ...] | None = None):
     """The model called `name`: this session's `extra` first, then `genapp.load` (checkpoints/, cached)."""
     if not isinstance(name, str) or not name:
-        raise gr.Error("Pick a model first.")
+        raise refuse("Pick a model first.")
     if extra and name in extra:
         model = extra[name]
     else:
@@ -142,10 +203,10 @@ def get_model(name: Any, extra: Mapping[str, Any] | None = None, family: str | t
             raise gr.Error(f"Could not load model {_short(name)}: {str(error)[:300]}") from None
     families = (family,) if isinstance(family, str) else family
     if families and _family(model) not in families:
-        raise gr.Error(f"{_short(name)} is not a {' / '.join(families)} model.")
+        raise refuse(f"{_short(name)} is not a {' / '.join(families)} model.")
     config = model.config
     if tuple(getattr(config, "data_shape", None) or (getattr(config, "data_dim", 2),)) != (2,):
-        raise gr.Error(f"{_short(name)} models images; this tab draws 2-D point clouds.")
+        raise refuse(f"{_short(name)} models images; this tab draws 2-D point clouds.")
     return model
 
 

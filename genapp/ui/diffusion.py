@@ -34,6 +34,7 @@ STREAM_FRAMES = 80  # frames sent while the chain runs (it runs all N steps rega
 GIF_FRAMES = 60
 GIF_SIZE = 400
 QUIVER_GRID = 15  # eps_theta arrows on a 15 x 15 grid
+RUN_TTL_S = 3600  # a session's kept chain (up to 80 MB) is dropped an hour after it was made: API clients never close
 FIGURE_POINTS = 1500  # points drawn in the matplotlib panels
 VLB_POINTS = 1000
 VLB_CHUNKS = 4  # the bound is computed in 4 chunks of data points, for a progress bar
@@ -57,7 +58,7 @@ class ChainSettings:
     def check(cls, model: Any, n: Any, seed: Any, variance: Any, sampler: Any, ddim_steps: Any) -> ChainSettings:
         """Validated settings; gr.Error naming the field otherwise. ddim_steps is bounded by N at run time."""
         if not isinstance(model, str) or not model:
-            raise gr.Error("Pick a model first.")
+            raise common.refuse("Pick a model first.")
         return cls(model, common.check_points(n), common.check_seed(seed),
                    common.check_choice(variance, "Variance", VARIANCES),
                    common.check_choice(sampler, "Sampler", SAMPLERS),
@@ -101,7 +102,7 @@ def chain_steps(model, settings: ChainSettings) -> np.ndarray:
     """The steps k the chain visits, N..0: all of them (Algorithm 2), or DDIM's strided subsequence."""
     if settings.sampler == "ddim":
         if not 1 <= settings.ddim_steps <= model.num_steps:
-            raise gr.Error(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
+            raise common.refuse(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
         return np.array(model.ddim_timesteps(settings.ddim_steps), dtype=np.int64)
     return np.arange(model.num_steps, -1, -1, dtype=np.int64)
 
@@ -253,7 +254,7 @@ def export_samples(run: ChainRun) -> list[str]:
 def export_gif(run: ChainRun | None, frames: int = GIF_FRAMES, fps: float = 15.0) -> str:
     """The kept chain as a looping animated GIF (~`frames` frames at `GIF_SIZE` px, the last one held)."""
     if run is None or not run.done:
-        raise gr.Error("Run the chain first (Animate or Sample), then export it.")
+        raise common.refuse("Run the chain first (Animate or Sample), then export it.")
     images = [render_state(run, i, GIF_SIZE) for i in frame_indices(len(run.ks), frames)]
     s = run.settings
     return common.export_gif(images, common.file_stem(s.model, f"seed{s.seed}", s.sampler, "chain"), fps=fps)
@@ -271,7 +272,7 @@ def inside_step(run: ChainRun | None, k: Any, extra: Mapping[str, Any] | None = 
     For an ancestral run z is the very noise the chain drew (recovered from the kept x_{k-1}); for DDIM, which does
     not take this step, a fresh z is drawn to show what Algorithm 2 would do from the same x_k."""
     if run is None or not run.done:
-        raise gr.Error("Run the chain first (Animate or Sample), then pick a step k.")
+        raise common.refuse("Run the chain first (Animate or Sample), then pick a step k.")
     s = run.settings
     model = common.get_model(s.model, extra, family="ddpm")
     k = max(1, common.check_int(k, "k", 0, run.num_steps))
@@ -464,7 +465,7 @@ def build_tab(ctx: common.AppContext) -> None:
     choices = common.model_choices("ddpm")
     default = DEFAULT_MODEL if DEFAULT_MODEL in choices else (choices[0] if choices else None)
     default_data = next((e.get("dataset", "") for e in genapp.available() if e["name"] == default), "")
-    run_state = gr.State(None)
+    run_state = gr.State(None, time_to_live=RUN_TTL_S)
     common.explain(INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
@@ -577,7 +578,8 @@ def build_tab(ctx: common.AppContext) -> None:
     sample_btn.click(on_sample, [*chain_inputs, run_state, ctx.extra_models], chain_outputs, api_name="sample",
                      **compute).success(**inside_io, **private, **compute)
     k_slider.input(scrub, [run_state, k_slider], frame, api_name="scrub", **render)
-    k_slider.release(lambda k: max(1, int(k)), k_slider, inside_k, queue=False, **private).then(
+    k_slider.release(lambda k: max(1, common.check_int(k, "k", 0, 4000)), k_slider, inside_k, queue=False,
+                     **private).then(
         **inside_io, **private, **compute)
     inside_btn.click(**inside_io, api_name="inside_step", **compute)
     inside_k.release(**inside_io, **private, **compute)
