@@ -431,3 +431,17 @@ def test_flow_samples_are_the_seeds_in_any_session(app, client):
     with torch.no_grad():
         expected = genapp.load(FLOW_NAME).forward(torch.randn(60, 2, generator=torch.Generator().manual_seed(3)))[0]
     np.testing.assert_allclose(x, expected.numpy(), atol=1e-5)
+
+
+def test_an_uploaded_decompression_bomb_is_refused_while_decoding(tmp_path):
+    import io
+
+    from PIL import Image
+
+    import genapp.ui  # noqa: F401  (sets the cap the app runs with)
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (8000, 8000), 1).save(bomb)  # 64M pixels in a file of a few kB
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(bomb.read_bytes())).load()

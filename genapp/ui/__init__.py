@@ -14,6 +14,13 @@ import importlib
 import os
 from typing import Any
 
+from PIL import Image
+
+# Gradio decodes an uploaded picture with PIL before any of our checks run: cap it so a small file that expands to
+# a huge image (a decompression bomb) is refused while decoding. PIL raises above twice this many pixels;
+# genapp.drawing itself takes at most 16M pixels.
+Image.MAX_IMAGE_PIXELS = 16_000_000
+
 TITLE = "genapp — a lab for diffusion and normalizing flows"
 INTRO = """
 # genapp: a lab for diffusion models and normalizing flows
