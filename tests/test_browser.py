@@ -7,6 +7,7 @@ checkpoints/ddpm-moons is missing.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,27 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run", "--disable-quic"]
 
 pytestmark = pytest.mark.browser
+
+
+@contextmanager
+def chromium():
+    """Debian's headless Chromium driven by playwright (which cannot download browsers here); closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(browser, viewport: dict | None = None):
+    """A fresh page and the list its JavaScript errors are collected into."""
+    page = browser.new_page(viewport=viewport or {"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page, errors
 
 
 def _wait_for(predicate, timeout: float, what: str, poll: float = 0.05):
@@ -34,56 +56,48 @@ def test_animate_then_scrub_in_chromium():
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
     need_checkpoint()
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
-    with serve_app() as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#animate-btn", timeout=30_000)
-            frame = page.locator("#chain-frame img")
-            frame.wait_for(timeout=30_000)
-            page.wait_for_timeout(500)
-            page.screenshot(path=ARTIFACTS / "browser-1-loaded.png", full_page=True)
-            before = frame.get_attribute("src")
+    with serve_app() as url, chromium() as browser:
+        page, errors = open_page(browser)
+        page.goto(url, wait_until="load")
+        page.wait_for_selector("#animate-btn", timeout=30_000)
+        frame = page.locator("#chain-frame img")
+        frame.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        page.screenshot(path=ARTIFACTS / "browser-1-loaded.png", full_page=True)
+        before = frame.get_attribute("src")
 
-            clicked = time.monotonic()
-            page.click("#animate-btn")
-            seen = [before]
+        clicked = time.monotonic()
+        page.click("#animate-btn")
+        seen = [before]
 
-            def frames_seen(count: int):
-                def check() -> bool:
-                    src = frame.get_attribute("src")
-                    if src and src != seen[-1]:
-                        seen.append(src)
-                    return len(seen) > count
-                return check
+        def frames_seen(count: int):
+            def check() -> bool:
+                src = frame.get_attribute("src")
+                if src and src != seen[-1]:
+                    seen.append(src)
+                return len(seen) > count
+            return check
 
-            _wait_for(frames_seen(1), 30, "the first streamed frame", poll=0.01)
-            first_frame_s = time.monotonic() - clicked
-            _wait_for(frames_seen(3), 30, "three streamed frames")
-            page.screenshot(path=ARTIFACTS / "browser-2-streaming.png")
-            summary = page.locator("#chain-summary")
-            _wait_for(lambda: "steps" in (summary.inner_text() or ""), 60, "the end of the chain")
-            page.wait_for_timeout(300)
-            page.screenshot(path=ARTIFACTS / "browser-3-done.png")
-            done_src = frame.get_attribute("src")
+        _wait_for(frames_seen(1), 30, "the first streamed frame", poll=0.01)
+        first_frame_s = time.monotonic() - clicked
+        _wait_for(frames_seen(3), 30, "three streamed frames")
+        page.screenshot(path=ARTIFACTS / "browser-2-streaming.png")
+        summary = page.locator("#chain-summary")
+        _wait_for(lambda: "steps" in (summary.inner_text() or ""), 60, "the end of the chain")
+        page.wait_for_timeout(300)
+        page.screenshot(path=ARTIFACTS / "browser-3-done.png")
+        done_src = frame.get_attribute("src")
 
-            scrub = page.locator("#scrub-slider input[type=range]")
-            scrub.fill("400")
-            _wait_for(lambda: frame.get_attribute("src") != done_src, 15, "the scrubbed frame")
-            scrub.dispatch_event("pointerup")  # releasing the slider moves the inside-step panel to that k
-            inside_k = page.locator("#inside-k input[type=number]")
-            _wait_for(lambda: inside_k.input_value() == "400", 15, "the inside-step k to follow")
-            readout = page.locator("#inside-readout")
-            _wait_for(lambda: "400" in readout.inner_text(), 30, "the inside-step readout at k = 400")
-            page.wait_for_timeout(500)
-            page.screenshot(path=ARTIFACTS / "browser-4-scrubbed.png", full_page=True)
-            assert not errors, errors
-            print(f"first frame {first_frame_s:.2f} s after the click")
-        finally:
-            browser.close()
+        scrub = page.locator("#scrub-slider input[type=range]")
+        scrub.fill("400")
+        _wait_for(lambda: frame.get_attribute("src") != done_src, 15, "the scrubbed frame")
+        scrub.dispatch_event("pointerup")  # releasing the slider moves the inside-step panel to that k
+        inside_k = page.locator("#inside-k input[type=number]")
+        _wait_for(lambda: inside_k.input_value() == "400", 15, "the inside-step k to follow")
+        readout = page.locator("#inside-readout")
+        _wait_for(lambda: "400" in readout.inner_text(), 30, "the inside-step readout at k = 400")
+        page.wait_for_timeout(500)
+        page.screenshot(path=ARTIFACTS / "browser-4-scrubbed.png", full_page=True)
+        assert not errors, errors
+        print(f"first frame {first_frame_s:.2f} s after the click")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from test_app_api import need_checkpoint, serve_app
-from test_browser import ARGS, ARTIFACTS, CHROMIUM
+from test_browser import ARTIFACTS, CHROMIUM, chromium, open_page
 
 pytestmark = pytest.mark.browser
 SECONDS = 4  # the training budget typed into the page
@@ -64,67 +64,59 @@ def test_draw_train_download_and_find_it_in_this_session_only():
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
     need_checkpoint()
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
-    with serve_app() as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            _open_train_tab(page, url)
-            page.wait_for_timeout(500)
-            page.screenshot(path=ARTIFACTS / "train-1-tab.png", full_page=True)
+    with serve_app() as url, chromium() as browser:
+        page, errors = open_page(browser)
+        _open_train_tab(page, url)
+        page.wait_for_timeout(500)
+        page.screenshot(path=ARTIFACTS / "train-1-tab.png", full_page=True)
 
-            preview = page.locator("#train-preview img")
-            before = preview.get_attribute("src")
-            _draw_ring(page)
-            _wait_for(lambda: preview.get_attribute("src") != before, 20, "the drawing's points")
-            dataset = page.locator("#train-dataset input")
-            _wait_for(lambda: dataset.input_value() == "my drawing", 10, "the dataset to switch to the drawing")
-            page.locator("#train-preview").scroll_into_view_if_needed()
-            page.wait_for_timeout(300)
-            page.screenshot(path=ARTIFACTS / "train-2-drawing.png")
+        preview = page.locator("#train-preview img")
+        before = preview.get_attribute("src")
+        _draw_ring(page)
+        _wait_for(lambda: preview.get_attribute("src") != before, 20, "the drawing's points")
+        dataset = page.locator("#train-dataset input")
+        _wait_for(lambda: dataset.input_value() == "my drawing", 10, "the dataset to switch to the drawing")
+        page.locator("#train-preview").scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        page.screenshot(path=ARTIFACTS / "train-2-drawing.png")
 
-            dataset.click()  # back to a built-in set: the DDPM tab's list is checked below
-            page.locator("ul.option-list li", has_text="moons").first.click()
-            _wait_for(lambda: dataset.input_value() == "moons", 10, "moons to be chosen")
-            seconds = page.locator("#train-seconds input")
-            seconds.fill(str(SECONDS))
-            seconds.press("Tab")
-            loss = page.locator("#train-loss img")
-            placeholder = loss.get_attribute("src")
-            clicked = time.monotonic()
-            page.click("#train-btn")
-            status = page.locator("#train-status")
-            _wait_for(lambda: "Training" in status.inner_text(), 30, "the status to say Training")
-            _wait_for(lambda: loss.get_attribute("src") != placeholder, 30, "the loss curve")
-            _wait_for(lambda: "step" in status.inner_text(), 10, "the step count")
-            page.get_by_role("tab", name="Train").scroll_into_view_if_needed()
-            page.screenshot(path=ARTIFACTS / "train-3-training.png")
-            _wait_for(lambda: "is ready" in status.inner_text(), 60, "the end of training")
-            trained_s = time.monotonic() - clicked
-            page.wait_for_timeout(500)
-            page.get_by_role("tab", name="Train").scroll_into_view_if_needed()
-            page.screenshot(path=ARTIFACTS / "train-4-done.png")
-            assert "my-ddpm-moons-1" in status.inner_text()
+        dataset.click()  # back to a built-in set: the DDPM tab's list is checked below
+        page.locator("ul.option-list li", has_text="moons").first.click()
+        _wait_for(lambda: dataset.input_value() == "moons", 10, "moons to be chosen")
+        seconds = page.locator("#train-seconds input")
+        seconds.fill(str(SECONDS))
+        seconds.press("Tab")
+        loss = page.locator("#train-loss img")
+        placeholder = loss.get_attribute("src")
+        clicked = time.monotonic()
+        page.click("#train-btn")
+        status = page.locator("#train-status")
+        _wait_for(lambda: "Training" in status.inner_text(), 30, "the status to say Training")
+        _wait_for(lambda: loss.get_attribute("src") != placeholder, 30, "the loss curve")
+        _wait_for(lambda: "step" in status.inner_text(), 10, "the step count")
+        page.get_by_role("tab", name="Train").scroll_into_view_if_needed()
+        page.screenshot(path=ARTIFACTS / "train-3-training.png")
+        _wait_for(lambda: "is ready" in status.inner_text(), 60, "the end of training")
+        trained_s = time.monotonic() - clicked
+        page.wait_for_timeout(500)
+        page.get_by_role("tab", name="Train").scroll_into_view_if_needed()
+        page.screenshot(path=ARTIFACTS / "train-4-done.png")
+        assert "my-ddpm-moons-1" in status.inner_text()
 
-            page.click("#train-download-btn")
-            download = page.locator("#train-download")
-            _wait_for(lambda: download.count() and "my-ddpm-moons-1\n.zip" in download.first.inner_text(), 30,
-                      "the checkpoint zip")  # the name and its extension are shown apart
-            page.screenshot(path=ARTIFACTS / "train-5-downloaded.png", full_page=True)
+        page.click("#train-download-btn")
+        download = page.locator("#train-download")
+        _wait_for(lambda: download.count() and "my-ddpm-moons-1\n.zip" in download.first.inner_text(), 30,
+                  "the checkpoint zip")  # the name and its extension are shown apart
+        page.screenshot(path=ARTIFACTS / "train-5-downloaded.png", full_page=True)
 
-            assert "my-ddpm-moons-1" in _model_options(page)  # this session sees its model in the DDPM tab
-            page.screenshot(path=ARTIFACTS / "train-6-ddpm-tab.png")
+        assert "my-ddpm-moons-1" in _model_options(page)  # this session sees its model in the DDPM tab
+        page.screenshot(path=ARTIFACTS / "train-6-ddpm-tab.png")
 
-            other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-            other.goto(url, wait_until="load")
-            other.wait_for_selector("#animate-btn", timeout=30_000)
-            names = _model_options(other)
-            assert "ddpm-moons" in names and "my-ddpm-moons-1" not in names  # another session does not
-            assert not errors, errors
-            print(f"trained through the page in {trained_s:.1f} s (budget {SECONDS} s)")
-        finally:
-            browser.close()
+        other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        other.goto(url, wait_until="load")
+        other.wait_for_selector("#animate-btn", timeout=30_000)
+        names = _model_options(other)
+        assert "ddpm-moons" in names and "my-ddpm-moons-1" not in names  # another session does not
+        assert not errors, errors
+        print(f"trained through the page in {trained_s:.1f} s (budget {SECONDS} s)")

@@ -319,57 +319,47 @@ def test_named_endpoints_answer(served):
         client.predict(SHIPPED, 500, 1, 99, "samples", api_name="/flow_layer")
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
 @pytest.mark.browser
 def test_flows_tab_in_chromium(served):
+    from test_browser import CHROMIUM
+
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-    from test_browser import _wait_for
+    from test_browser import _wait_for, chromium, open_page
 
     artifacts = ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(served, wait_until="load")
-            page.get_by_role("tab", name=re.compile("Flows")).click()
-            layer = page.locator("#flow-layer img")
-            readout = page.locator("#flow-layer-readout")
-            _wait_for(lambda: "sum" in readout.inner_text(), 60, "the layer table")
-            _wait_for(lambda: "grid" in page.locator("#flow-density-readout").inner_text(), 60, "the density")
-            page.wait_for_timeout(500)
-            page.screenshot(path=artifacts / "flows-1-loaded.png", full_page=True)
+    with chromium() as browser:
+        page, errors = open_page(browser)
+        page.goto(served, wait_until="load")
+        page.get_by_role("tab", name=re.compile("Flows")).click()
+        layer = page.locator("#flow-layer img")
+        readout = page.locator("#flow-layer-readout")
+        _wait_for(lambda: "sum" in readout.inner_text(), 60, "the layer table")
+        _wait_for(lambda: "grid" in page.locator("#flow-density-readout").inner_text(), 60, "the density")
+        page.wait_for_timeout(500)
+        page.screenshot(path=artifacts / "flows-1-loaded.png", full_page=True)
 
-            before, table = layer.get_attribute("src"), readout.inner_text()
-            slider = page.locator("#flow-layer-k input[type=range]")
-            slider.fill("3")
-            _wait_for(lambda: layer.get_attribute("src") != before, 15, "the layer-3 frame")
-            _wait_for(lambda: readout.inner_text() != table, 15, "the table to mark layer 3")
-            page.locator("#flow-layer").scroll_into_view_if_needed()
-            page.wait_for_timeout(300)
-            page.screenshot(path=artifacts / "flows-2-layer3.png")
+        before, table = layer.get_attribute("src"), readout.inner_text()
+        slider = page.locator("#flow-layer-k input[type=range]")
+        slider.fill("3")
+        _wait_for(lambda: layer.get_attribute("src") != before, 15, "the layer-3 frame")
+        _wait_for(lambda: readout.inner_text() != table, 15, "the table to mark layer 3")
+        page.locator("#flow-layer").scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        page.screenshot(path=artifacts / "flows-2-layer3.png")
 
-            density = page.locator("#flow-density img")
-            density.scroll_into_view_if_needed()
-            box = density.bounding_box()
-            inspect = page.locator("#flow-inspect-readout")
-            page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.5)
-            _wait_for(lambda: "(1.29)" in inspect.inner_text(), 15, "the inspector readout")
-            x1 = float(page.locator("#flow-x1 input").input_value())
-            assert x1 == pytest.approx(2.0, abs=0.1)  # three quarters across [-4, 4]
-            page.wait_for_timeout(300)
-            page.screenshot(path=artifacts / "flows-3-inspect.png")
-            assert not errors, errors
-        finally:
-            browser.close()
+        density = page.locator("#flow-density img")
+        density.scroll_into_view_if_needed()
+        box = density.bounding_box()
+        inspect = page.locator("#flow-inspect-readout")
+        page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.5)
+        _wait_for(lambda: "(1.29)" in inspect.inner_text(), 15, "the inspector readout")
+        x1 = float(page.locator("#flow-x1 input").input_value())
+        assert x1 == pytest.approx(2.0, abs=0.1)  # three quarters across [-4, 4]
+        page.wait_for_timeout(300)
+        page.screenshot(path=artifacts / "flows-3-inspect.png")
+        assert not errors, errors
 
 
 def test_default_panels_are_fast():
