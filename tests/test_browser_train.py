@@ -13,20 +13,10 @@ import time
 
 import pytest
 from test_app_api import need_checkpoint, serve_app
-from test_browser import ARTIFACTS, CHROMIUM, chromium, open_page
+from test_browser import ARTIFACTS, CHROMIUM, _wait_for, chromium, open_page
 
 pytestmark = pytest.mark.browser
 SECONDS = 4  # the training budget typed into the page
-
-
-def _wait_for(predicate, timeout: float, what: str, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _open_train_tab(page, url: str) -> None:
