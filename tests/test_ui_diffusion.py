@@ -138,7 +138,8 @@ def test_animate_streams_frames_then_the_run(extra):
 def test_animate_paces_frames(extra):
     start = time.perf_counter()
     out = list(tab.animate(settings(n=16), fps=40, extra=extra, frames=9))
-    assert len(out) == 9
+    # up to 9 frames paced at 40 fps; a machine that falls behind skips frames rather than slowing the chain
+    assert 2 <= len(out) <= 9
     assert time.perf_counter() - start >= 8 / 40 - 0.01
 
 
