@@ -14,17 +14,9 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="genapp-bench-"))
-os.environ.setdefault("MPLBACKEND", "Agg")
-
+from app_env import ROOT  # repo on sys.path, offline, temp dirs: before genapp and gradio
 
 CPU: dict[str, list[float]] = {}  # row name -> CPU seconds of this process per repeat (all its threads)
 
