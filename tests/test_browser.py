@@ -23,7 +23,10 @@ pytestmark = pytest.mark.browser
 
 @contextmanager
 def chromium():
-    """Debian's headless Chromium driven by playwright (which cannot download browsers here); closed on exit."""
+    """Debian's headless Chromium driven by playwright (which cannot download browsers here); closed on exit.
+    Skips the test when /usr/bin/chromium is missing (`make test` installs it as root)."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -53,8 +56,6 @@ def _wait_for(predicate, timeout: float, what: str, poll: float = 0.05):
 
 
 def test_animate_then_scrub_in_chromium():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
     need_checkpoint()
     ARTIFACTS.mkdir(exist_ok=True)
     with serve_app() as url, chromium() as browser:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from test_app_api import need_checkpoint, serve_app
-from test_browser import ARTIFACTS, CHROMIUM, _wait_for, chromium, open_page
+from test_browser import ARTIFACTS, _wait_for, chromium, open_page
 
 pytestmark = pytest.mark.browser
 SECONDS = 4  # the training budget typed into the page
@@ -51,8 +51,6 @@ def _draw_ring(page) -> None:
 
 
 def test_draw_train_download_and_find_it_in_this_session_only():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
     need_checkpoint()
     ARTIFACTS.mkdir(exist_ok=True)
     with serve_app() as url, chromium() as browser:

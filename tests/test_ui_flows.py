@@ -321,10 +321,6 @@ def test_named_endpoints_answer(served):
 
 @pytest.mark.browser
 def test_flows_tab_in_chromium(served):
-    from test_browser import CHROMIUM
-
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
     from test_browser import _wait_for, chromium, open_page
 
     artifacts = ROOT / "artifacts"

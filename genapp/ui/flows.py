@@ -606,21 +606,19 @@ def build_tab(ctx: common.AppContext) -> None:
     image = dict(format="png", interactive=False, show_label=False, buttons=["download", "fullscreen"],
                  elem_classes="genapp-frame")
 
-    gr.Markdown("### z → x: sampling")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=7, min_width=480):
-            zx_image = gr.Image(blank("loading…", 2), label="z -> x", elem_id="flow-zx", **image)
-        with gr.Column(scale=3, min_width=260):
-            common.explain(EXPLAIN_ZX)
-            zx_text = common.explain("", elem_classes="genapp-readout")
+    def side_by_side_panel(title: str, label: str, elem_id: str, explanation: str):
+        """A heading, then a two-panel image beside its explanation and readout."""
+        gr.Markdown(f"### {title}")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=7, min_width=480):
+                panel = gr.Image(blank("loading…", 2), label=label, elem_id=elem_id, **image)
+            with gr.Column(scale=3, min_width=260):
+                common.explain(explanation)
+                readout = common.explain("", elem_classes="genapp-readout")
+        return panel, readout
 
-    gr.Markdown("### x → z: normalizing")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=7, min_width=480):
-            xz_image = gr.Image(blank("loading…", 2), label="x -> z", elem_id="flow-xz", **image)
-        with gr.Column(scale=3, min_width=260):
-            common.explain(EXPLAIN_XZ)
-            xz_text = common.explain("", elem_classes="genapp-readout")
+    zx_image, zx_text = side_by_side_panel("z → x: sampling", "z -> x", "flow-zx", EXPLAIN_ZX)
+    xz_image, xz_text = side_by_side_panel("x → z: normalizing", "x -> z", "flow-xz", EXPLAIN_XZ)
 
     gr.Markdown("### Layer by layer")
     common.explain(EXPLAIN_LAYERS)
