@@ -2,8 +2,9 @@
 
 Part 2, per DDPM checkpoint: the variational bound L (1.11) for both sigma_k^2 choices (1.18) against the true
 entropy H (nats), and per sampler (ancestral with beta_tilde, ancestral with beta, DDIM 50 and 100 steps) the
-energy distance and sliced W2 of 10k samples to fresh data as ratios to the data-vs-data floor, the share of
-samples on the support and E_samples[-log p_data] against H. Per shipped flow: KL(data || model) on 20k samples.
+energy distance and sliced W2 of 4 draws of 10k samples to fresh data as ratios to the data-vs-data floor, the
+share of samples on the support and E_samples[-log p_data] against H. Per shipped flow: KL(data || model) on
+20k samples.
 
 Part 3: the same eps_theta, x_N, noise z and schedule through our `p_step` (1.24) and `DDPMScheduler.step`.
 """
@@ -11,7 +12,6 @@ Part 3: the same eps_theta, x_N, noise z and schedule through our `p_step` (1.24
 from __future__ import annotations
 
 import math
-import statistics
 
 import torch
 from common import KL_SAMPLES, gpu_lock, load_checkpoint, local_checkpoints, pick_device
@@ -23,6 +23,7 @@ SAMPLERS = {  # name -> sample() keyword arguments
     "ddim_100": dict(ddim_steps=100),
 }
 DATASETS = ("moons", "8gaussians", "checkerboard", "swissroll", "2spirals", "25gaussians")
+SAMPLE_DRAWS = 4  # independent draws of 10k samples per sampler: one draw's distance scatters by tens of percent
 
 
 def entropy(dataset: str, smoke: bool = False) -> dict:
@@ -34,13 +35,14 @@ def entropy(dataset: str, smoke: bool = False) -> dict:
     return {"dataset": dataset, "entropy": h, "entropy_stderr": se, "n": n}
 
 
-def sample_quality(samples: torch.Tensor, ds, generator: torch.Generator) -> dict:
-    """genapp.evaluate.sample_distances (the definition the model cards use); should it fail, the same ratios
-    from genapp.metrics directly, the failure recorded: ED / mean |ED| of data vs data, SW2 / mean SW2 of the same."""
+def sample_quality(draws: list[torch.Tensor], ds, generator: torch.Generator) -> dict:
+    """genapp.evaluate.sample_distances of independent draws of samples (the definition the model cards use);
+    should it fail, the same ratios from genapp.metrics directly on the first draw, the failure recorded: ED / mean
+    |ED| of data vs data, SW2 / mean SW2 of the same."""
     from genapp import evaluate, metrics
 
     try:
-        out = dict(evaluate.sample_distances(samples, ds, generator))
+        out = dict(evaluate.sample_distances(draws, ds, generator))
         if not {"energy_ratio", "sliced_w2_ratio"} <= out.keys():
             raise KeyError(f"no energy_ratio / sliced_w2_ratio among {sorted(out)}")
         out["distances_from"] = "genapp.evaluate.sample_distances"
@@ -49,6 +51,7 @@ def sample_quality(samples: torch.Tensor, ds, generator: torch.Generator) -> dic
         note = (f"genapp.evaluate.sample_distances failed ({type(error).__name__}: {error}), so computed with "
                 "genapp.metrics: ED / mean |ED| of data vs data (ED is unbiased: <= 0 means within noise), "
                 "SW2 / mean SW2 of data vs data")
+    samples = draws[0]
     n = len(samples)
     fresh = ds.sample(n, generator=generator)
     floors = metrics.distance_floors(ds, n=n, repeats=4, generator=generator)
@@ -66,27 +69,22 @@ def sample_quality(samples: torch.Tensor, ds, generator: torch.Generator) -> dic
 
 
 def ddpm_bound(name: str, smoke: bool = False, device: str = "auto") -> dict:
-    """L for both variances on fresh data, in batches (mean and stderr over batches), against H."""
-    from genapp import data
+    """L for both variances on fresh data and L - H estimated pairwise (genapp.evaluate.bound_gap: the mean of
+    L(x_0) + log p(x_0) on the same draws, stderr over batches)."""
+    from genapp import data, evaluate
 
     model = load_checkpoint(name)
     ds = data.get(model.config.dataset)
     dev = pick_device(device)
-    batches, batch = (1, 256) if smoke else (5, 2000)
+    n, chunks = (512, 2) if smoke else (50_000, 10)
     out = {"checkpoint": name, "dataset": ds.name, "num_steps": model.num_steps, "device": str(dev),
-           "vlb_samples": batches * batch}
+           "vlb_samples": n, "gap_estimator": "paired"}
     model = model.to(dev)
     for variance in ("beta_tilde", "beta"):
-        generator, x_generator = torch.Generator(dev).manual_seed(3), torch.Generator().manual_seed(4)
-        totals = []
-        for _ in range(batches):
-            x_0 = ds.sample(batch, generator=x_generator).to(dev, model.dtype)
-            with gpu_lock(exclusive=False):
-                totals.append(model.vlb(x_0, variance=variance, generator=generator).total)
-        mean = statistics.fmean(totals)
-        se = statistics.stdev(totals) / math.sqrt(batches) if batches > 1 else math.nan
-        out[f"vlb_{variance}"] = mean
-        out[f"vlb_{variance}_stderr"] = se
+        with gpu_lock(exclusive=False):
+            vlb, gap, se = evaluate.bound_gap(model, ds, variance, n, chunks,
+                                              generator=torch.Generator().manual_seed(4))
+        out |= {f"vlb_{variance}": vlb, f"gap_{variance}": gap, f"gap_{variance}_stderr": se}
     return out
 
 
@@ -97,15 +95,15 @@ def ddpm_sampler(name: str, sampler: str, smoke: bool = False, device: str = "au
     model = load_checkpoint(name)
     ds = data.get(model.config.dataset)
     dev = pick_device(device)
-    n = 256 if smoke else 10_000
+    n, draws = (256, 1) if smoke else (10_000, SAMPLE_DRAWS)
     model = model.to(dev)
     generator = torch.Generator(dev).manual_seed(11)
     with gpu_lock(exclusive=False):
-        samples = model.sample(n, generator=generator, **SAMPLERS[sampler]).float().cpu()
-    out = {"checkpoint": name, "dataset": ds.name, "sampler": sampler, "n": n, "device": str(dev)}
-    finite = torch.isfinite(samples).all(1)
-    out["nonfinite_samples"] = int((~finite).sum())
-    return out | sample_quality(samples[finite], ds, torch.Generator().manual_seed(12))
+        samples = [model.sample(n, generator=generator, **SAMPLERS[sampler]).float().cpu() for _ in range(draws)]
+    out = {"checkpoint": name, "dataset": ds.name, "sampler": sampler, "n": n, "draws": draws, "device": str(dev)}
+    finite = [torch.isfinite(s).all(1) for s in samples]
+    out["nonfinite_samples"] = sum(int((~f).sum()) for f in finite)
+    return out | sample_quality([s[f] for s, f in zip(samples, finite)], ds, torch.Generator().manual_seed(12))
 
 
 def flow_checkpoint(name: str, smoke: bool = False) -> dict:

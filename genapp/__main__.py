@@ -165,7 +165,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model = hub.load_dir(args.checkpoint) if Path(args.checkpoint).is_dir() else hub.load(args.checkpoint)
     dataset = data.get(args.dataset or model.config.dataset)
-    print(json.dumps(evaluate(model, dataset, generator=torch.Generator().manual_seed(args.seed)), indent=2))
+    metrics = evaluate(model, dataset, generator=torch.Generator().manual_seed(args.seed))
+    print(json.dumps(metrics, indent=2))
+    if args.write_card:
+        folder = Path(args.checkpoint)
+        if not folder.is_dir() or args.dataset not in (None, model.config.dataset):
+            raise SystemExit("error: --write-card needs a checkpoint folder evaluated on its own dataset")
+        from genapp.cards import model_card
+
+        record_path = folder / "training.json"
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {"training": None}
+        record["metrics"] = metrics
+        (folder / "README.md").write_text(model_card(folder.name, model, record["training"], metrics))
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"updated {folder / 'README.md'} and {record_path}")
     return 0
 
 
@@ -258,6 +271,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="defaults to the dataset the model was trained on")
     p.add_argument("--seed", type=_seed, default=1234)
     p.add_argument("--threads", type=_threads, default=2)
+    p.add_argument("--write-card", action="store_true",
+                   help="write the measurements into the folder's model card (README.md) and training.json")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("push", help="upload a checkpoint folder (with its card) to the Hugging Face Hub")

@@ -22,9 +22,10 @@ _METRIC_NAMES = {
     "kl": "KL(data || model) = NLL - H (nats)",
     "vlb_beta": "variational bound L (1.11), sigma^2 = beta (nats)",
     "vlb_beta_tilde": "variational bound L (1.11), sigma^2 = beta_tilde (nats)",
-    "vlb_gap": "best bound - H (nats; bounds KL from above)",
-    "energy_ratio": "energy distance / data-vs-data floor",
-    "sliced_w2_ratio": "sliced W2 / data-vs-data floor",
+    "vlb_gap": "best bound - H (nats; bounds KL from above; E[L(x_0) + log p(x_0)] on 50,000 points)",
+    "vlb_gap_stderr": "standard error of bound - H (nats)",
+    "energy_ratio": "energy distance / data-vs-data floor (10,000 points, mean of 4 draws of data)",
+    "sliced_w2_ratio": "sliced W2 / data-vs-data floor (10,000 points, mean of 4 draws of data)",
     "support_fraction": "samples inside the support",
     "sample_nll": "E over samples of -log p_data (nats)",
 }
@@ -68,7 +69,7 @@ def model_card(name: str, model: nn.Module, training: dict | None = None, metric
         ]
     if metrics:
         lines += ["## Measured quality", "", "Fresh data and samples, fixed seed; produced by `python -m genapp eval "
-                  f"checkpoints/{name}`.", "", "| metric | value |", "| --- | --- |"]
+                  f"checkpoints/{name} --write-card`.", "", "| metric | value |", "| --- | --- |"]
         for key, value in metrics.items():
             if isinstance(value, float):
                 lines.append(f"| {_METRIC_NAMES.get(key, key)} | {value:.4f} |")
