@@ -238,8 +238,8 @@ def ddpm_section(rep: Report, part: dict | None, H: dict[str, dict]) -> tuple[di
             "each model draw against its own fresh data, as genapp.evaluate.sample_distances does: one draw of the "
             "data itself scores SW2 ratios of 1.0-1.8, a mean of four 0.85-1.3); share of samples on the data's "
             "support (finite log p; checkerboard: on a filled square); E over samples of -log p_data minus H (0 = as "
-            "sharp as the data; blur shows here when the distances are blind to it). Targets: ancestral ED <= 2x and SW2 <= "
-            "1.5x; DDIM 100 within 2x (both); checkerboard >= 95% on the support.", "")
+            "sharp as the data; blur shows here when the distances are blind to it). Targets: ancestral ED <= 2x "
+            "and SW2 <= 1.5x; DDIM 100 within 2x (both); checkerboard >= 95% on the support.", "")
     body = []
     notes = set()
     for dataset in _ordered({d for d, _ in samplers}):
