@@ -23,6 +23,7 @@ SAMPLERS = {  # name -> sample() keyword arguments
     "ddim_100": dict(ddim_steps=100),
 }
 DATASETS = ("moons", "8gaussians", "checkerboard", "swissroll", "2spirals", "25gaussians")
+ORACLE_DATASETS = ("8gaussians", "25gaussians")  # Gaussian mixtures: the exact eps_theta in closed form
 SAMPLE_DRAWS = 4  # independent draws of 10k samples per sampler: one draw's distance scatters by tens of percent
 
 
@@ -88,6 +89,42 @@ def ddpm_bound(name: str, smoke: bool = False, device: str = "auto") -> dict:
     return out
 
 
+class MixtureOracle(torch.nn.Module):
+    """The optimal eps_theta for Gaussian-mixture data (1/K) sum_i N(mu_i, s^2 I): by Tweedie's formula
+    E[eps | x_k] = sqrt(1 - ab) (x_k - sqrt(ab) sum_i w_i(x_k) mu_i) / (ab s^2 + 1 - ab), ab = alpha_bar_k, with
+    w_i(x_k) the posterior weight of component i under q(x_k) = (1/K) sum_i N(sqrt(ab) mu_i, (ab s^2 + 1 - ab) I)."""
+
+    def __init__(self, alpha_bar: torch.Tensor, means: torch.Tensor, std: float) -> None:
+        super().__init__()
+        self.alpha_bar, self.means, self.std = alpha_bar, means, std
+
+    def forward(self, x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        ab = self.alpha_bar[k].to(torch.float64)[:, None]
+        var = ab * self.std**2 + 1 - ab
+        centres = ab.sqrt()[:, :, None] * self.means.T[None]  # (n, d, K)
+        x = x_k.to(torch.float64)
+        w = torch.softmax(-(x[:, :, None] - centres).square().sum(1) / (2 * var), dim=1)  # (n, K)
+        mean = (centres * w[:, None, :]).sum(2)
+        return ((1 - ab).sqrt() * (x - mean) / var).to(x_k.dtype)
+
+
+def oracle_bound(dataset: str, smoke: bool = False) -> dict:
+    """L - H (sigma^2 = beta) of the exact eps_theta, on the shipped checkpoint's schedule: the part of the gap that
+    no network can remove (the Gaussian steps (1.24) at finite N), so the rest of a checkpoint's gap is its own."""
+    from genapp import data, evaluate
+    from genapp.diffusion import DDPM, DDPMConfig
+
+    ds = data.get(dataset)
+    name = f"ddpm-{dataset}"
+    config = load_checkpoint(name).config if name in local_checkpoints() else DDPMConfig()
+    ddpm = DDPM(DDPMConfig(num_steps=config.num_steps, schedule=config.schedule)).double()
+    ddpm.net = MixtureOracle(ddpm.alpha_bar, torch.tensor(ds.means, dtype=torch.float64), ds.std)
+    n, chunks = (512, 2) if smoke else (50_000, 10)
+    _, gap, se = evaluate.bound_gap(ddpm, ds, "beta", n, chunks, generator=torch.Generator().manual_seed(5))
+    return {"dataset": dataset, "oracle_gap_beta": gap, "oracle_gap_beta_stderr": se, "num_steps": config.num_steps,
+            "schedule": config.schedule, "vlb_samples": n}
+
+
 def ddpm_sampler(name: str, sampler: str, smoke: bool = False, device: str = "auto") -> dict:
     """Samples from one sampler of a DDPM checkpoint against fresh data and the limits."""
     from genapp import data
@@ -131,6 +168,9 @@ def quality_jobs(smoke: bool) -> list[dict]:
     for dataset in ("moons", "8gaussians", "checkerboard") if smoke else datasets:
         out.append(dict(part="ddpm", key=f"entropy/{dataset}", module="bench_ddpm", fn="entropy",
                         kwargs=dict(dataset=dataset, smoke=smoke), estimate_s=1 if smoke else 10))
+    for dataset in ORACLE_DATASETS[:1] if smoke else ORACLE_DATASETS:
+        out.append(dict(part="ddpm", key=f"oracle/{dataset}", module="bench_ddpm", fn="oracle_bound",
+                        kwargs=dict(dataset=dataset, smoke=smoke), estimate_s=2 if smoke else 90))
     for name in ddpms:
         if name not in shipped:
             out.append(dict(part="ddpm", key=f"{name}/missing", module="bench_ddpm", fn="missing",
