@@ -7,6 +7,8 @@ from dataclasses import asdict
 
 from torch import nn
 
+from genapp.evaluate import targets
+
 _LICENSE = "mit"
 
 _WHAT = {
@@ -24,11 +26,19 @@ _METRIC_NAMES = {
     "vlb_beta_tilde": "variational bound L (1.11), sigma^2 = beta_tilde (nats)",
     "vlb_gap": "best bound - H (nats; bounds KL from above; E[L(x_0) + log p(x_0)] on 50,000 points)",
     "vlb_gap_stderr": "standard error of bound - H (nats)",
-    "energy_ratio": "energy distance / data-vs-data floor (10,000 points, mean of 4 draws of data)",
-    "sliced_w2_ratio": "sliced W2 / data-vs-data floor (10,000 points, mean of 4 draws of data)",
+    "energy_ratio": "energy distance / data-vs-data floor (mean over 4 draws of 10,000 samples)",
+    "sliced_w2_ratio": "sliced W2 / data-vs-data floor (mean over 4 draws of 10,000 samples)",
     "support_fraction": "samples inside the support",
     "sample_nll": "E over samples of -log p_data (nats)",
 }
+
+
+def _verdict(value: float, goal: tuple[str, float] | None) -> str:
+    if goal is None:
+        return ""
+    op, threshold = goal
+    met = value <= threshold if op == "<=" else value >= threshold
+    return f"{op} {threshold:g}: {'met' if met else '**missed**'}"
 
 
 def family_of(model: nn.Module) -> str:
@@ -68,13 +78,14 @@ def model_card(name: str, model: nn.Module, training: dict | None = None, metric
             f"- final training loss (mean of the last 100 steps): {training['final_loss']:.4f}", "",
         ]
     if metrics:
+        goals = targets(family, dataset)
         lines += ["## Measured quality", "", "Fresh data and samples, fixed seed; produced by `python -m genapp eval "
-                  f"checkpoints/{name} --write-card`.", "", "| metric | value |", "| --- | --- |"]
+                  f"checkpoints/{name} --write-card`. Targets: those of the shipped set (`genapp.evaluate.targets`).",
+                  "", "| metric | value | target |", "| --- | --- | --- |"]
         for key, value in metrics.items():
-            if isinstance(value, float):
-                lines.append(f"| {_METRIC_NAMES.get(key, key)} | {value:.4f} |")
-            elif isinstance(value, int):
-                lines.append(f"| {_METRIC_NAMES.get(key, key)} | {value} |")
+            if isinstance(value, (int, float)):
+                shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+                lines.append(f"| {_METRIC_NAMES.get(key, key)} | {shown} | {_verdict(value, goals.get(key))} |")
         lines.append("")
     lines += ["## Limitations", "", "A small teaching model for a toy distribution; not meant for anything else.", ""]
     return "\n".join(lines)

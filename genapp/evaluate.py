@@ -13,6 +13,22 @@ from torch import nn
 from genapp import metrics
 from genapp.data import ToyDataset
 
+# The shipped checkpoints' quality targets (the checkpoint issue; benchmarks/render.py checks the same numbers).
+BOUND_TARGETS = {"8gaussians": 0.05, "moons": 0.05, "swissroll": 0.05, "25gaussians": 0.1, "2spirals": 0.1,
+                 "checkerboard": 0.1}  # DDPM: L - H in nats
+KL_TARGETS = {"8gaussians": 0.03, "checkerboard": 0.06}  # RealNVP: KL(data || model) in nats
+
+
+def targets(family: str, dataset: str) -> dict[str, tuple[str, float]]:
+    """The targets a shipped model of `family` on `dataset` is held to: metric -> ("<=" or ">=", threshold)."""
+    if family == "ddpm":
+        out = {"vlb_gap": ("<=", BOUND_TARGETS[dataset])} if dataset in BOUND_TARGETS else {}
+        out |= {"energy_ratio": ("<=", 2.0), "sliced_w2_ratio": ("<=", 1.5)}
+        return out | ({"support_fraction": (">=", 0.95)} if dataset == "checkerboard" else {})
+    if family == "realnvp" and dataset in KL_TARGETS:
+        return {"kl": ("<=", KL_TARGETS[dataset])}
+    return {}
+
 
 def sample_distances(
     samples: torch.Tensor | Sequence[torch.Tensor], dataset: ToyDataset, generator: torch.Generator, repeats: int = 4

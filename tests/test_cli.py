@@ -43,3 +43,24 @@ def test_bad_numbers_exit_non_zero():
 def test_help_is_there_for_newcomers():
     proc = subprocess.run([sys.executable, "-m", "genapp", "train", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--dataset" in proc.stdout and "python -m genapp train ddpm" in proc.stdout
+
+
+def test_eval_write_card_puts_the_measurements_and_targets_into_the_card(tmp_path, monkeypatch, capsys):
+    import functools
+
+    from genapp import evaluate
+
+    monkeypatch.setattr(evaluate, "evaluate", functools.partial(evaluate.evaluate, n=400, n_vlb=400))
+    out = tmp_path / "ddpm-8gaussians"
+    assert main(["train", "ddpm", "--dataset", "8gaussians", "--steps", "20", "--batch-size", "64", "--hidden", "16",
+                 "--num-steps", "20", "--out", str(out), "--quiet"]) == 0
+    assert "## Measured quality" not in (out / "README.md").read_text()
+    assert main(["eval", str(out), "--threads", "1", "--write-card"]) == 0
+    card = (out / "README.md").read_text()
+    metrics = json.loads((out / "training.json").read_text())["metrics"]
+    assert {"vlb_gap", "vlb_gap_stderr", "sliced_w2_ratio"} <= metrics.keys()
+    assert "| metric | value | target |" in card and "<= 0.05: " in card  # 8gaussians: bound within 0.05 nats
+    assert f"vlb_gap: {metrics['vlb_gap']:.6g}" in card  # the Hub metadata header carries the same numbers
+    assert "python -m genapp train ddpm" in card  # the training record survives the rewrite
+    with pytest.raises(SystemExit, match="its own dataset"):
+        main(["eval", str(out), "--dataset", "moons", "--threads", "1", "--write-card"])

@@ -71,3 +71,13 @@ def test_evaluate_reports_the_paired_gap_for_a_ddpm():
     assert {"entropy", "vlb_beta", "vlb_beta_tilde", "vlb_gap", "vlb_gap_stderr", "energy_ratio"} <= out.keys()
     assert out["vlb_gap"] == pytest.approx(0.0, abs=4 * out["vlb_gap_stderr"] + 1e-3)  # sigma^2 = beta wins
     assert out["vlb_beta"] < out["vlb_beta_tilde"]
+
+
+def test_model_card_checks_each_metric_against_its_target():
+    from genapp.cards import model_card
+
+    ddpm = DDPM(DDPMConfig(num_steps=10, hidden=8, dataset="checkerboard"))
+    card = model_card("ddpm-checkerboard", ddpm, None, {"vlb_gap": 0.2, "support_fraction": 0.97, "entropy": 3.4})
+    assert "| 0.2000 | <= 0.1: **missed** |" in card
+    assert "| 0.9700 | >= 0.95: met |" in card
+    assert "| 3.4000 |  |" in card  # no target for the entropy itself
