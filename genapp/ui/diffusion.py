@@ -22,7 +22,7 @@ import torch
 
 import genapp
 from genapp import plots
-from genapp.ui import common
+from genapp.ui import common, trained_data
 
 SAMPLERS = ("ancestral", "ddim")
 VARIANCES = ("beta_tilde", "beta")
@@ -319,13 +319,12 @@ def inside_step(run: ChainRun | None, k: Any, extra: Mapping[str, Any] | None = 
 
 
 # -- forward process ---------------------------------------------------------------------------------------------
-def _forward_model(model_name: Any, extra: Mapping[str, Any] | None):
+def _model_with_data(model_name: Any, extra: Mapping[str, Any] | None, needs: str):
+    """The DDPM and the data it was trained on (a named toy, or this session's drawing); gr.Error if there is none."""
     model = common.get_model(model_name, extra, family="ddpm")
-    dataset = common.dataset_name(model)
-    if not common.known_dataset(dataset):
-        raise gr.Error(f"{model_name} was trained on {dataset or 'unnamed data'}; the forward process needs a "
-                       "named dataset to draw x_0 from.")
-    return model, dataset
+    if trained_data.of(model) is None:
+        raise common.refuse(trained_data.missing(model_name, needs))
+    return model
 
 
 def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any = 0,
@@ -334,11 +333,11 @@ def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any 
     morphs one cloud; and a readout of alpha_bar_k, the SNR and KL(q(x_k | x_0) || N(0, I))."""
     from genapp.diffusion import gaussian_kl
 
-    model, dataset = _forward_model(model_name, extra)
+    model = _model_with_data(model_name, extra, "the forward process to start from")
     N = model.num_steps
     k = common.check_int(k, "k", 0, N)
     n, seed = common.check_points(n), common.check_seed(seed)
-    x_0 = torch.from_numpy(common.data_points(dataset, n, seed).copy())
+    x_0 = torch.from_numpy(trained_data.points(model, n, seed).copy())
     eps = torch.randn(x_0.shape, generator=common.generator(seed + 1))
     x_k = model.q_sample(x_0, k, eps)  # (1.21)
     sched = model.schedule
@@ -350,9 +349,9 @@ def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any 
         zero = torch.zeros((), dtype=torch.float64)
         return float(gaussian_kl(alpha_bar[j].sqrt() * x_0.double(), 1 - alpha_bar[j], zero, zero + 1).mean())
 
-    frame = common.canvas().render(x_k.numpy(), common.background(dataset), color=plots.FORWARD,
+    frame = common.canvas().render(x_k.numpy(), trained_data.backdrop(model), color=plots.FORWARD,
                                    title=f"q(xₖ | x₀), k = {k}", subtitle=f"ᾱₖ = {float(alpha_bar[k]):.4f}",
-                                   corner=f"{dataset} · {n} points", progress=k / N)
+                                   corner=f"{trained_data.describe(model)} · {n} points", progress=k / N)
     snr = float(sched.snr()[k])
     kl_k = kl_to_prior(k)
     text = (
@@ -382,14 +381,15 @@ _VLB_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> 
 
 
 def vlb_terms(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None, progress=None):
-    """The terms of (1.11) on VLB_POINTS data points, cached per (model, variance). Returns (terms, dataset)."""
+    """The terms of (1.11) on VLB_POINTS points of the model's data (a named toy or this session's drawing), cached
+    per (model, variance). Returns (terms, the model's dataset name)."""
     from genapp.diffusion import VLBTerms
 
     variance = common.check_choice(variance, "Variance", VARIANCES)
-    model, dataset = _forward_model(model_name, extra)
+    model = _model_with_data(model_name, extra, "the bound to be measured on")
     cache = _VLB_CACHE.setdefault(model, {})
     if variance not in cache:
-        x_0 = torch.from_numpy(common.data_points(dataset, VLB_POINTS, 2).copy())
+        x_0 = torch.from_numpy(trained_data.points(model, VLB_POINTS, 2).copy())
         g = common.generator(3)
         parts = []
         for j, chunk in enumerate(x_0.chunk(VLB_CHUNKS)):
@@ -404,7 +404,7 @@ def vlb_terms(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = 
             L_0=sum(w * p.L_0 for w, p in zip(weights, parts)),
             data_dim=parts[0].data_dim,
         )
-    return cache[variance], dataset
+    return cache[variance], common.dataset_name(model)
 
 
 def vlb(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None, progress=None):
@@ -426,6 +426,8 @@ def vlb(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None, 
                  f"Gap $L - H$ = **{terms.total - h:.3f} nats**, an upper bound on "
                  "$D_{\\mathrm{KL}}(\\text{data} \\Vert p_\\theta)$, since "
                  "$L \\geq \\mathbb E[-\\log p_\\theta(x_0)] = H + D_{\\mathrm{KL}}$.")
+    elif trained_data.is_drawing(common.get_model(model_name, extra, family="ddpm")):
+        text += f"\n{trained_data.NO_DENSITY} $L$ still bounds the model's NLL of the drawn points from above."
     else:
         text += f"\n{dataset} has no exact density, so there is no entropy to compare with."
     text += (f"\n\n{VLB_POINTS} data points, ${VARIANCE_TEX[variance]}$; "

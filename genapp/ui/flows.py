@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from genapp import plots
-from genapp.ui import common
+from genapp.ui import common, trained_data
 
 FAMILIES = ("realnvp", "nice")
 KIND_NAME = {"realnvp": "RealNVP", "nice": "NICE"}
@@ -55,10 +55,12 @@ def _latent(n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, 2, generator=common.generator(seed))
 
 
-def _held_out(dataset: str, n: int, seed: int) -> torch.Tensor:
-    if not common.known_dataset(dataset):
-        raise gr.Error(f"This flow was trained on {dataset or 'unnamed data'}; x -> z needs a named dataset.")
-    return torch.from_numpy(common.data_points(dataset, n, seed + HELD_OUT_SEED).copy())
+def _held_out(flow, n: int, seed: int) -> torch.Tensor:
+    """n fresh points of the flow's data (a named toy, or this session's drawing) for x -> z."""
+    x = trained_data.points(flow, n, seed + HELD_OUT_SEED)
+    if x is None:
+        raise common.refuse(trained_data.missing("This flow", "x -> z to map"))
+    return torch.from_numpy(x.copy())
 
 
 def _axis_lines(lim: float) -> tuple[int, ...]:
@@ -83,7 +85,7 @@ def describe_model(model_name: Any, extra: Mapping[str, Any] | None = None) -> s
         scaling = ", no scaling layer: volume preserving"
     params = sum(p.numel() for p in flow.parameters())
     return (f"**{model_name}**: {KIND_NAME[c.kind]}, {couplings}{scaling}, conditioners {c.depth} x {c.hidden} "
-            f"({params:,} parameters), trained on **{common.dataset_name(flow) or 'unnamed data'}**.")
+            f"({params:,} parameters), trained on **{trained_data.describe(flow)}**.")
 
 
 # -- z -> x and x -> z -------------------------------------------------------------------------------------------
@@ -102,7 +104,6 @@ def z_to_x(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
     grid is drawn through f. Returns (image, markdown)."""
     flow = _flow(model_name, extra)
     n, seed = common.check_points(n), common.check_seed(seed)
-    dataset = common.dataset_name(flow)
     cv = common.canvas(size)
     z = _latent(n, seed)
     lines = plots.grid_lines(Z_LIM, GRID_STEP)
@@ -115,7 +116,7 @@ def z_to_x(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
                                 title="z ~ N(0, I)", subtitle="colour: angle and radius of z",
                                 corner=f"{n} points · seed {seed}")
     right = plots.render_colored(cv, x.numpy(), colors,
-                                 plots.draw_lines(cv, common.background(dataset, size), lines_x, strong=axes),
+                                 plots.draw_lines(cv, trained_data.backdrop(flow, size), lines_x, strong=axes),
                                  title="x = f(z)", subtitle=f"{model_name} · the grid drawn through f")
     ld = log_det.numpy()
     text = (f"Mean $\\log|\\det J_f(z)|$ = **{ld.mean():.3f}** nats (range {ld.min():.2f} to {ld.max():.2f}): "
@@ -133,8 +134,7 @@ def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
     data-space grid pulled back by f^{-1}; a table says how Gaussian z came out. Returns (image, markdown)."""
     flow = _flow(model_name, extra)
     n, seed = common.check_points(n), common.check_seed(seed)
-    dataset = common.dataset_name(flow)
-    x = _held_out(dataset, n, seed)
+    x = _held_out(flow, n, seed)
     cv = common.canvas(size)
     lines = plots.grid_lines(X_LIM, GRID_STEP)
     with torch.inference_mode():
@@ -143,9 +143,9 @@ def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
     colors = plots.angle_radius_colors(x.numpy())
     axes = _axis_lines(X_LIM)
     left = plots.render_colored(cv, x.numpy(), colors,
-                                plots.draw_lines(cv, common.background(dataset, size), lines, strong=axes),
+                                plots.draw_lines(cv, trained_data.backdrop(flow, size), lines, strong=axes),
                                 title="x: held-out data", subtitle="colour: angle and radius of x",
-                                corner=f"{dataset} · {n} points")
+                                corner=f"{trained_data.describe(flow)} · {n} points")
     right = plots.render_colored(cv, z.numpy(), colors, plots.draw_lines(cv, _latent_backdrop(size), lines_z,
                                                                         strong=axes),
                                  title="z = f⁻¹(x)", subtitle=f"{model_name} · over N(0, I)")
@@ -164,6 +164,8 @@ def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
         f"The closer the columns, the better $f^{{-1}}$ *normalizes* the data. Mean "
         f"$\\log|\\det J_{{f^{{-1}}}}(x)|$ = {float(log_det.mean()):.3f} nats."
     )
+    if trained_data.is_drawing(flow):
+        text += " Here $x$ are fresh draws from your drawing's points (with the training jitter), not unseen data."
     return plots.side_by_side(left, right, "f⁻¹"), text
 
 
@@ -198,12 +200,11 @@ def layer_view(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any =
     source = common.check_choice(source, "Start from", SOURCES)
     K = len(flow.layers)
     k = K if k is None else common.check_int(k, "Layer k", 0, K)
-    dataset = common.dataset_name(flow)
     if source == "samples":
         start, lim = _latent(n, seed), Z_LIM
         walk = flow.trajectory  # [z_0, ..., z_K], z_k = f_k(z_{k-1})
     else:
-        start, lim = _held_out(dataset, n, seed), X_LIM
+        start, lim = _held_out(flow, n, seed), X_LIM
         walk = flow.inverse_trajectory  # the same states from x: z_{k-1} = f_k^{-1}(z_k)   (1.33)
     lines = plots.grid_lines(lim, GRID_STEP)
     with torch.inference_mode():
@@ -212,7 +213,7 @@ def layer_view(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any =
         log_dets = [float(layer(states[j])[1].mean()) for j, layer in enumerate(flow.layers)]  # log|det J_{f_j+1}|
     colors = plots.angle_radius_colors(start.numpy())
     cv = common.canvas(size)
-    backdrop = common.background(dataset, size) if k == K else _latent_backdrop(size) if k == 0 else \
+    backdrop = trained_data.backdrop(flow, size) if k == K else _latent_backdrop(size) if k == 0 else \
         common.background("", size)
     base = plots.draw_lines(cv, backdrop, line_states[k].numpy().reshape(lines.shape), strong=_axis_lines(lim))
     infos = flow.layer_info()
@@ -381,16 +382,13 @@ def inspect(model_name: Any, x1: Any, x2: Any, extra: Mapping[str, Any] | None =
         log_px = float(flow.log_prob(x))
     log_det = sum(terms)
     parts = "".join(f" {'-' if t < 0 else '+'} {abs(t):.3f}" for t in terms[::-1]).lstrip(" +")
-    dataset = common.dataset_name(flow)
     truth = ""
-    if common.known_dataset(dataset):
-        import genapp.data
-
-        data = genapp.data.get(dataset)
-        if data.has_density:
-            true_lp = float(data.log_prob(x.double()))
-            truth = (f"| data's exact $\\log p^*(x)$ | "
-                     f"{'-∞ (off its support)' if math.isinf(true_lp) else f'{true_lp:.4f}'} |\n")
+    if trained_data.has_density(flow):
+        true_lp = float(trained_data.of(flow).log_prob(x.double()))
+        truth = (f"| data's exact $\\log p^*(x)$ | "
+                 f"{'-∞ (off its support)' if math.isinf(true_lp) else f'{true_lp:.4f}'} |\n")
+    elif trained_data.is_drawing(flow):
+        truth = "| data's exact $\\log p^*(x)$ | n/a: a drawing has no exact density |\n"
     text = (
         "| | value |\n|---|---|\n"
         f"| point $x$ | ({x1:.3f}, {x2:.3f}) |\n"
@@ -418,15 +416,23 @@ def _test_set(dataset: str) -> tuple[torch.Tensor, np.ndarray | None]:
     return x, data.log_prob(x.double()).numpy() if data.has_density else None
 
 
-_NLL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # flow -> log q on the test set (float64)
+def _test_points(flow) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The flow's test set: its named toy's (with exact log p* where there is one), or fresh draws from its drawing."""
+    if trained_data.is_drawing(flow):
+        return torch.from_numpy(trained_data.points(flow, TEST_POINTS, TEST_SEED).copy()), None
+    return _test_set(common.dataset_name(flow))
+
+
+_NLL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # flow -> log q on its test set (float64)
 _DDPM_BOUND: dict[str, dict[str, float]] = {}  # dataset -> variance -> the DDPM bound L in nats, once computed
 
 
-def _flow_log_q(flow, dataset: str) -> np.ndarray:
+def _flow_log_q(flow, x: torch.Tensor) -> np.ndarray:
+    """log q(x) of the flow on its test set `x` (always the same set for a flow), kept per flow."""
     cached = _NLL.get(flow)
     if cached is None:
         with torch.inference_mode():
-            cached = flow.log_prob(_test_set(dataset)[0]).double().numpy()
+            cached = flow.log_prob(x).double().numpy()
         _NLL[flow] = cached
     return cached
 
@@ -435,57 +441,66 @@ def _mean_se(v: np.ndarray) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))
 
 
+def _ddpm_rows(dataset: str, log_p: np.ndarray | None, with_ddpm: bool, progress) -> tuple[list[str], str]:
+    """The shipped DDPM's bound L for `dataset`, both variances (computed when `with_ddpm`, then kept), and a note."""
+    ddpm, to_bits = f"ddpm-{dataset}", 1 / (2 * math.log(2))
+    if ddpm not in common.model_choices("ddpm"):
+        return [], f"\n\nNo `{ddpm}` checkpoint, so no DDPM to compare with."
+    if with_ddpm and dataset not in _DDPM_BOUND:
+        from genapp.ui import diffusion
+
+        # Both reverse variances (1.18): sigma^2 = beta gives the tighter bound on these 2-D sets.
+        _DDPM_BOUND[dataset] = {  # shared with the DDPM tab's cache
+            variance: float(diffusion.vlb_terms(ddpm, variance, None, progress)[0].total)
+            for variance in ("beta", "beta_tilde")
+        }
+    if dataset not in _DDPM_BOUND:
+        return [], (f"\n\nPress **Compare with the DDPM** to add `{ddpm}`'s variational bound $L$ (1.11): "
+                    "its $N$ network passes take a few seconds, once.")
+    rows = []
+    for variance, symbol in (("beta", r"\beta_k"), ("beta_tilde", r"\tilde\beta_k")):
+        bound = _DDPM_BOUND[dataset][variance]
+        gap = "n/a" if log_p is None else f"≤ {bound - _mean_se(-log_p)[0]:.3f} (upper bound)"
+        rows.append(f"| {ddpm} | bound $L$ (1.11) ≥ its NLL, $\\sigma_k^2 = {symbol}$, {diffusion_points()} "
+                    f"points | {bound:.3f} | {bound * to_bits:.3f} | {gap} |")
+    return rows, ""
+
+
+DRAWN_NOTE = ("\n\nThe test points are fresh draws from your drawing's points. " + trained_data.NO_DENSITY +
+              " No DDPM ships for a drawing: train one on it and read its bound $L$ in the DDPM tab.")
+
+
 def likelihood(model_name: Any, extra: Mapping[str, Any] | None = None, with_ddpm: bool = False,
                progress=None) -> str:
     """One table in nats (and bits/dim): the data's entropy H where its density is exact, the exact test NLL
     (1.31) of this flow and of the other shipped flow for its data, KL(data || model) = NLL - H on the same
-    points, and the DDPM's variational bound L (1.11) for the same data (computed when `with_ddpm`, then kept)."""
+    points, and the DDPM's variational bound L (1.11) for the same data (computed when `with_ddpm`, then kept).
+    A flow trained on a drawing gets its own NLL on fresh draws from the drawing, and a note on what is missing."""
     flow = _flow(model_name, extra)
-    dataset = common.dataset_name(flow)
-    if not common.known_dataset(dataset):
-        return f"{model_name} was trained on {dataset or 'unnamed data'}: there is no fresh data to score it on."
-    x, log_p = _test_set(dataset)
+    if trained_data.of(flow) is None:
+        return trained_data.missing(model_name, "a test set to score it on")
+    dataset, drawn = common.dataset_name(flow), trained_data.is_drawing(flow)
+    x, log_p = _test_points(flow)
     to_bits = 1 / (2 * math.log(2))
     rows = []
     if log_p is not None:
         h, h_se = _mean_se(-log_p)
         rows.append(f"| data ({dataset}) | entropy $H$, exact $\\log p^*$ | {h:.3f} ± {h_se:.3f} | "
                     f"{h * to_bits:.3f} | 0, the floor |")
-    names = [str(model_name)] + [f"{fam}-{dataset}" for fam in FAMILIES
-                                 if f"{fam}-{dataset}" != model_name and f"{fam}-{dataset}" in
+    names = [str(model_name)] + [f"{fam}-{dataset}" for fam in FAMILIES if not drawn and
+                                 f"{fam}-{dataset}" != model_name and f"{fam}-{dataset}" in
                                  common.model_choices(FAMILIES)]
     for name in names:
         other = flow if name == model_name else _flow(name, None)
-        log_q = _flow_log_q(other, dataset)
+        log_q = _flow_log_q(other, x)
         nll, nll_se = _mean_se(-log_q)
         kl = "n/a" if log_p is None else "{:.3f} ± {:.3f}".format(*_mean_se(log_p - log_q))
         label = f"**{name}** (shown above)" if name == model_name else name
         rows.append(f"| {label} | exact NLL (1.31), {KIND_NAME[other.config.kind]} | {nll:.3f} ± {nll_se:.3f} | "
                     f"{nll * to_bits:.3f} | {kl} |")
-    ddpm = f"ddpm-{dataset}"
-    note = ""
-    if ddpm not in common.model_choices("ddpm"):
-        note = f"\n\nNo `{ddpm}` checkpoint, so no DDPM to compare with."
-    else:
-        if with_ddpm and dataset not in _DDPM_BOUND:
-            from genapp.ui import diffusion
-
-            # Both reverse variances (1.18): sigma^2 = beta gives the tighter bound on these 2-D sets.
-            _DDPM_BOUND[dataset] = {  # shared with the DDPM tab's cache
-                variance: float(diffusion.vlb_terms(ddpm, variance, None, progress)[0].total)
-                for variance in ("beta", "beta_tilde")
-            }
-        for variance, symbol in (("beta", r"\beta_k"), ("beta_tilde", r"\tilde\beta_k")):
-            if dataset not in _DDPM_BOUND:
-                note = (f"\n\nPress **Compare with the DDPM** to add `{ddpm}`'s variational bound $L$ (1.11): "
-                        "its $N$ network passes take a few seconds, once.")
-                break
-            bound = _DDPM_BOUND[dataset][variance]
-            gap = "n/a" if log_p is None else f"≤ {bound - _mean_se(-log_p)[0]:.3f} (upper bound)"
-            rows.append(f"| {ddpm} | bound $L$ (1.11) ≥ its NLL, $\\sigma_k^2 = {symbol}$, {diffusion_points()} "
-                        f"points | {bound:.3f} | {bound * to_bits:.3f} | {gap} |")
+    ddpm_rows, note = ([], DRAWN_NOTE) if drawn else _ddpm_rows(dataset, log_p, with_ddpm, progress)
     return ("| model | what | nats | bits/dim | $D_{\\mathrm{KL}}(\\text{data} \\Vert \\text{model})$ |\n"
-            "|---|---|---|---|---|\n" + "\n".join(rows) +
+            "|---|---|---|---|---|\n" + "\n".join(rows + ddpm_rows) +
             f"\n\nFlows on {TEST_POINTS:,} fresh points (± one standard error); KL = NLL $-$ H on the same points. "
             "A flow's likelihood is exact; a DDPM only gives the upper bound $L$, so $L - H$ only bounds its KL. "
             "Same unit throughout: nats per point, bits/dim = nats / (2 ln 2)." + note)
@@ -509,7 +524,7 @@ def export_files(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any
                                                                                        extra)[0]}
     left, right, _ = density(model_name, extra)
     images["density"] = plots.side_by_side(left, right, "", gap=16)
-    if common.known_dataset(common.dataset_name(flow)):
+    if trained_data.of(flow) is not None:
         images["x-to-z"] = x_to_z(model_name, n, seed, extra)[0]
     paths = []
     for name, image in images.items():
@@ -544,7 +559,7 @@ def export_gif(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: M
             frames.append(plots.render_colored(cv, (1 - t) * states[k - 1] + t * states[k], colors,
                                                common.background("", GIF_SIZE), title=title,
                                                subtitle=layer_caption(infos[k - 1]), corner=str(model_name)))
-    frames.append(plots.render_colored(cv, states[K], colors, common.background(common.dataset_name(flow), GIF_SIZE),
+    frames.append(plots.render_colored(cv, states[K], colors, trained_data.backdrop(flow, GIF_SIZE),
                                        title=f"z{str(K).translate(SUB)} = x", subtitle="the samples",
                                        corner=str(model_name)))
     return common.export_gif(frames, common.file_stem(model_name, f"seed{seed}", "layers"), fps=12)
@@ -677,8 +692,8 @@ def build_tab(ctx: common.AppContext) -> None:
     def on_x_to_z(model, points, seed, extra):
         if not model:
             return blank("no flow checkpoint", 2), ""
-        if not common.known_dataset(common.dataset_name(_flow(model, extra))):
-            return blank("no named dataset to map", 2), "This flow was trained on unnamed data: no fresh data to map."
+        if trained_data.of(_flow(model, extra)) is None:
+            return blank("no data to map", 2), trained_data.missing(model, "x -> z to map")
         return x_to_z(model, points, seed, extra)
 
     def on_layer(model, points, seed, k, start, extra):

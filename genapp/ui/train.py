@@ -29,7 +29,7 @@ from genapp import data, drawing, hub, jobs, plots
 from genapp.__main__ import TRAIN_DEFAULTS, hardware
 from genapp.cards import model_card
 from genapp.train import TrainResult, pick_device, train
-from genapp.ui import common
+from genapp.ui import common, trained_data
 
 FAMILIES = ("ddpm", "realnvp", "nice")
 FAMILY_NAME = {"ddpm": "DDPM", "realnvp": "RealNVP", "nice": "NICE"}
@@ -263,6 +263,7 @@ def run_training(job: jobs.Job, settings: TrainSettings, dataset) -> Outcome:
                    callback_every=CALLBACK_EVERY, should_stop=job.should_stop, progress=False,
                    time_limit=settings.seconds)
     model.cpu().eval()
+    trained_data.remember(model, dataset)  # a drawing is nowhere else: the other tabs' data panels need its points
     return Outcome(model, result, snapshot(model, result.steps))
 
 

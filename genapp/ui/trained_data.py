@@ -1,0 +1,84 @@
+"""The data a model was trained on, for the panels that need it: a named toy, or the drawing it learnt in this session.
+
+A checkpoint names its dataset in `config.dataset`, a key of `genapp.data`. A model trained in the Train tab on a
+drawing says only "drawing" there, so the tab hands it the `data.PointCloud` it trained on (`remember`): a plain
+attribute, not a parameter, so it lives exactly as long as the session's model and never reaches a checkpoint.
+A drawing is points without a formula: it has no exact density, so panels show what needs only points and say
+why the rest is missing (`NO_DENSITY`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+import torch
+
+from genapp import plots
+from genapp.ui import common
+
+ATTRIBUTE = "trained_on"  # model.trained_on: the dataset object the Train tab trained it on
+NO_DENSITY = ("Your drawing is a set of points, not a formula: it has no exact density, so its entropy $H$ and the "
+              "divergence $D_{\\mathrm{KL}}(\\text{data} \\Vert \\text{model})$ cannot be computed for it.")
+_BACKDROPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # drawn model -> {size: backdrop}
+
+
+def remember(model: Any, dataset: Any) -> None:
+    """Keep the dataset `model` was trained on with the model itself (not in its state_dict)."""
+    setattr(model, ATTRIBUTE, dataset)
+
+
+def of(model: Any):
+    """The dataset `model` was trained on: the named toy of its config, else the one it carries, else None."""
+    name = common.dataset_name(model)
+    if common.known_dataset(name):
+        import genapp.data
+
+        return genapp.data.get(name)
+    return getattr(model, ATTRIBUTE, None)
+
+
+def is_drawing(model: Any) -> bool:
+    return not common.known_dataset(common.dataset_name(model)) and getattr(model, ATTRIBUTE, None) is not None
+
+
+def has_density(model: Any) -> bool:
+    """True where the model's data has an exact log-density (the built-in toys; never a drawing)."""
+    return bool(getattr(of(model), "has_density", False))
+
+
+def describe(model: Any) -> str:
+    """The model's data in words: 'moons', 'your drawing', or 'unnamed data'."""
+    return "your drawing" if is_drawing(model) else common.dataset_name(model) or "unnamed data"
+
+
+def missing(model_name: Any, needs: str) -> str:
+    """Why a panel that `needs` data points has none for this model (a checkpoint of a dataset this app lacks)."""
+    return f"{model_name} was trained on data this app does not have, so there are no points for {needs}."
+
+
+def points(model: Any, n: int, seed: int) -> np.ndarray | None:
+    """n draws (float32, (n, 2), read-only) from the model's data, the same for the same seed: the shared cache for
+    a named toy, fresh draws from the drawing's points (with its training jitter) for a drawing. None if unknown."""
+    name = common.dataset_name(model)
+    if common.known_dataset(name):
+        return common.data_points(name, n, seed)
+    dataset = getattr(model, ATTRIBUTE, None)
+    if dataset is None:
+        return None
+    x = dataset.sample(n, generator=torch.Generator().manual_seed(seed)).numpy()  # seed + offsets may pass MAX_SEED
+    x.setflags(write=False)
+    return x
+
+
+def backdrop(model: Any, size: int = plots.DEFAULT_SIZE) -> np.ndarray:
+    """The faint density of the model's data behind its frames (common.background for a named toy), read-only."""
+    if not is_drawing(model):
+        return common.background(common.dataset_name(model), size)
+    kept = _BACKDROPS.setdefault(model, {})
+    if size not in kept:
+        image = common.canvas(size).density_background(points(model, common.BACKGROUND_SAMPLES, 12345))
+        image.setflags(write=False)
+        kept[size] = image
+    return kept[size]

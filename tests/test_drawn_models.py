@@ -1,0 +1,145 @@
+"""Models trained in the Train tab on a drawing, used in the DDPM and flows tabs of the same session: the panels
+that need "the model's data" (forward process, bound L, x -> z, layers from data, likelihood) take the drawn
+points the model was trained on, and say in words what a drawing cannot give (an exact density: H, KL)."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from test_train_tab import ring, settings
+
+from genapp import jobs, plots
+from genapp.ui import common, trained_data
+from genapp.ui import diffusion as ddpm_tab
+from genapp.ui import flows as flows_tab
+from genapp.ui import train as train_tab
+
+DDPM, FLOW = "my-ddpm-drawing-1", "my-realnvp-drawing-1"
+SIZE = plots.DEFAULT_SIZE
+
+
+def bar() -> np.ndarray:
+    """A vertical bar: a second drawing, unlike the ring."""
+    img = np.zeros((90, 90, 4), dtype=np.uint8)
+    img[20:70, 40:50] = (17, 24, 39, 255)
+    return img
+
+
+def train_on(image: np.ndarray, families: tuple[str, ...], extra: dict | None = None) -> dict:
+    """Train tiny models on `image` exactly as the tab does (drawing -> points -> train_session); the new `extra`."""
+    points = train_tab.drawing_points({"background": None, "layers": [], "composite": image}, 0)
+    manager = jobs.JobManager(max_running=1, max_waiting=4, name="test-drawn")
+    extra = dict(extra or {})
+    for family in families:
+        final = list(train_tab.train_session(settings(family, train_tab.DRAWING, steps=20), points, "s", extra,
+                                             manager, poll=0.01, every=0.0))[-1]
+        assert final.extra is not None, final.status
+        extra = final.extra
+    return extra
+
+
+@pytest.fixture(scope="module")
+def extra() -> dict:
+    return train_on(ring(), ("ddpm", "realnvp"))
+
+
+def on_ring(x: np.ndarray) -> bool:
+    return bool(np.abs(np.hypot(x[:, 0], x[:, 1]) - 3.1).max() < 0.5)  # the ring's radius in data units
+
+
+# -- the data a session model carries ------------------------------------------------------------------------------
+def test_a_drawn_model_carries_its_points(extra):
+    for name in (DDPM, FLOW):
+        model = extra[name]
+        assert common.dataset_name(model) == "drawing"
+        x = trained_data.points(model, 500, 0)
+        assert x.shape == (500, 2) and x.dtype == np.float32 and on_ring(x)
+        np.testing.assert_array_equal(x, trained_data.points(model, 500, 0))  # seeded
+        assert trained_data.describe(model) == "your drawing" and not trained_data.has_density(model)
+
+
+def test_each_drawing_keeps_its_own_points(extra):
+    both = train_on(bar(), ("realnvp",), extra)
+    x = trained_data.points(both["my-realnvp-drawing-2"], 500, 0)
+    assert np.ptp(x[:, 1]) > 6.5 and np.ptp(x[:, 0]) < 1.6  # the bar, not the ring
+    assert on_ring(trained_data.points(both[FLOW], 500, 0))
+
+
+def test_a_named_dataset_is_read_from_the_config():
+    from genapp.flows import Flow, FlowConfig
+
+    flow = Flow(FlowConfig(kind="realnvp", num_couplings=2, hidden=8, dataset="moons"))
+    np.testing.assert_array_equal(trained_data.points(flow, 300, 4), common.data_points("moons", 300, 4))
+    assert trained_data.has_density(flow) and trained_data.describe(flow) == "moons"
+    lost = {"lost": Flow(FlowConfig(kind="realnvp", num_couplings=2, hidden=8, dataset="lost"))}
+    assert trained_data.of(lost["lost"]) is None and trained_data.points(lost["lost"], 10, 0) is None
+    assert "does not have" in flows_tab.likelihood("lost", lost)  # in words, not an exception
+    with pytest.raises(gr.Error, match="does not have"):
+        flows_tab.x_to_z("lost", 20, 0, lost)
+
+
+# -- DDPM tab ------------------------------------------------------------------------------------------------------
+def test_forward_process_of_a_drawn_ddpm(extra):
+    frame, text = ddpm_tab.forward_process(DDPM, 0, 300, 0, extra)
+    assert frame.shape == (SIZE, SIZE, 3)
+    assert "D_{\\mathrm{KL}}(q(x_k \\mid x_0)" in text and "nats" in text
+    noisy, _ = ddpm_tab.forward_process(DDPM, 20, 300, 0, extra)
+    assert not np.array_equal(frame, noisy)
+
+
+def test_the_bound_of_a_drawn_ddpm_says_why_there_is_no_entropy(extra):
+    fig, text = ddpm_tab.vlb(DDPM, "beta", extra)
+    assert fig is not None and "the bound $L$" in text
+    assert "data entropy $H$" not in text
+    assert "drawing" in text and "no exact density" in text
+    assert "Error" not in text and "Traceback" not in text
+
+
+# -- flows tab -----------------------------------------------------------------------------------------------------
+def test_x_to_z_of_a_drawn_flow_maps_the_drawn_points(extra):
+    image, text = flows_tab.x_to_z(FLOW, 200, 0, extra)
+    assert image.shape == (SIZE, 2 * SIZE + 56, 3)
+    assert "$\\Vert z\\Vert < 1$" in text and "your drawing" in text
+    assert on_ring(trained_data.points(extra[FLOW], 200, flows_tab.HELD_OUT_SEED))  # what x -> z maps
+    flows_tab.x_to_z(FLOW, 20, common.MAX_SEED, extra)  # the held-out offset may pass the largest seed
+
+
+def test_layers_from_data_of_a_drawn_flow(extra):
+    K = len(extra[FLOW].layers)
+    image, text = flows_tab.layer_view(FLOW, 150, 0, 0, "data", extra)  # z_0: the drawn points pulled back to z
+    assert image.shape == (SIZE, SIZE, 3) and "starting from data $z_K = x$" in text
+    assert text.count("$f_{") == K and "**→ $f_{1}$**" in text  # z_0 = f_1^{-1}(z_1)
+
+
+def test_the_likelihood_of_a_drawn_flow_says_what_a_drawing_cannot_give(extra):
+    text = flows_tab.likelihood(FLOW, extra)
+    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in text.splitlines() if line.startswith("| ")}
+    assert list(rows) == ["model", f"**{FLOW}** (shown above)"]  # the header, then this flow alone: no H row
+    assert "exact NLL (1.31)" in rows[f"**{FLOW}** (shown above)"][0]
+    assert rows[f"**{FLOW}** (shown above)"][3].strip() == "n/a"
+    assert "no exact density" in text and "entropy" in text
+    compared = flows_tab.likelihood(FLOW, extra, with_ddpm=True)  # the Compare button: no DDPM, said in words
+    assert "bound $L$ (1.11)" not in compared and "DDPM" in compared
+
+
+def test_the_inspector_of_a_drawn_flow_says_there_is_no_exact_density(extra):
+    _, _, text = flows_tab.inspect(FLOW, 3.1, 0.0, extra)
+    assert "$\\log p^*(x)$" in text and "n/a" in text
+
+
+def test_exports_of_a_drawn_flow_include_x_to_z(extra):
+    paths = flows_tab.export_files(FLOW, 100, 0, None, "samples", extra)
+    assert any(p.endswith("_x-to-z.png") for p in paths)
+
+
+def test_a_drawn_model_saves_as_a_plain_checkpoint(extra, tmp_path):
+    from genapp import hub
+
+    folder = hub.save(extra[FLOW], tmp_path / FLOW)  # the drawing stays with the session, not in the checkpoint
+    loaded = hub.load_dir(folder)
+    assert trained_data.of(loaded) is None and common.dataset_name(loaded) == "drawing"
+    x = np.linspace(-2, 2, 14, dtype=np.float32).reshape(7, 2)
+    with torch.no_grad():
+        np.testing.assert_array_equal(loaded.log_prob(torch.from_numpy(x)), extra[FLOW].log_prob(torch.from_numpy(x)))
