@@ -37,9 +37,12 @@ def _model_options(page) -> list[str]:
 
 
 def _draw_ring(page) -> None:
-    page.locator("#train-sketch button[aria-label=Brush]").click()  # the sketchpad starts with no tool
+    """One stroke round a ring, without choosing a tool first: the brush must already be chosen."""
+    brush = page.locator("#train-sketch button[aria-label=Brush]")
+    _wait_for(lambda: "highlight" in (brush.get_attribute("class") or ""), 15, "the sketchpad's brush to be chosen")
     canvas = page.locator("#train-sketch canvas").first
     canvas.wait_for(timeout=10_000)
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     cx, cy, r = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, 0.3 * min(box["width"], box["height"])
     page.mouse.move(cx + r, cy)

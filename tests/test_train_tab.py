@@ -304,6 +304,14 @@ def test_the_tab_is_in_the_app_with_its_endpoints():
     names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
     assert {"train", "train_stop", "train_download", "train_push", "train_drawing"} <= names
     assert "Device" in tab.limits_markdown() or tab.DEVICE.type in tab.limits_markdown()
+    # The page picks the sketchpad's brush itself (gradio starts it with no tool): a script run from the page's load
+    # clicks the first tool, which is the brush while the sketchpad has no crop and no upload.
+    # tests/test_browser_train.py draws without choosing a tool.
+    loads = [fn for fn in demo.fns.values() if any(t[1] == "load" for t in fn.targets)]
+    assert any(fn.js == tab.BRUSH_FIRST_JS and fn.fn is None for fn in loads)
+    sketch = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "train-sketch")
+    assert f'"{sketch.elem_id}"' in tab.BRUSH_FIRST_JS
+    assert isinstance(sketch, gr.Sketchpad) and sketch.brush and not sketch.transforms and not sketch.sources
 
 
 def test_the_loss_plot_shows_the_entropy_floor_for_flows():

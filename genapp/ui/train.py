@@ -487,11 +487,22 @@ recognisable model of moons on a laptop CPU. Finished models appear in the DDPM 
 session* (as `my-<family>-<dataset>-<i>`), and can be downloaded or pushed to the Hub.
 """
 EXPLAIN_DRAW = r"""
-Pick the brush (left of the canvas) and draw, or upload a black-on-white picture. Every dark pixel is equally
-likely; a point is a uniform position inside one, and the drawing is scaled so its longer side spans
-$[-3.5, 3.5]$. Training draws from these points with a little Gaussian jitter (0.03), so thin strokes become thin
-bands. The dataset switches to **my drawing** when you draw; every family can train on it.
+Draw on the canvas (the brush is ready), or upload a black-on-white picture. Every dark pixel is equally likely; a
+point is a uniform position inside one, and the drawing is scaled so its longer side spans $[-3.5, 3.5]$. Training
+draws from these points with a little Gaussian jitter (0.03), so thin strokes become thin bands. The dataset switches
+to **my drawing** when you draw; every family can train on it.
 """
+# gradio 6.31's Sketchpad comes up (and comes back after "Clear canvas") with no tool chosen: a veil saying "select the
+# draw tool to start" covers the canvas and takes the first press. Whenever that veil is on a live canvas, pick the
+# first tool, the brush (no crop, no upload here), so the first stroke draws. Runs in the page from its load.
+BRUSH_FIRST_JS = """() => {
+  setInterval(() => {
+    const sketch = document.getElementById("train-sketch");
+    if (sketch?.querySelector(".pixi-target canvas") && sketch.querySelector(".image-container .empty")) {
+      sketch.querySelector(".toolbar-wrap button")?.click();
+    }
+  }, 250);
+}"""
 EXPLAIN_USE = """
 **Use it.** The model joins the DDPM or flows tab's list (this session only). Download: the checkpoint folder as a
 zip (`config.json`, `model.safetensors`, a model card), as in `checkpoints/`; `genapp.hub.load_dir` reads it.
@@ -645,4 +656,5 @@ def build_tab(ctx: common.AppContext) -> None:
                        concurrency_id="compute", concurrency_limit=1)
     push_btn.click(on_push, [run_state, ctx.extra_models, repo_id, token, private], [push_md, token],
                    api_name="train_push", concurrency_id="push", concurrency_limit=2)
+    ctx.demo.load(None, None, None, js=BRUSH_FIRST_JS, queue=False, **private_api)
     ctx.demo.unload(on_unload)
