@@ -242,9 +242,9 @@ def ddpm_section(rep: Report, part: dict | None, H: dict[str, dict]) -> tuple[di
                 "`MixtureOracle`) on the checkpoint's schedule: what no network can remove at this N, because the "
                 "true reverse steps are not Gaussian (1.24). The rest of a checkpoint's L - H is its network's.", "")
     rep.add("Samples against fresh data: energy distance and sliced W2 as ratios to the data-vs-data floor at the "
-            "same n (1 = as good as a second draw of the data; both sides the mean of 4 comparisons of 10k points, "
-            "each model draw against its own fresh data, as genapp.evaluate.sample_distances does: one draw of the "
-            "data itself scores SW2 ratios of 1.0-1.8, a mean of four 0.85-1.3); share of samples on the data's "
+            "same n (1 = as good as a second draw of the data; both sides the mean of 16 comparisons of 10k points, "
+            "4 model draws each against 4 fresh data draws, as genapp.evaluate.sample_distances does: one draw of "
+            "the data itself scores SW2 ratios of 1.0-1.8, a mean of 16 0.85-1.1); share of samples on the data's "
             "support (finite log p; checkerboard: on a filled square); E over samples of -log p_data minus H (0 = as "
             "sharp as the data; blur shows here when the distances are blind to it). Targets: ancestral ED <= 2x "
             "and SW2 <= 1.5x; DDIM 100 within 2x (both); checkerboard >= 95% on the support.", "")

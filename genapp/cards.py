@@ -26,8 +26,8 @@ _METRIC_NAMES = {
     "vlb_beta_tilde": "variational bound L (1.11), sigma^2 = beta_tilde (nats)",
     "vlb_gap": "best bound - H (nats; bounds KL from above; E[L(x_0) + log p(x_0)] on 50,000 points)",
     "vlb_gap_stderr": "standard error of bound - H (nats)",
-    "energy_ratio": "energy distance / data-vs-data floor (mean over 4 draws of 10,000 samples)",
-    "sliced_w2_ratio": "sliced W2 / data-vs-data floor (mean over 4 draws of 10,000 samples)",
+    "energy_ratio": "energy distance / data-vs-data floor (4 draws of 10,000 samples, 16 comparisons)",
+    "sliced_w2_ratio": "sliced W2 / data-vs-data floor (4 draws of 10,000 samples, 16 comparisons)",
     "support_fraction": "samples inside the support",
     "sample_nll": "E over samples of -log p_data (nats)",
 }

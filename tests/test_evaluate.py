@@ -57,9 +57,9 @@ def test_paired_gap_agrees_with_bound_minus_entropy_and_its_stderr_is_honest():
 def test_sample_distances_are_near_one_for_data_and_large_for_a_shifted_copy():
     ds = data.get("8gaussians")
     g = torch.Generator().manual_seed(2)
-    same = sample_distances([ds.sample(5000, generator=g) for _ in range(4)], ds, g)
-    # the data themselves: at the floor, up to the scatter of a mean of four draws (SW2 0.85-1.3 at 10k points)
-    assert abs(same["energy_ratio"]) < 2 and 0.7 < same["sliced_w2_ratio"] < 1.5
+    same = sample_distances([ds.sample(4000, generator=g) for _ in range(4)], ds, g, repeats=8)
+    # the data themselves: at the floor, up to the scatter of a mean of 8 comparisons
+    assert abs(same["energy_ratio"]) < 1.5 and 0.7 < same["sliced_w2_ratio"] < 1.3
     assert same["support_fraction"] == 1.0
     shifted = sample_distances(ds.sample(2000, generator=g) + 0.5, ds, g)
     assert shifted["energy_ratio"] > 10 and shifted["sliced_w2_ratio"] > 3
