@@ -63,7 +63,7 @@ def pm(mean, se, digits: int = 3) -> str:
         return "-"
     if se is None or (isinstance(se, float) and not math.isfinite(se)):
         return fmt(mean, digits)
-    return f"{fmt(mean, digits)} ± {fmt(se, 2)}"
+    return f"{fmt(mean, digits)} ± {se:.2g}"  # two significant digits: a stderr of 0.0036 is not "0.00"
 
 
 def table(header: list[str], rows: list[list]) -> str:
