@@ -58,7 +58,7 @@ def test_ema_warms_up_so_short_runs_keep_what_they_learned():
         ema.update(model)
     # without the warm-up the average would still sit at 0.999^100 ~ 90% of the way back to the start
     for name, p in model.named_parameters():
-        assert float((p - ema.shadow[name]).abs().max()) < 0.01
+        assert float((p.detach() - ema.shadow[name]).abs().max()) < 0.01
 
 
 def test_stop_hook_ends_early_and_keeps_weights():
