@@ -30,3 +30,19 @@ def test_checkpoint_loads_and_samples(name):
     if name.startswith(("realnvp", "nice")):
         log_q = model.log_prob(dataset.sample(256, generator=torch.Generator().manual_seed(1)))
         assert bool(torch.isfinite(log_q).all())
+
+
+def test_the_checkpoint_readme_table_matches_each_training_record():
+    """checkpoints/README.md's 'at a glance' table repeats numbers from each folder's training.json: keep it true."""
+    import json
+    import re
+
+    folder = hub.checkpoints_dir()
+    table = (folder / "README.md").read_text()
+    rows = re.findall(r"^\| `([\w-]+)` \| ([\d,]+) steps.*?\| (?:L - H|KL) ([\d.]+)", table, flags=re.M)
+    assert len(rows) == 18
+    for name, steps, value in rows:
+        record = json.loads((folder / name / "training.json").read_text())
+        key = "vlb_gap" if name.startswith("ddpm") else "kl"
+        assert int(steps.replace(",", "")) == record["training"]["steps"], name
+        assert float(value) == pytest.approx(record["metrics"][key], abs=5e-4), name
