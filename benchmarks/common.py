@@ -132,7 +132,7 @@ def machine_info() -> dict:
 
 def local_checkpoints() -> list[str]:
     """Names of the checkpoints shipped in checkpoints/ (never the Hub: the benchmark runs offline)."""
-    from genapp.hub import checkpoints_dir
+    from genapp.io.hub import checkpoints_dir
 
     root = checkpoints_dir()
     if not root.is_dir():
@@ -142,7 +142,7 @@ def local_checkpoints() -> list[str]:
 
 
 def load_checkpoint(name: str) -> torch.nn.Module:
-    from genapp.hub import checkpoints_dir, load_dir
+    from genapp.io.hub import checkpoints_dir, load_dir
 
     family = name.split("-", 1)[0]
     return load_dir(checkpoints_dir() / name, family=family)

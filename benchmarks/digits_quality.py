@@ -15,9 +15,9 @@ import time
 
 import torch
 
+from genapp.data.images import image_grid, quantize
 from genapp.digits_fid import DigitsFID
-from genapp.hub import load_dir
-from genapp.images import image_grid, quantize
+from genapp.io.hub import load_dir
 from genapp.train import pick_device
 
 

@@ -45,7 +45,7 @@ def panels(tab, model: str, points: int) -> list[tuple[str, object]]:
 
 def measure(model: str, points: int, repeats: int) -> list[tuple[str, float, float]]:
     import genapp
-    from genapp.ui import flows as tab
+    from genapp.ui.tabs import flows as tab
 
     genapp.load(model)  # loading the checkpoint is not a panel's cost
     rows = []
@@ -67,13 +67,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("GENAPP_TORCH_THREADS", "1")))
-    from genapp.ui import common
-    from genapp.ui import flows as tab
+    from genapp import families
+    from genapp.ui import widgets
+    from genapp.ui.tabs import flows as tab
 
-    models = common.model_choices(tab.FAMILIES) if args.all else (args.model or ["realnvp-moons", "nice-moons"])
+    shipped = widgets.model_choices(families.flow_names())
+    models = shipped if args.all else (args.model or ["realnvp-moons", "nice-moons"])
     load = os.getloadavg()
     start = time.perf_counter()
-    common.background("")  # the shared backdrops and canvases, built once per process
+    widgets.background("")  # the shared backdrops and canvases, built once per process
     print(f"process warm-up (canvas, backdrop): {time.perf_counter() - start:.2f} s")
     results = {model: measure(model, args.points, args.repeats) for model in models}
     print(f"\n{args.points} points, {args.repeats} repeats, {os.cpu_count()} CPUs, "

@@ -14,18 +14,16 @@ import time
 
 import torch
 
-from genapp import data
-from genapp.__main__ import TRAIN_DEFAULTS, build_model, make_parser
+from genapp import data, families
 from genapp.train import train
 
 
 def steps_per_second(family: str, device: str, steps: int) -> float:
-    args = make_parser().parse_args(["train", family, "--dataset", "moons", "--out", "unused"])
-    for key, value in TRAIN_DEFAULTS[family].items():
-        setattr(args, key, value)
-    model = build_model(family, "moons", args)
+    recipe = families.get(family).recipe
+    model = families.get(family).build("moons")
     dataset = data.get("moons")
-    kw = dict(batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema or None, device=device, progress=False)
+    kw = dict(batch_size=recipe["batch_size"], lr=recipe["lr"], ema_decay=recipe["ema"] or None, device=device,
+              progress=False)
     train(model, dataset, steps=20, **kw)  # warm-up (cuda context, kernels)
     times = []
     for seed in range(3):
@@ -53,7 +51,7 @@ def main() -> None:
         rates = {d: steps_per_second(family, d, args.steps if d == "cuda" else args.steps // 3) for d in devices}
         ratio = f"{rates['cuda'] / rates['cpu']:.1f}x" if "cuda" in rates else "-"
         cells = " | ".join(f"{rates[d]:.0f}" for d in devices)
-        print(f"| {family} | {TRAIN_DEFAULTS[family]['batch_size']} | {cells} | {ratio} |", flush=True)
+        print(f"| {family} | {families.get(family).recipe['batch_size']} | {cells} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

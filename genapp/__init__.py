@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 __all__ = ["load", "available", "DDPM", "DDPMConfig", "Flow", "FlowConfig", "data"]
 
 _LAZY = {
-    "load": ("genapp.hub", "load"),
-    "available": ("genapp.hub", "available"),
+    "load": ("genapp.io.hub", "load"),
+    "available": ("genapp.io.hub", "available"),
     "DDPM": ("genapp.diffusion", "DDPM"),
     "DDPMConfig": ("genapp.diffusion", "DDPMConfig"),
     "Flow": ("genapp.flows", "Flow"),

@@ -144,7 +144,7 @@ def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torc
         raise ValueError(f"levels must be >= 2, got {levels}")
     j = (x + 1) * (levels - 1) / 2  # grid index, 0..levels-1
     if (j - j.round()).abs().max() > 1e-3 or j.min() < -1e-3 or j.max() > levels - 1 + 1e-3:
-        raise ValueError(f"x must lie on the grid of {levels} levels in [-1, 1] (see genapp.images.quantize)")
+        raise ValueError(f"x must lie on the grid of {levels} levels in [-1, 1] (see genapp.data.images.quantize)")
     j = j.round()
     half_width, std = 1 / (levels - 1), var.sqrt()
     lower = torch.where(j > 0, (x - half_width - mean) / std, -math.inf)  # delta_-: -inf at x = -1
@@ -167,7 +167,8 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
         if isinstance(config, dict):
             config = DDPMConfig(**config)
         self.config = config
-        schedule = NoiseSchedule.make(config.schedule, config.num_steps)
+        with torch.device("cpu"):  # a few numbers, checked with .item(): real even under a meta-device dry run
+            schedule = NoiseSchedule.make(config.schedule, config.num_steps)
         for name in ("beta", "alpha", "alpha_bar", "beta_tilde"):  # float64, length N + 1, index k = lecture k
             self.register_buffer(name, getattr(schedule, name), persistent=False)
         if config.net == "unet":

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from genapp.images import ImageDataset, load_digits, quantize
+from genapp.data.images import ImageDataset, load_digits, quantize
 
 FEATURE_DIM = 64
 

@@ -10,7 +10,7 @@ to rebuild the `FlowConfig` dataclass from config.json, and a string annotation 
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -26,12 +26,18 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
 def coupling_mask(data_dim: int, k: int) -> torch.Tensor:
     """Boolean mask of the conditioning half z_1 of coupling k (0-based): the first floor(d/2) coordinates on
     even k, the rest on odd k, so consecutive couplings transform complementary halves (d = 2: [1,0], [0,1], ...)."""
-    first = torch.arange(data_dim) < data_dim // 2
+    first = torch.arange(data_dim, device="cpu") < data_dim // 2  # real even under a meta-device dry run
     return first if k % 2 == 0 else ~first
 
 
-class _Coupling(nn.Module):
+class Coupling(nn.Module):
     """Shared split/merge for couplings: z_1 = z[mask] conditions, z_2 = z[~mask] is transformed.
+
+    A subclass that sets `kind` is a flow family of its own: `Flow(FlowConfig(kind=...))` builds K of it, and the
+    registry `COUPLINGS` (filled here, read by `genapp.families` and the UI) knows it by that name. `label` names the
+    family, `name` and `formula` (LaTeX, with the lecture's equation) describe the layer, `volume_preserving` says
+    whether log|det J| is 0 identically, and `outputs_per_coord` how many numbers the conditioner gives per moved
+    coordinate. Adding a layer is one class.
 
     Conditioners keep PyTorch's default init, small random weights (|w| < 1/sqrt(fan_in)), NOT a zeroed last layer:
     a coupling that is exactly the identity has an exactly zero expected gradient on standardised data with
@@ -39,9 +45,22 @@ class _Coupling(nn.Module):
     (A last layer scaled down 10x with zero bias still sits there for hundreds of steps.)
     """
 
-    def __init__(self, mask: torch.Tensor, outputs_per_coord: int, hidden: int, depth: int, activation: str) -> None:
+    kind: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    formula: ClassVar[str] = ""
+    volume_preserving: ClassVar[bool] = False
+    outputs_per_coord: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            COUPLINGS[cls.kind] = cls
+
+    def __init__(self, mask: torch.Tensor, hidden: int = 64, depth: int = 2, activation: str = "relu") -> None:
         super().__init__()
-        mask = torch.as_tensor(mask, dtype=torch.bool)
+        outputs_per_coord = self.outputs_per_coord
+        mask = torch.as_tensor(mask, dtype=torch.bool, device="cpu")
         if mask.ndim != 1 or bool(mask.all()) or not bool(mask.any()):
             raise ValueError(f"mask must be 1-D with both values present (1 <= d' <= d-1), got {mask.tolist()}")
         if activation not in ACTIVATIONS:
@@ -59,15 +78,21 @@ class _Coupling(nn.Module):
         return v.index_copy(1, self.trans, v2)
 
     def describe(self) -> dict[str, Any]:
-        return {"layer": type(self).__name__, "conditioning": self.cond.tolist(), "transformed": self.trans.tolist()}
+        return {"layer": type(self).__name__, "name": self.name, "formula": self.formula,
+                "volume_preserving": self.volume_preserving, "conditioning": self.cond.tolist(),
+                "transformed": self.trans.tolist()}
 
 
-class AdditiveCoupling(_Coupling):
+COUPLINGS: dict[str, type[Coupling]] = {}  # kind -> coupling class, filled by Coupling.__init_subclass__
+
+
+class AdditiveCoupling(Coupling):
     """NICE coupling (Dinh et al. 2015): x_1 = z_1, x_2 = z_2 + mu_theta(z_1)   (1.34);
     inverse z_2 = x_2 - mu_theta(x_1)   (1.35). Volume preserving: log|det J_f| = 0."""
 
-    def __init__(self, mask: torch.Tensor, hidden: int = 64, depth: int = 2, activation: str = "relu") -> None:
-        super().__init__(mask, 1, hidden, depth, activation)
+    kind, label, name = "nice", "NICE", "additive coupling"
+    formula = "$z_2 \\leftarrow z_2 + \\mu_\\theta(z_1)$ (1.34)"
+    volume_preserving = True
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z_1, z_2 = self.split(z)
@@ -80,7 +105,7 @@ class AdditiveCoupling(_Coupling):
         return self.merge(x, z_2), x.new_zeros(x.shape[0])
 
 
-class AffineCoupling(_Coupling):
+class AffineCoupling(Coupling):
     """RealNVP coupling (Dinh et al. 2017): x_1 = z_1, x_2 = exp(sigma_theta(z_1)) * z_2 + mu_theta(z_1)   (1.36);
     inverse z_2 = exp(-sigma_theta(x_1)) * (x_2 - mu_theta(x_1))   (1.37); log|det J_f(z)| = sum_j sigma_theta(z_1)_j.
 
@@ -89,10 +114,14 @@ class AffineCoupling(_Coupling):
     of training cannot make exp(sigma) overflow; near 0 it is the identity, so small scales are not distorted.
     """
 
+    kind, label, name = "realnvp", "RealNVP", "affine coupling"
+    formula = "$z_2 \\leftarrow e^{\\sigma_\\theta(z_1)} \\odot z_2 + \\mu_\\theta(z_1)$ (1.36)"
+    outputs_per_coord = 2
+
     def __init__(
         self, mask: torch.Tensor, hidden: int = 64, depth: int = 2, activation: str = "relu", bound: float = 2.0
     ) -> None:
-        super().__init__(mask, 2, hidden, depth, activation)
+        super().__init__(mask, hidden, depth, activation)
         if not bound > 0:
             raise ValueError(f"bound must be > 0, got {bound}")
         self.bound_raw = nn.Parameter(torch.tensor(math.log(math.expm1(bound))))  # softplus^{-1}(bound)
@@ -119,6 +148,10 @@ class AffineCoupling(_Coupling):
 class DiagonalScaling(nn.Module):
     """NICE's last layer (Dinh et al. 2015, sec. 3.3): x = exp(s) * h, log|det J_f| = sum_j s_j; s starts at 0."""
 
+    name = "NICE scaling"
+    formula = "$x = e^{s} \\odot h$, the same stretch everywhere"
+    volume_preserving = False
+
     def __init__(self, data_dim: int) -> None:
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(data_dim))
@@ -130,7 +163,8 @@ class DiagonalScaling(nn.Module):
         return x * (-self.log_scale).exp(), (-self.log_scale.sum()).expand(x.shape[0])
 
     def describe(self) -> dict[str, Any]:
-        return {"layer": "DiagonalScaling", "conditioning": [], "transformed": list(range(len(self.log_scale)))}
+        return {"layer": "DiagonalScaling", "name": self.name, "formula": self.formula, "volume_preserving": False,
+                "conditioning": [], "transformed": list(range(len(self.log_scale)))}
 
 
 MAX_DATA_DIM, MAX_COUPLINGS, MAX_WIDTH, MAX_DEPTH = 4096, 64, 1024, 8  # as DDPMConfig: no absurd models
@@ -146,13 +180,14 @@ def _check_int(name: str, value: Any, minimum: int, maximum: int) -> None:
 class FlowConfig:
     """A flow's architecture and metadata; saved as config.json beside the weights.
 
-    kind: "realnvp" (AffineCoupling, 1.36) or "nice" (AdditiveCoupling, 1.34). num_couplings: K couplings with
-    alternating masks. hidden, depth: width and number of hidden layers of each conditioner MLP. nice_scaling: append
-    NICE's DiagonalScaling (kind "nice" only; RealNVP couplings scale already, so it is ignored there).
+    kind: a key of `COUPLINGS`: "realnvp" (AffineCoupling, 1.36) or "nice" (AdditiveCoupling, 1.34).
+    num_couplings: K couplings with alternating masks. hidden, depth: width and number of hidden layers of each
+    conditioner MLP. nice_scaling: append NICE's DiagonalScaling after volume-preserving couplings (NICE); couplings
+    that scale already (RealNVP) ignore it.
     dataset: what the flow was trained on (metadata only).
     """
 
-    kind: Literal["realnvp", "nice"] = "realnvp"
+    kind: str = "realnvp"
     data_dim: int = 2
     num_couplings: int = 8
     hidden: int = 64
@@ -162,8 +197,8 @@ class FlowConfig:
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("realnvp", "nice"):
-            raise ValueError(f"kind must be 'realnvp' or 'nice', got {self.kind!r}")
+        if self.kind not in COUPLINGS:
+            raise ValueError(f"kind must be one of {', '.join(map(repr, COUPLINGS))}, got {self.kind!r:.40}")
         _check_int("data_dim", self.data_dim, 2, MAX_DATA_DIM)  # a coupling needs 1 <= d' <= d - 1
         _check_int("num_couplings", self.num_couplings, 1, MAX_COUPLINGS)
         _check_int("hidden", self.hidden, 1, MAX_WIDTH)
@@ -190,10 +225,10 @@ class Flow(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["normal
         self.config = config
         d = config.data_dim
         layers: list[nn.Module] = []
+        coupling = COUPLINGS[config.kind]
         for k in range(config.num_couplings):
-            coupling = AffineCoupling if config.kind == "realnvp" else AdditiveCoupling
             layers.append(coupling(coupling_mask(d, k), config.hidden, config.depth, config.activation))
-        if config.kind == "nice" and config.nice_scaling:
+        if coupling.volume_preserving and config.nice_scaling:
             layers.append(DiagonalScaling(d))
         self.layers = nn.ModuleList(layers)
 
@@ -257,6 +292,12 @@ class Flow(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["normal
             states.append(layer.inverse(states[-1])[0])
         return states[::-1]
 
+    @property
+    def volume_preserving(self) -> bool:
+        """True when every layer has log|det J| = 0 identically (NICE without its scaling layer, lecture 1.2.3)."""
+        return all(getattr(layer, "volume_preserving", False) for layer in self.layers)
+
     def layer_info(self) -> list[dict[str, Any]]:
-        """Per layer k = 1..K: {"k", "layer", "conditioning", "transformed"} (coordinate indices z_1 and z_2)."""
+        """Per layer k = 1..K: {"k", "layer", "name", "formula", "volume_preserving", "conditioning", "transformed"}
+        (coordinate indices of z_1 and z_2): what a UI needs to describe the layer, read from its class."""
         return [{"k": k, **layer.describe()} for k, layer in enumerate(self.layers, start=1)]

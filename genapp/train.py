@@ -173,3 +173,26 @@ def train(
     if callback is not None and result.losses:
         callback(len(result.losses), result.losses[-1], model)
     return result
+
+
+def hardware() -> str:
+    """The CPU model and the number of cores visible, for the record of a run (benchmarks differ 2x by CPU brand)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores visible"
+
+
+def training_record(result: TrainResult, command: str) -> dict:
+    """The `training` entry of a model card and of training.json: how to reproduce the run, where and how it ran,
+    how it ended, and its final loss (the mean of the last 100 steps)."""
+    last = result.losses[-100:]
+    return dict(command=command, seconds=round(result.seconds, 1), steps=result.steps, device=result.device,
+                threads=torch.get_num_threads(), hardware=hardware(), torch=torch.__version__, status=result.status,
+                final_loss=sum(last) / len(last) if last else float("nan"), date=time.strftime("%Y-%m-%d"))

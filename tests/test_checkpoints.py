@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import genapp
-from genapp import data, hub
+from genapp import data
+from genapp.io import hub
 
 SHIPPED = [entry["name"] for entry in hub.available()]
 

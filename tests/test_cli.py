@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from genapp.__main__ import main
+from genapp.cli import main
 
 
 @pytest.mark.parametrize("family", ["ddpm", "realnvp", "nice"])

@@ -43,7 +43,7 @@ def test_names_and_unknown_name(monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(DENSITY) == set(data.names())  # every built-in toy has an exact density
     with pytest.raises(ValueError, match="moons"):
         data.get("mooons")
-    from genapp import images
+    from genapp.data import images
 
     monkeypatch.setattr(images, "load_digits", lambda: "the digits")  # image sets route to genapp.images
     assert "digits" not in data.names() and data.get("digits") == "the digits"

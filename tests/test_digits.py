@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from genapp import data
+from genapp.data.images import image_grid, load_mnist, quantize
 from genapp.diffusion import DDPM, DDPMConfig, discretized_gaussian_log_prob
 from genapp.digits_fid import DigitsFID, frechet_distance
-from genapp.hub import load_dir, save
-from genapp.images import image_grid, load_mnist, quantize
+from genapp.io.hub import load_dir, save
 from genapp.nets import UNet
 
 LEVELS = 17

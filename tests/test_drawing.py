@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from genapp import drawing
+from genapp.data import drawing
 
 SIZE = 200
 

@@ -10,14 +10,15 @@ import pytest
 import torch
 from test_train_tab import ring, settings
 
-from genapp import jobs, plots
-from genapp.ui import common, trained_data
-from genapp.ui import diffusion as ddpm_tab
-from genapp.ui import flows as flows_tab
-from genapp.ui import train as train_tab
+from genapp import jobs
+from genapp.render import style
+from genapp.ui import trained_data, widgets
+from genapp.ui.tabs import diffusion as ddpm_tab
+from genapp.ui.tabs import flows as flows_tab
+from genapp.ui.tabs import train as train_tab
 
 DDPM, FLOW = "my-ddpm-drawing-1", "my-realnvp-drawing-1"
-SIZE = plots.DEFAULT_SIZE
+SIZE = style.DEFAULT_SIZE
 
 
 def bar() -> np.ndarray:
@@ -53,7 +54,7 @@ def on_ring(x: np.ndarray) -> bool:
 def test_a_drawn_model_carries_its_points(extra):
     for name in (DDPM, FLOW):
         model = extra[name]
-        assert common.dataset_name(model) == "drawing"
+        assert widgets.dataset_name(model) == "drawing"
         x = trained_data.points(model, 500, 0)
         assert x.shape == (500, 2) and x.dtype == np.float32 and on_ring(x)
         np.testing.assert_array_equal(x, trained_data.points(model, 500, 0))  # seeded
@@ -71,7 +72,7 @@ def test_a_named_dataset_is_read_from_the_config():
     from genapp.flows import Flow, FlowConfig
 
     flow = Flow(FlowConfig(kind="realnvp", num_couplings=2, hidden=8, dataset="moons"))
-    np.testing.assert_array_equal(trained_data.points(flow, 300, 4), common.data_points("moons", 300, 4))
+    np.testing.assert_array_equal(trained_data.points(flow, 300, 4), widgets.data_points("moons", 300, 4))
     assert trained_data.has_density(flow) and trained_data.describe(flow) == "moons"
     lost = {"lost": Flow(FlowConfig(kind="realnvp", num_couplings=2, hidden=8, dataset="lost"))}
     assert trained_data.of(lost["lost"]) is None and trained_data.points(lost["lost"], 10, 0) is None
@@ -103,7 +104,7 @@ def test_x_to_z_of_a_drawn_flow_maps_the_drawn_points(extra):
     assert image.shape == (SIZE, 2 * SIZE + 56, 3)
     assert "$\\Vert z\\Vert < 1$" in text and "your drawing" in text
     assert on_ring(trained_data.points(extra[FLOW], 200, flows_tab.HELD_OUT_SEED))  # what x -> z maps
-    flows_tab.x_to_z(FLOW, 20, common.MAX_SEED, extra)  # the held-out offset may pass the largest seed
+    flows_tab.x_to_z(FLOW, 20, widgets.MAX_SEED, extra)  # the held-out offset may pass the largest seed
 
 
 def test_layers_from_data_of_a_drawn_flow(extra):
@@ -135,11 +136,11 @@ def test_exports_of_a_drawn_flow_include_x_to_z(extra):
 
 
 def test_a_drawn_model_saves_as_a_plain_checkpoint(extra, tmp_path):
-    from genapp import hub
+    from genapp.io import hub
 
     folder = hub.save(extra[FLOW], tmp_path / FLOW)  # the drawing stays with the session, not in the checkpoint
     loaded = hub.load_dir(folder)
-    assert trained_data.of(loaded) is None and common.dataset_name(loaded) == "drawing"
+    assert trained_data.of(loaded) is None and widgets.dataset_name(loaded) == "drawing"
     x = np.linspace(-2, 2, 14, dtype=np.float32).reshape(7, 2)
     with torch.no_grad():
         np.testing.assert_array_equal(loaded.log_prob(torch.from_numpy(x)), extra[FLOW].log_prob(torch.from_numpy(x)))

@@ -74,7 +74,7 @@ def test_evaluate_reports_the_paired_gap_for_a_ddpm():
 
 
 def test_model_card_checks_each_metric_against_its_target():
-    from genapp.cards import model_card
+    from genapp.io.cards import model_card
 
     ddpm = DDPM(DDPMConfig(num_steps=10, hidden=8, dataset="checkerboard"))
     card = model_card("ddpm-checkerboard", ddpm, None, {"vlb_gap": 0.2, "support_fraction": 0.97, "entropy": 3.4})

@@ -9,8 +9,16 @@ import json
 import pytest
 import torch
 
-from genapp import data
-from genapp.flows import AdditiveCoupling, AffineCoupling, DiagonalScaling, Flow, FlowConfig, coupling_mask
+from genapp import data, families
+from genapp.flows import (
+    COUPLINGS,
+    AdditiveCoupling,
+    Coupling,
+    DiagonalScaling,
+    Flow,
+    FlowConfig,
+    coupling_mask,
+)
 from genapp.train import train
 
 D64 = torch.float64
@@ -49,17 +57,16 @@ def points(n: int, d: int, seed: int = 1) -> torch.Tensor:
 
 
 def layers(d: int) -> list[torch.nn.Module]:
-    """One of each layer type, on both masks; d = 5 makes the halves unequal (d' = 2 and 3)."""
+    """One of each layer type (every registered coupling, a toy one included while its fixture is active), on both
+    masks; d = 5 makes the halves unequal (d' = 2 and 3)."""
     out: list[torch.nn.Module] = [DiagonalScaling(d)]
     for k in (0, 1):
-        out += [AdditiveCoupling(coupling_mask(d, k), 16, 2), AffineCoupling(coupling_mask(d, k), 16, 2, "silu")]
+        out += [cls(coupling_mask(d, k), 16, 2, ("relu", "silu")[i % 2]) for i, cls in enumerate(COUPLINGS.values())]
     return [randomize(m.to(D64), seed=i) for i, m in enumerate(out)]
 
 
 def flows(d: int = 2) -> list[Flow]:
-    configs = [
-        FlowConfig(kind="realnvp", data_dim=d, num_couplings=4, hidden=16),
-        FlowConfig(kind="nice", data_dim=d, num_couplings=4, hidden=16, nice_scaling=True),
+    configs = [FlowConfig(kind=kind, data_dim=d, num_couplings=4, hidden=16) for kind in families.flow_names()] + [
         FlowConfig(kind="nice", data_dim=d, num_couplings=4, hidden=16, nice_scaling=False),
     ]
     return [randomize(Flow(c).to(D64), seed=i) for i, c in enumerate(configs)]
@@ -80,6 +87,52 @@ def gaussian_mle_nll(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
 def nll(flow: Flow, x: torch.Tensor) -> float:
     with torch.no_grad():
         return flow.loss(x).item()
+
+
+@pytest.fixture
+def toy_coupling():
+    """A coupling layer defined here and nowhere else: x_2 = e^a z_2 + mu_theta(z_1), one learned scale a per layer.
+    Defining the class registers it (kind "toyscale"); the fixture unregisters it afterwards."""
+
+    class ToyScaleCoupling(Coupling):
+        kind, label, name = "toyscale", "ToyScale", "toy scale coupling"
+        formula = "$z_2 \\leftarrow e^{a} z_2 + \\mu_\\theta(z_1)$"
+
+        def __init__(self, mask, hidden=64, depth=2, activation="relu"):
+            super().__init__(mask, hidden, depth, activation)
+            self.a = torch.nn.Parameter(torch.tensor(0.1))
+
+        def forward(self, z):
+            z_1, z_2 = self.split(z)
+            return self.merge(z, self.a.exp() * z_2 + self.net(z_1)), self.a.expand(len(z)) * len(self.trans)
+
+        def inverse(self, x):
+            x_1, x_2 = self.split(x)
+            return self.merge(x, (-self.a).exp() * (x_2 - self.net(x_1))), -self.a.expand(len(x)) * len(self.trans)
+
+    yield ToyScaleCoupling
+    COUPLINGS.pop("toyscale")
+
+
+def test_a_new_coupling_is_one_class(toy_coupling, tmp_path):
+    """Flow, the family registry, the checkpoint format and the flows tab take a coupling class defined in a test."""
+    from genapp import families
+    from genapp.io import checkpoint
+    from genapp.ui.tabs import flows as tab
+
+    assert "toyscale" in families.names() and families.get("toyscale").label == "ToyScale"
+    flow = families.get("toyscale").build("moons", couplings=3, hidden=8, depth=1)
+    assert families.family_of(flow) == "toyscale" and [type(layer) for layer in flow.layers] == [toy_coupling] * 3
+    flow64 = randomize(flow.to(D64), seed=3)
+    z = points(4, 2)
+    x, log_det = flow64(z)
+    assert torch.allclose(flow64.inverse(x)[0], z, atol=1e-10)
+    assert torch.allclose(log_det, jacobian_log_dets(flow64, z), atol=1e-8)
+    checkpoint.save(flow.float(), tmp_path / "toyscale-moons")
+    loaded = checkpoint.load_dir(tmp_path / "toyscale-moons")
+    assert families.family_of(loaded) == "toyscale"
+    _, text = tab.layer_view("mine", 50, 0, None, "samples", {"mine": loaded})
+    assert "toy scale coupling" in text and "e^{a} z_2" in text
 
 
 # ---- bijections: round trips and log-dets --------------------------------------------------------------------------
@@ -155,6 +208,8 @@ def test_masks_alternate_and_cover_every_coordinate():
     assert [i["k"] for i in info] == [1, 2, 3, 4]
     assert [i["transformed"] for i in info] == [[2, 3, 4], [0, 1], [2, 3, 4], [0, 1, 2, 3, 4]]
     assert [i["layer"] for i in info] == ["AdditiveCoupling"] * 3 + ["DiagonalScaling"]
+    assert [i["name"] for i in info] == ["additive coupling"] * 3 + ["NICE scaling"]
+    assert "(1.34)" in info[0]["formula"] and info[0]["volume_preserving"] and not info[3]["volume_preserving"]
     assert all(sorted(i["conditioning"] + i["transformed"]) == list(range(5)) for i in info[:3])
 
 

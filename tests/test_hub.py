@@ -19,9 +19,9 @@ import torch
 from huggingface_hub import constants
 from safetensors.torch import load_file, save_file
 
-from genapp import hub
 from genapp.diffusion import DDPM, DDPMConfig
-from genapp.hub import CheckpointError, CheckpointNotFoundError, HubError, HubTimeoutError
+from genapp.io import hub
+from genapp.io.hub import CheckpointError, CheckpointNotFoundError, HubError, HubTimeoutError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import COMMIT, HubServer  # noqa: E402

@@ -29,11 +29,12 @@ import torch
 from test_app_api import need_checkpoint, serve_app
 
 import genapp
-from genapp import data, hub
-from genapp.__main__ import main
+from genapp import data
+from genapp.cli import main
 from genapp.diffusion import DDPM, DDPMConfig
 from genapp.flows import FlowConfig
-from genapp.hub import CheckpointError
+from genapp.io import hub
+from genapp.io.hub import CheckpointError
 from genapp.train import pick_device, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -222,7 +223,7 @@ def broken_hub(tmp_path, monkeypatch):
      ("down", r"Could not load model 'ddpm-elsewhere': cannot reach the Hub")],
 )
 def test_a_model_only_the_hub_has_shows_what_failed(broken_hub, mode, message):
-    from genapp.ui import common
+    from genapp.ui import widgets
 
     need_checkpoint()
     if mode == "down":
@@ -231,9 +232,9 @@ def test_a_model_only_the_hub_has_shows_what_failed(broken_hub, mode, message):
         broken_hub.mode, broken_hub.hang_s = mode, 5.0
     start = time.perf_counter()
     with pytest.raises(gr.Error, match=message) as info:
-        common.get_model("ddpm-elsewhere", family="ddpm")
+        widgets.get_model("ddpm-elsewhere", family="ddpm")
     assert len(str(info.value)) < 400 and time.perf_counter() - start < 4.0
-    assert common.get_model(DDPM_NAME, family="ddpm").num_steps == 1000  # checkpoints/ still serves
+    assert widgets.get_model(DDPM_NAME, family="ddpm").num_steps == 1000  # checkpoints/ still serves
 
 
 # -- the core and the CLI: absurd sizes, names, devices ------------------------------------------------------------

@@ -16,10 +16,11 @@ import torch
 from huggingface_hub import constants
 from matplotlib.figure import Figure
 
-from genapp import hub, jobs
-from genapp.ui import common
-from genapp.ui import diffusion as ddpm_tab
-from genapp.ui import train as tab
+from genapp import families, jobs
+from genapp.io import hub
+from genapp.ui import widgets
+from genapp.ui.tabs import diffusion as ddpm_tab
+from genapp.ui.tabs import train as tab
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer  # noqa: E402
@@ -68,11 +69,9 @@ def test_out_of_bounds_settings_are_refused_by_name(field, value, message):
 
 
 def test_defaults_follow_the_shipped_recipes():
-    from genapp.__main__ import TRAIN_DEFAULTS
-
-    for family in tab.FAMILIES:
-        d = tab.knob_defaults(family)
-        assert d["lr"] == TRAIN_DEFAULTS[family]["lr"] and d["batch_size"] == TRAIN_DEFAULTS[family]["batch_size"]
+    for family in families.names():
+        d, recipe = tab.knob_defaults(family), families.get(family).recipe
+        assert d["lr"] == recipe["lr"] and d["batch_size"] == recipe["batch_size"]
         assert d["seconds"] == 60
         tab.TrainSettings.check(family, "moons", **d)  # within the bounds
 
@@ -85,7 +84,7 @@ def test_command_reproduces_the_run_from_the_cli():
 
 
 # -- training ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", tab.FAMILIES)
+@pytest.mark.parametrize("family", families.names())
 def test_progress_arrives_then_the_model_joins_the_session(family, manager):
     updates, extra, run = trained(family, "s1", manager)
     live = [u for u in updates[:-1] if "Training" in u.status]
@@ -104,8 +103,8 @@ def test_progress_arrives_then_the_model_joins_the_session(family, manager):
 def test_a_trained_ddpm_samples_in_the_ddpm_tab_of_its_session_only(manager):
     _, extra_a, run = trained("ddpm", "a", manager)
     extra_b = {}  # another browser session: its own (empty) dict
-    assert run.name in common.model_choices("ddpm", extra_a)
-    assert run.name not in common.model_choices("ddpm", extra_b)
+    assert run.name in widgets.model_choices("ddpm", extra_a)
+    assert run.name not in widgets.model_choices("ddpm", extra_b)
     image, chain = ddpm_tab.sample(ddpm_tab.ChainSettings.check(run.name, 50, 0, "beta_tilde", "ddim", 5),
                                    extra=extra_a)
     assert image.shape == (480, 480, 3) and np.isfinite(chain.final).all() and chain.final.shape == (50, 2)
@@ -114,9 +113,9 @@ def test_a_trained_ddpm_samples_in_the_ddpm_tab_of_its_session_only(manager):
 
 
 def test_a_trained_flow_draws_in_the_flows_tab(manager):
-    flows_tab = pytest.importorskip("genapp.ui.flows")
+    flows_tab = pytest.importorskip("genapp.ui.tabs.flows")
     _, extra, run = trained("nice", "a", manager)
-    assert run.name in common.model_choices(("nice", "realnvp"), extra)
+    assert run.name in widgets.model_choices(("nice", "realnvp"), extra)
     image, text = flows_tab.z_to_x(run.name, 100, 0, extra)
     assert image.ndim == 3 and "log" in text
     left, right, _ = flows_tab.density(run.name, extra)
@@ -203,7 +202,7 @@ def test_a_drawing_previews_and_trains_every_family(manager):
     assert points.shape == (tab.DRAWING_POINTS, 2)
     assert np.abs(np.hypot(points[:, 0], points[:, 1]) - 3.1).max() < 0.5  # on the ring
     assert tab.preview(points).shape == (480, 480, 3)
-    for family in tab.FAMILIES:
+    for family in families.names():
         final = list(tab.train_session(settings(family, tab.DRAWING, steps=10), points, "a", {}, manager,
                                        poll=0.01, every=0.0))[-1]
         assert final.run.name == f"my-{family}-drawing-1"

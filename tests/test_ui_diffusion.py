@@ -16,14 +16,14 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-import genapp.hub
-from genapp import plots
+import genapp.io.hub
 from genapp.diffusion import DDPM, DDPMConfig
-from genapp.ui import common
-from genapp.ui import diffusion as tab
+from genapp.render import canvas, style
+from genapp.ui import widgets
+from genapp.ui.tabs import diffusion as tab
 
 N = 40
-SIZE = plots.DEFAULT_SIZE
+SIZE = style.DEFAULT_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_bad_settings_raise_a_clear_bounded_error(field, value, message):
 
 def test_error_messages_do_not_echo_long_input():
     with pytest.raises(gr.Error) as info:
-        common.check_int("x" * 10_000, "Seed", 0, 10)
+        widgets.check_int("x" * 10_000, "Seed", 0, 10)
     assert len(str(info.value)) < 120
 
 
@@ -72,9 +72,9 @@ def test_unknown_model_is_a_clear_error(extra):
 
 
 def test_model_choices_list_session_ddpms(extra):
-    names = common.model_choices("ddpm", extra)
+    names = widgets.model_choices("ddpm", extra)
     assert "tiny-ddpm" in names
-    assert "tiny-ddpm" not in common.model_choices(("nice", "realnvp"), extra)
+    assert "tiny-ddpm" not in widgets.model_choices(("nice", "realnvp"), extra)
 
 
 # -- the chain ---------------------------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def test_forward_process_readout(extra):
 
 def test_vlb_chart_and_table_are_cached(extra, monkeypatch):
     monkeypatch.setattr(tab, "VLB_POINTS", 64)
-    monkeypatch.setattr(common, "data_entropy", lambda name: (2.4, 0.01))
+    monkeypatch.setattr(widgets, "data_entropy", lambda name: (2.4, 0.01))
     model = extra["tiny-ddpm"]
     calls = []
     original = DDPM.vlb
@@ -251,7 +251,7 @@ def test_vlb_chart_and_table_are_cached(extra, monkeypatch):
 
 # -- the renderer ------------------------------------------------------------------------------------------------
 def test_canvas_draws_points_where_they_are():
-    c = plots.PointCanvas(size=100, lim=4.0)
+    c = canvas.PointCanvas(size=100, lim=4.0)
     bg = c.density_background(None)
     assert bg.shape == (100, 100, 3) and bg.dtype == np.uint8
     image = c.render(np.array([[2.0, 2.0]]), bg, color="#ff0000")
@@ -264,20 +264,20 @@ def test_canvas_draws_points_where_they_are():
 
 
 def test_canvas_background_shows_the_data():
-    c = plots.PointCanvas(size=80)
+    c = canvas.PointCanvas(size=80)
     points = np.random.default_rng(0).normal(size=(5000, 2)) * 0.3 + 2.0
     bg = c.density_background(points).astype(int)
     assert bg[20, 60].sum() < bg[60, 20].sum()  # tinted around (2, 2), paper elsewhere
 
 
 def test_loaded_checkpoint_animates():
-    if "ddpm-moons" not in [e["name"] for e in genapp.hub.available()]:
+    if "ddpm-moons" not in [e["name"] for e in genapp.io.hub.available()]:
         pytest.skip("checkpoints/ddpm-moons is not there (the shipped checkpoints land with the lead's issue)")
     s = tab.ChainSettings.check("ddpm-moons", 200, 0, "beta_tilde", "ddim", 20)
     out = list(tab.animate(s, fps=None, frames=8))
     run = out[-1][2]
     assert run.done and np.abs(run.final).max() < 4.5
-    assert "ddpm-moons" in common.model_choices("ddpm")
+    assert "ddpm-moons" in widgets.model_choices("ddpm")
 
 
 def test_demo_builds_with_its_endpoints_even_without_checkpoints(monkeypatch, tmp_path):
@@ -287,15 +287,15 @@ def test_demo_builds_with_its_endpoints_even_without_checkpoints(monkeypatch, tm
     demo = build_demo()
     names = {fn.api_name for fn in demo.fns.values()}
     assert {"animate", "sample", "inside_step", "forward_process", "vlb", "scrub", "export_gif"} <= names
-    assert common.model_choices("ddpm") == []
+    assert widgets.model_choices("ddpm") == []
 
 
 def test_common_serves_the_flows_tab_too(extra):
     flows = pytest.importorskip("genapp.flows")
     flow = flows.Flow(flows.FlowConfig(kind="realnvp", num_couplings=2, hidden=8, dataset="moons")).eval()
     mixed = extra | {"my-flow": flow}
-    assert common.model_choices(("nice", "realnvp"), mixed) == [
-        name for name in common.model_choices(("nice", "realnvp")) if name != "my-flow"] + ["my-flow"]
-    assert common.get_model("my-flow", mixed, family=("nice", "realnvp")) is flow
+    assert widgets.model_choices(("nice", "realnvp"), mixed) == [
+        name for name in widgets.model_choices(("nice", "realnvp")) if name != "my-flow"] + ["my-flow"]
+    assert widgets.get_model("my-flow", mixed, family=("nice", "realnvp")) is flow
     with pytest.raises(gr.Error, match="not a ddpm model"):
-        common.get_model("my-flow", mixed, family="ddpm")
+        widgets.get_model("my-flow", mixed, family="ddpm")

@@ -19,14 +19,15 @@ import pytest
 import torch
 from PIL import Image
 
-from genapp import plots
+from genapp import families
 from genapp.flows import Flow, FlowConfig
-from genapp.ui import common
-from genapp.ui import flows as tab
+from genapp.render import canvas, style
+from genapp.ui import widgets
+from genapp.ui.tabs import flows as tab
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = "realnvp-moons"
-SIZE = plots.DEFAULT_SIZE
+SIZE = style.DEFAULT_SIZE
 PAIR = (SIZE, 2 * SIZE + 56, 3)  # two panels and the arrow between them
 
 
@@ -77,7 +78,7 @@ def test_a_ddpm_is_not_a_flow(extra):
 
 
 def test_model_choices_list_session_flows(extra):
-    names = common.model_choices(tab.FAMILIES, extra)
+    names = widgets.model_choices(families.flow_names(), extra)
     assert {"tiny-realnvp", "tiny-nice", "tiny-nice-vp"} <= set(names)
     assert all(name.split("-")[0] in ("realnvp", "nice", "tiny") for name in names)
 
@@ -170,7 +171,7 @@ def test_volume_preserving_nice_has_a_zero_log_det_and_says_why(extra):
 @pytest.mark.parametrize("name", [SHIPPED, "nice-moons"])
 def test_density_integral_of_a_trained_flow_is_one(name):
     need_shipped()
-    if name not in common.model_choices(tab.FAMILIES):
+    if name not in widgets.model_choices(families.flow_names()):
         pytest.skip(f"checkpoints/{name} is missing")
     _, _, text = tab.density(name)
     integral = float(re.search(r"= \*\*([\d.]+)\*\*", text).group(1))
@@ -179,7 +180,7 @@ def test_density_integral_of_a_trained_flow_is_one(name):
 
 
 def test_pixel_to_data_inverts_the_canvas():
-    cv = common.canvas()
+    cv = widgets.canvas()
     for point in ((0.0, 0.0), (1.5, -2.25), (-3.9, 3.9)):
         col, row = cv.to_pixels(np.array([point], dtype=np.float32))
         assert tab.pixel_to_data(float(col[0]), float(row[0])) == pytest.approx(point, abs=1e-5)
@@ -215,9 +216,9 @@ def test_likelihood_table_is_consistent(extra):
 
 def test_likelihood_adds_the_ddpm_bound_once(extra, monkeypatch):
     from genapp.diffusion import VLBTerms
-    from genapp.ui import diffusion
+    from genapp.ui.tabs import diffusion
 
-    if "ddpm-moons" not in common.model_choices("ddpm"):
+    if "ddpm-moons" not in widgets.model_choices("ddpm"):
         pytest.skip("checkpoints/ddpm-moons is missing")
     calls = []
 
@@ -257,25 +258,25 @@ def test_exports_are_the_panels_and_the_samples(extra):
 def test_colours_are_smooth_functions_of_the_point():
     rng = np.random.default_rng(0)
     p = rng.normal(size=(500, 2)).astype(np.float32)
-    c = plots.angle_radius_colors(p)
+    c = canvas.angle_radius_colors(p)
     assert c.shape == (500, 3) and c.min() >= 0 and c.max() <= 1
-    near = plots.angle_radius_colors(p + 1e-3)
+    near = canvas.angle_radius_colors(p + 1e-3)
     assert np.abs(near - c).max() < 0.02
-    opposite = plots.angle_radius_colors(-p)
+    opposite = canvas.angle_radius_colors(-p)
     assert np.abs(opposite - c).mean() > 0.1  # the angle sets the hue
 
 
 def test_colored_stamp_keeps_the_canvas_density():
-    cv = common.canvas()
+    cv = widgets.canvas()
     p = np.random.default_rng(1).uniform(-3, 3, size=(300, 2)).astype(np.float32)
-    density, rgb = plots.stamp_colors(cv, p, np.tile([[1.0, 0.5, 0.0]], (300, 1)))
+    density, rgb = canvas.stamp_colors(cv, p, np.tile([[1.0, 0.5, 0.0]], (300, 1)))
     np.testing.assert_allclose(density.reshape(SIZE, SIZE), cv.stamp(p, cv.dot_sigma), rtol=1e-4, atol=1e-6)
     hit = density > 1e-3
     np.testing.assert_allclose(rgb[hit], np.tile([1.0, 0.5, 0.0], (int(hit.sum()), 1)), atol=1e-4)
 
 
 def test_grid_lines_cover_the_square():
-    lines = plots.grid_lines(3.0, 0.5, samples=11)
+    lines = canvas.grid_lines(3.0, 0.5, samples=11)
     assert lines.shape == (26, 11, 2)
     assert lines[:13, :, 0].std(axis=1).max() == 0  # first the lines of constant x_1
     assert lines[13:, :, 1].std(axis=1).max() == 0

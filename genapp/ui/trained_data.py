@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from genapp import plots
-from genapp.ui import common
+from genapp.render import style
+from genapp.ui import widgets
 
 ATTRIBUTE = "trained_on"  # model.trained_on: the dataset object the Train tab trained it on
 NO_DENSITY = ("Your drawing is a set of points, not a formula: it has no exact density, so its entropy $H$ and the "
@@ -31,8 +31,8 @@ def remember(model: Any, dataset: Any) -> None:
 
 def of(model: Any):
     """The dataset `model` was trained on: the named toy of its config, else the one it carries, else None."""
-    name = common.dataset_name(model)
-    if common.known_dataset(name):
+    name = widgets.dataset_name(model)
+    if widgets.known_dataset(name):
         import genapp.data
 
         return genapp.data.get(name)
@@ -40,7 +40,7 @@ def of(model: Any):
 
 
 def is_drawing(model: Any) -> bool:
-    return not common.known_dataset(common.dataset_name(model)) and getattr(model, ATTRIBUTE, None) is not None
+    return not widgets.known_dataset(widgets.dataset_name(model)) and getattr(model, ATTRIBUTE, None) is not None
 
 
 def has_density(model: Any) -> bool:
@@ -50,7 +50,7 @@ def has_density(model: Any) -> bool:
 
 def describe(model: Any) -> str:
     """The model's data in words: 'moons', 'your drawing', or 'unnamed data'."""
-    return "your drawing" if is_drawing(model) else common.dataset_name(model) or "unnamed data"
+    return "your drawing" if is_drawing(model) else widgets.dataset_name(model) or "unnamed data"
 
 
 def missing(model_name: Any, needs: str) -> str:
@@ -61,9 +61,9 @@ def missing(model_name: Any, needs: str) -> str:
 def points(model: Any, n: int, seed: int) -> np.ndarray | None:
     """n draws (float32, (n, 2), read-only) from the model's data, the same for the same seed: the shared cache for
     a named toy, fresh draws from the drawing's points (with its training jitter) for a drawing. None if unknown."""
-    name = common.dataset_name(model)
-    if common.known_dataset(name):
-        return common.data_points(name, n, seed)
+    name = widgets.dataset_name(model)
+    if widgets.known_dataset(name):
+        return widgets.data_points(name, n, seed)
     dataset = getattr(model, ATTRIBUTE, None)
     if dataset is None:
         return None
@@ -72,13 +72,13 @@ def points(model: Any, n: int, seed: int) -> np.ndarray | None:
     return x
 
 
-def backdrop(model: Any, size: int = plots.DEFAULT_SIZE) -> np.ndarray:
-    """The faint density of the model's data behind its frames (common.background for a named toy), read-only."""
+def backdrop(model: Any, size: int = style.DEFAULT_SIZE) -> np.ndarray:
+    """The faint density of the model's data behind its frames (widgets.background for a named toy), read-only."""
     if not is_drawing(model):
-        return common.background(common.dataset_name(model), size)
+        return widgets.background(widgets.dataset_name(model), size)
     kept = _BACKDROPS.setdefault(model, {})
     if size not in kept:
-        image = common.canvas(size).density_background(points(model, common.BACKGROUND_SAMPLES, 12345))
+        image = widgets.canvas(size).density_background(points(model, widgets.BACKGROUND_SAMPLES, 12345))
         image.setflags(write=False)
         kept[size] = image
     return kept[size]

@@ -7,16 +7,10 @@ from dataclasses import asdict
 
 from torch import nn
 
+from genapp import families
 from genapp.evaluate import targets
 
 _LICENSE = "mit"
-
-_WHAT = {
-    "ddpm": "a denoising diffusion probabilistic model (Ho et al. 2020; lecture 8, section 1.1): an MLP eps_theta "
-            "trained with L_simple (1.26) and sampled with Algorithm 2",
-    "realnvp": "a RealNVP normalizing flow (Dinh et al. 2017; lecture 8, (1.36)-(1.37)) with an exact density (1.29)",
-    "nice": "a NICE normalizing flow (Dinh et al. 2015; lecture 8, (1.34)-(1.35)) with an exact density (1.29)",
-}
 
 _METRIC_NAMES = {
     "entropy": "true data entropy H (nats)",
@@ -41,15 +35,10 @@ def _verdict(value: float, goal: tuple[str, float] | None) -> str:
     return f"{op} {threshold:g}: {'met' if met else '**missed**'}"
 
 
-def family_of(model: nn.Module) -> str:
-    """"ddpm", "realnvp" or "nice" for a model instance."""
-    kind = getattr(model.config, "kind", None)
-    return kind if kind in ("realnvp", "nice") else "ddpm"
-
-
 def model_card(name: str, model: nn.Module, training: dict | None = None, metrics: dict | None = None) -> str:
     """A Hub model card (YAML header + markdown) for checkpoint `name`."""
-    family = family_of(model)
+    family = families.family_of(model)
+    what = families.get(family).description
     dataset = model.config.dataset or "custom"
     tags = ["genapp", "toy-2d", dataset, "diffusion" if family == "ddpm" else "normalizing-flow", family]
     header = ["---", "library_name: genapp", f"license: {_LICENSE}", "tags:", *[f"- {t}" for t in tags]]
@@ -61,7 +50,7 @@ def model_card(name: str, model: nn.Module, training: dict | None = None, metric
     lines = [
         *header, "",
         f"# genapp/{name}", "",
-        f"{_WHAT[family][0].upper()}{_WHAT[family][1:]}, trained on the 2-D `{dataset}` dataset of `genapp.data`.", "",
+        f"{what[0].upper()}{what[1:]}, trained on the 2-D `{dataset}` dataset of `genapp.data`.", "",
         "```python", "import genapp", f'model = genapp.load("{name}")',
         "x = model.sample(1000)" + ("  # Algorithm 2" if family == "ddpm" else "  # x = f(z), z ~ N(0, I)"),
         *([] if family == "ddpm" else ["log_p = model.log_prob(x)  # (1.29)"]), "```", "",

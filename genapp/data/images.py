@@ -53,7 +53,7 @@ class ImageDataset:
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n images drawn uniformly with replacement, shape (n, C, H, W), float32 in [-1, 1] (n bounded as in
         `genapp.data.check_count`)."""
-        from genapp.data import check_count
+        from genapp.data.toys import check_count
 
         n = check_count(n, self.data_shape)
         return self.images[torch.randint(len(self.images), (n,), generator=generator)]

@@ -25,15 +25,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genapp import plots
-from genapp.ui import common, trained_data
+from genapp import families
+from genapp.render import canvas, style
+from genapp.ui import trained_data, widgets
 
-FAMILIES = ("realnvp", "nice")
-KIND_NAME = {"realnvp": "RealNVP", "nice": "NICE"}
 DEFAULT_MODEL = "realnvp-moons"
 DEFAULT_POINTS = 2000
 SOURCES = ("samples", "data")
-Z_LIM, X_LIM, GRID_STEP = 3.0, plots.DEFAULT_LIM, 0.5  # grid lines: z-space [-3, 3]^2, data space [-4, 4]^2
+Z_LIM, X_LIM, GRID_STEP = 3.0, style.DEFAULT_LIM, 0.5  # grid lines: z-space [-3, 3]^2, data space [-4, 4]^2
 DENSITY_GRID = 200  # p_x on the centres of a 200 x 200 grid over [-4, 4]^2 (cell 0.04)
 MASS_SAMPLES = 10_000  # flow samples that measure how much of its mass lies in that box
 TEST_POINTS = 5000  # fresh data for the NLL table
@@ -47,24 +46,24 @@ AXIS = ("horizontal ↔", "vertical ↕")  # coordinate 0, 1 of a 2-D point
 
 
 def _flow(model_name: Any, extra: Mapping[str, Any] | None):
-    return common.get_model(model_name, extra, family=FAMILIES)
+    return widgets.get_model(model_name, extra, family=tuple(families.flow_names()))
 
 
 def _latent(n: int, seed: int) -> torch.Tensor:
     """z ~ N(0, I), (n, 2), from the seed alone: every panel shows the same z for the same seed."""
-    return torch.randn(n, 2, generator=common.generator(seed))
+    return torch.randn(n, 2, generator=widgets.generator(seed))
 
 
 def _held_out(flow, n: int, seed: int) -> torch.Tensor:
     """n fresh points of the flow's data (a named toy, or this session's drawing) for x -> z."""
     x = trained_data.points(flow, n, seed + HELD_OUT_SEED)
     if x is None:
-        raise common.refuse(trained_data.missing("This flow", "x -> z to map"))
+        raise widgets.refuse(trained_data.missing("This flow", "x -> z to map"))
     return torch.from_numpy(x.copy())
 
 
 def _axis_lines(lim: float) -> tuple[int, ...]:
-    """Indices, in `plots.grid_lines(lim, GRID_STEP)`, of the two lines through the origin (drawn darker)."""
+    """Indices, in `canvas.grid_lines(lim, GRID_STEP)`, of the two lines through the origin (drawn darker)."""
     per_direction = int(round(2 * lim / GRID_STEP)) + 1
     return per_direction // 2, per_direction + per_direction // 2
 
@@ -84,7 +83,8 @@ def describe_model(model_name: Any, extra: Mapping[str, Any] | None = None) -> s
     if c.kind == "nice" and not c.nice_scaling:
         scaling = ", no scaling layer: volume preserving"
     params = sum(p.numel() for p in flow.parameters())
-    return (f"**{model_name}**: {KIND_NAME[c.kind]}, {couplings}{scaling}, conditioners {c.depth} x {c.hidden} "
+    label = families.get(c.kind).label
+    return (f"**{model_name}**: {label}, {couplings}{scaling}, conditioners {c.depth} x {c.hidden} "
             f"({params:,} parameters), trained on **{trained_data.describe(flow)}**.")
 
 
@@ -92,31 +92,32 @@ def describe_model(model_name: Any, extra: Mapping[str, Any] | None = None) -> s
 @lru_cache(maxsize=4)
 def _latent_backdrop(size: int) -> np.ndarray:
     """z-space: the bare grid and the contours of N(0, I), read-only."""
-    cv = common.canvas(size)
-    img = plots.draw_circles(cv, common.background("", size))
+    cv = widgets.canvas(size)
+    img = canvas.draw_circles(cv, widgets.background("", size))
     img.setflags(write=False)
     return img
 
 
 def z_to_x(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mapping[str, Any] | None = None,
-           size: int = plots.DEFAULT_SIZE) -> tuple[np.ndarray, str]:
+           size: int = style.DEFAULT_SIZE) -> tuple[np.ndarray, str]:
     """Samples z ~ N(0, I), coloured by angle and radius, beside x = f(z) in the same colours (1.30); the z-space
     grid is drawn through f. Returns (image, markdown)."""
     flow = _flow(model_name, extra)
-    n, seed = common.check_points(n), common.check_seed(seed)
-    cv = common.canvas(size)
+    n, seed = widgets.check_points(n), widgets.check_seed(seed)
+    cv = widgets.canvas(size)
     z = _latent(n, seed)
-    lines = plots.grid_lines(Z_LIM, GRID_STEP)
+    lines = canvas.grid_lines(Z_LIM, GRID_STEP)
     with torch.inference_mode():
         x, log_det = flow.forward(z)  # x = f(z), log|det J_f(z)|
         lines_x = _through(flow.forward, lines)
-    colors = plots.angle_radius_colors(z.numpy())
+    colors = canvas.angle_radius_colors(z.numpy())
     axes = _axis_lines(Z_LIM)
-    left = plots.render_colored(cv, z.numpy(), colors, plots.draw_lines(cv, _latent_backdrop(size), lines, strong=axes),
-                                title="z ~ N(0, I)", subtitle="colour: angle and radius of z",
+    grid_z = canvas.draw_lines(cv, _latent_backdrop(size), lines, strong=axes)
+    left = canvas.render_colored(cv, z.numpy(), colors, grid_z, title="z ~ N(0, I)",
+                                 subtitle="colour: angle and radius of z",
                                 corner=f"{n} points · seed {seed}")
-    right = plots.render_colored(cv, x.numpy(), colors,
-                                 plots.draw_lines(cv, trained_data.backdrop(flow, size), lines_x, strong=axes),
+    right = canvas.render_colored(cv, x.numpy(), colors,
+                                 canvas.draw_lines(cv, trained_data.backdrop(flow, size), lines_x, strong=axes),
                                  title="x = f(z)", subtitle=f"{model_name} · the grid drawn through f")
     ld = log_det.numpy()
     text = (f"Mean $\\log|\\det J_f(z)|$ = **{ld.mean():.3f}** nats (range {ld.min():.2f} to {ld.max():.2f}): "
@@ -125,28 +126,28 @@ def z_to_x(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
         text += "Here it is exactly 0 at every point: this flow preserves area (1.34), it can only move it around."
     else:
         text += "Where the grid cells grow, density thins out; where they shrink, it piles up (1.27)."
-    return plots.side_by_side(left, right, "f"), text
+    return canvas.side_by_side(left, right, "f"), text
 
 
 def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mapping[str, Any] | None = None,
-           size: int = plots.DEFAULT_SIZE) -> tuple[np.ndarray, str]:
+           size: int = style.DEFAULT_SIZE) -> tuple[np.ndarray, str]:
     """Held-out data x, coloured by position, beside z = f^{-1}(x) (1.33) over the contours of N(0, I), with the
     data-space grid pulled back by f^{-1}; a table says how Gaussian z came out. Returns (image, markdown)."""
     flow = _flow(model_name, extra)
-    n, seed = common.check_points(n), common.check_seed(seed)
+    n, seed = widgets.check_points(n), widgets.check_seed(seed)
     x = _held_out(flow, n, seed)
-    cv = common.canvas(size)
-    lines = plots.grid_lines(X_LIM, GRID_STEP)
+    cv = widgets.canvas(size)
+    lines = canvas.grid_lines(X_LIM, GRID_STEP)
     with torch.inference_mode():
         z, log_det = flow.inverse(x)  # z = f^{-1}(x), log|det J_{f^-1}(x)|   (1.32-1.33)
         lines_z = _through(flow.inverse, lines)
-    colors = plots.angle_radius_colors(x.numpy())
+    colors = canvas.angle_radius_colors(x.numpy())
     axes = _axis_lines(X_LIM)
-    left = plots.render_colored(cv, x.numpy(), colors,
-                                plots.draw_lines(cv, trained_data.backdrop(flow, size), lines, strong=axes),
+    left = canvas.render_colored(cv, x.numpy(), colors,
+                                canvas.draw_lines(cv, trained_data.backdrop(flow, size), lines, strong=axes),
                                 title="x: held-out data", subtitle="colour: angle and radius of x",
                                 corner=f"{trained_data.describe(flow)} · {n} points")
-    right = plots.render_colored(cv, z.numpy(), colors, plots.draw_lines(cv, _latent_backdrop(size), lines_z,
+    right = canvas.render_colored(cv, z.numpy(), colors, canvas.draw_lines(cv, _latent_backdrop(size), lines_z,
                                                                         strong=axes),
                                  title="z = f⁻¹(x)", subtitle=f"{model_name} · over N(0, I)")
     zz = z.numpy().astype(np.float64)
@@ -166,56 +167,49 @@ def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
     )
     if trained_data.is_drawing(flow):
         text += " Here $x$ are fresh draws from your drawing's points (with the training jitter), not unseen data."
-    return plots.side_by_side(left, right, "f⁻¹"), text
+    return canvas.side_by_side(left, right, "f⁻¹"), text
 
 
 # -- layer by layer ----------------------------------------------------------------------------------------------
-LAYER_NAME = {"AffineCoupling": "affine coupling", "AdditiveCoupling": "additive coupling",
-              "DiagonalScaling": "NICE scaling"}
-LAYER_FORMULA = {"AffineCoupling": "$z_2 \\leftarrow e^{\\sigma_\\theta(z_1)} \\odot z_2 + \\mu_\\theta(z_1)$ (1.36)",
-                 "AdditiveCoupling": "$z_2 \\leftarrow z_2 + \\mu_\\theta(z_1)$ (1.34)",
-                 "DiagonalScaling": "$x = e^{s} \\odot h$, the same stretch everywhere"}
-
-
 def layer_caption(info: Mapping[str, Any]) -> str:
     """A frame's plain-text caption for one layer of `Flow.layer_info()`: which half it keeps and which it moves."""
-    if info["layer"] == "DiagonalScaling":
-        return "NICE scaling: both coordinates × eˢ"
+    if not info["conditioning"]:
+        return f"{info['name']}: both coordinates × eˢ"
     return f"keeps {AXIS[info['conditioning'][0]].split()[0]}, moves {AXIS[info['transformed'][0]]}"
 
 
 def _halves(info: Mapping[str, Any]) -> tuple[str, str]:
-    if info["layer"] == "DiagonalScaling":
+    if not info["conditioning"]:
         return "none", "both"
     return AXIS[info["conditioning"][0]], AXIS[info["transformed"][0]]
 
 
 def layer_view(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any = None, source: Any = "samples",
-               extra: Mapping[str, Any] | None = None, size: int = plots.DEFAULT_SIZE) -> tuple[np.ndarray, str]:
+               extra: Mapping[str, Any] | None = None, size: int = style.DEFAULT_SIZE) -> tuple[np.ndarray, str]:
     """State z_k of the flow (1.33), k = 0..K (z_0 = z, z_K = x; None: K), for the samples z ~ N(0, I) or for
     held-out data, with the grid carried along and the previous state as grey ghosts. Returns (image, markdown
     table of the layers, the one that made z_k marked)."""
     flow = _flow(model_name, extra)
-    n, seed = common.check_points(n), common.check_seed(seed)
-    source = common.check_choice(source, "Start from", SOURCES)
+    n, seed = widgets.check_points(n), widgets.check_seed(seed)
+    source = widgets.check_choice(source, "Start from", SOURCES)
     K = len(flow.layers)
-    k = K if k is None else common.check_int(k, "Layer k", 0, K)
+    k = K if k is None else widgets.check_int(k, "Layer k", 0, K)
     if source == "samples":
         start, lim = _latent(n, seed), Z_LIM
         walk = flow.trajectory  # [z_0, ..., z_K], z_k = f_k(z_{k-1})
     else:
         start, lim = _held_out(flow, n, seed), X_LIM
         walk = flow.inverse_trajectory  # the same states from x: z_{k-1} = f_k^{-1}(z_k)   (1.33)
-    lines = plots.grid_lines(lim, GRID_STEP)
+    lines = canvas.grid_lines(lim, GRID_STEP)
     with torch.inference_mode():
         states = walk(start)
         line_states = walk(torch.from_numpy(lines.reshape(-1, 2)))
         log_dets = [float(layer(states[j])[1].mean()) for j, layer in enumerate(flow.layers)]  # log|det J_{f_j+1}|
-    colors = plots.angle_radius_colors(start.numpy())
-    cv = common.canvas(size)
+    colors = canvas.angle_radius_colors(start.numpy())
+    cv = widgets.canvas(size)
     backdrop = trained_data.backdrop(flow, size) if k == K else _latent_backdrop(size) if k == 0 else \
-        common.background("", size)
-    base = plots.draw_lines(cv, backdrop, line_states[k].numpy().reshape(lines.shape), strong=_axis_lines(lim))
+        widgets.background("", size)
+    base = canvas.draw_lines(cv, backdrop, line_states[k].numpy().reshape(lines.shape), strong=_axis_lines(lim))
     infos = flow.layer_info()
     if source == "samples":
         made_by = k  # z_k = f_k(z_{k-1}); ghosts: z_{k-1}
@@ -229,21 +223,21 @@ def layer_view(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any =
             f"{str(k + 1).translate(SUB)})"
     caption = layer_caption(infos[made_by - 1]) if 1 <= made_by <= K else \
         ("start: N(0, I)" if source == "samples" else "start: held-out data")
-    image = plots.render_colored(cv, states[k].numpy(), colors, base, ghost=ghost, title=title, subtitle=caption,
+    image = canvas.render_colored(cv, states[k].numpy(), colors, base, ghost=ghost, title=title, subtitle=caption,
                                  corner=f"layer {k} of {K}")
     rows = []
     for info, ld in zip(infos, log_dets):
         j, (keep, move) = info["k"], _halves(info)
-        cells = [f"$f_{{{j}}}$", LAYER_NAME[info["layer"]], keep, move, f"{ld:+.3f}"]
+        cells = [f"$f_{{{j}}}$", info["name"], keep, move, f"{ld:+.3f}"]
         if j == made_by:
             cells = ["**→ " + cells[0] + "**"] + [f"**{c}**" for c in cells[1:]]
         rows.append("| " + " | ".join(cells) + " |\n")
-    kinds = dict.fromkeys(info["layer"] for info in infos)
+    kinds = {info["name"]: info["formula"] for info in infos}
     direction = ("$z_k = f_k(z_{k-1})$, starting from $z_0 = z \\sim \\mathcal N(0, I)$ (1.30)" if source == "samples"
                  else "$z_{k-1} = f_k^{-1}(z_k)$, starting from data $z_K = x$ (1.33)")
     text = (f"Showing $z_{{{k}}}$: {direction}; grey dots are the state one layer before. Each coupling keeps a "
             "half $z_1$ and moves the other half $z_2$. "
-            + "; ".join(f"{LAYER_NAME[kind].capitalize()}: {LAYER_FORMULA[kind]}" for kind in kinds) + ".\n\n"
+            + "; ".join(f"{name.capitalize()}: {formula}" for name, formula in kinds.items()) + ".\n\n"
             "| $k$ | layer | keeps $z_1$ | moves $z_2$ | mean $\\log\\lvert\\det J_{f_k}\\rvert$ |\n"
             "|---|---|---|---|---|\n" +
             "".join(rows) + f"| | | | **sum** (1.30) | **{sum(log_dets):+.3f}** |\n")
@@ -282,12 +276,12 @@ def density_grid(flow, grid: int = DENSITY_GRID, lim: float = X_LIM) -> DensityG
     with torch.inference_mode():
         z, log_det = flow.inverse(points)  # (1.32-1.33)
         log_px = flow.base_log_prob(z) + log_det  # (1.29)
-        inside = flow.sample(MASS_SAMPLES, generator=common.generator(12_345)).abs().amax(dim=1) <= lim
+        inside = flow.sample(MASS_SAMPLES, generator=widgets.generator(12_345)).abs().amax(dim=1) <= lim
     log_px_np = log_px.double().numpy().reshape(grid, grid)
     result = DensityGrid(
         log_px=log_px_np, log_det=log_det.double().numpy().reshape(grid, grid), lim=lim,
         integral=float(np.exp(log_px_np).sum() * h * h), mass_inside=float(inside.double().mean()),
-        volume_preserving=all(type(layer).__name__ == "AdditiveCoupling" for layer in flow.layers),
+        volume_preserving=flow.volume_preserving,
         seconds=time.perf_counter() - start)
     with _DENSITY_LOCK:
         _DENSITY[flow] = result
@@ -296,7 +290,7 @@ def density_grid(flow, grid: int = DENSITY_GRID, lim: float = X_LIM) -> DensityG
 
 def _density_images(flow, grid: DensityGrid, model_name: str, marker: tuple[float, float] | None,
                     size: int) -> tuple[np.ndarray, np.ndarray]:
-    cv = common.canvas(size)
+    cv = widgets.canvas(size)
     if marker is not None and not (abs(marker[0]) <= grid.lim and abs(marker[1]) <= grid.lim):
         marker = None
     px = np.exp(grid.log_px)
@@ -304,7 +298,7 @@ def _density_images(flow, grid: DensityGrid, model_name: str, marker: tuple[floa
     shown = max(float(np.quantile(px, 0.995)), 1e-12)
     shown = top if top <= 2 * shown else shown  # a few needle-sharp peaks must not wash the rest out
     high = f"{shown:.3g}" if shown == top else f"≥ {shown:.3g} (max {top:.3g})"
-    left = plots.heatmap_frame(cv, px, cmap=plots.DENSITY_CMAP, vmin=0.0, vmax=shown, title="pₓ(x)  (1.29)",
+    left = canvas.heatmap_frame(cv, px, cmap=style.DENSITY_CMAP, vmin=0.0, vmax=shown, title="pₓ(x)  (1.29)",
                                subtitle=f"{model_name} · grid integral {grid.integral:.3f}", bar_label="pₓ(x)",
                                bar_ticks=("0", high), marker=marker)
     ld = grid.log_det
@@ -318,13 +312,13 @@ def _density_images(flow, grid: DensityGrid, model_name: str, marker: tuple[floa
         where = px > 0.01 * top  # scale the colours to where the density lives; far out the map saturates
         bound = max(float(np.quantile(np.abs(ld[where] if where.sum() > 10 else ld), 0.99)), 1e-3)
         title, subtitle, lo, hi = "log|det J_f⁻¹(x)|", "red: f⁻¹ stretches · blue: squeezes", -bound, bound
-    right = plots.heatmap_frame(cv, ld, cmap="RdBu_r", vmin=lo, vmax=hi, title=title, subtitle=subtitle,
+    right = canvas.heatmap_frame(cv, ld, cmap="RdBu_r", vmin=lo, vmax=hi, title=title, subtitle=subtitle,
                                 bar_label="log|det J_f⁻¹(x)|", bar_ticks=(f"{lo:+.2g}", f"{hi:+.2g}"), marker=marker)
     return left, right
 
 
 def density(model_name: Any, extra: Mapping[str, Any] | None = None, marker: tuple[float, float] | None = None,
-            size: int = plots.DEFAULT_SIZE) -> tuple[np.ndarray, np.ndarray, str]:
+            size: int = style.DEFAULT_SIZE) -> tuple[np.ndarray, np.ndarray, str]:
     """Heatmaps of p_x (1.29) and log|det J_{f^-1}(x)| on a grid, with the grid integral of p_x read out.
     Returns (p_x image, log-det image, markdown)."""
     flow = _flow(model_name, extra)
@@ -360,19 +354,19 @@ def density(model_name: Any, extra: Mapping[str, Any] | None = None, marker: tup
 
 
 # -- point inspector ---------------------------------------------------------------------------------------------
-def pixel_to_data(col: float, row: float, size: int = plots.DEFAULT_SIZE, lim: float = X_LIM) -> tuple[float, float]:
+def pixel_to_data(col: float, row: float, size: int = style.DEFAULT_SIZE, lim: float = X_LIM) -> tuple[float, float]:
     """The data point under pixel (col, row) of a size x size frame of [-lim, lim]^2 (row 0 at the top)."""
     scale = 2 * lim / size
     return (col + 0.5) * scale - lim, lim - (row + 0.5) * scale
 
 
 def inspect(model_name: Any, x1: Any, x2: Any, extra: Mapping[str, Any] | None = None,
-            size: int = plots.DEFAULT_SIZE) -> tuple[np.ndarray, np.ndarray, str]:
+            size: int = style.DEFAULT_SIZE) -> tuple[np.ndarray, np.ndarray, str]:
     """For one point x: z = f^{-1}(x), log p_z(z), log|det J_{f^-1}(x)| as the sum over layers (1.32), and
     log p_x(x) = log p_z(z) + log|det J_{f^-1}(x)| (1.29). Returns the density images marked at x and the table."""
     flow = _flow(model_name, extra)
-    x1 = common.check_float(x1, "x₁", -MAX_COORD, MAX_COORD)
-    x2 = common.check_float(x2, "x₂", -MAX_COORD, MAX_COORD)
+    x1 = widgets.check_float(x1, "x₁", -MAX_COORD, MAX_COORD)
+    x2 = widgets.check_float(x2, "x₂", -MAX_COORD, MAX_COORD)
     x = torch.tensor([[x1, x2]], dtype=torch.float32)
     with torch.inference_mode():
         states = flow.inverse_trajectory(x)  # [z_0, ..., z_K = x]   (1.33)
@@ -411,7 +405,7 @@ def _test_set(dataset: str) -> tuple[torch.Tensor, np.ndarray | None]:
     """TEST_POINTS fresh data points and their exact log p* (float64), or None where there is no density."""
     import genapp.data
 
-    x = torch.from_numpy(common.data_points(dataset, TEST_POINTS, TEST_SEED).copy())
+    x = torch.from_numpy(widgets.data_points(dataset, TEST_POINTS, TEST_SEED).copy())
     data = genapp.data.get(dataset)
     return x, data.log_prob(x.double()).numpy() if data.has_density else None
 
@@ -420,7 +414,7 @@ def _test_points(flow) -> tuple[torch.Tensor, np.ndarray | None]:
     """The flow's test set: its named toy's (with exact log p* where there is one), or fresh draws from its drawing."""
     if trained_data.is_drawing(flow):
         return torch.from_numpy(trained_data.points(flow, TEST_POINTS, TEST_SEED).copy()), None
-    return _test_set(common.dataset_name(flow))
+    return _test_set(widgets.dataset_name(flow))
 
 
 _NLL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # flow -> log q on its test set (float64)
@@ -444,10 +438,10 @@ def _mean_se(v: np.ndarray) -> tuple[float, float]:
 def _ddpm_rows(dataset: str, log_p: np.ndarray | None, with_ddpm: bool, progress) -> tuple[list[str], str]:
     """The shipped DDPM's bound L for `dataset`, both variances (computed when `with_ddpm`, then kept), and a note."""
     ddpm, to_bits = f"ddpm-{dataset}", 1 / (2 * math.log(2))
-    if ddpm not in common.model_choices("ddpm"):
+    if ddpm not in widgets.model_choices("ddpm"):
         return [], f"\n\nNo `{ddpm}` checkpoint, so no DDPM to compare with."
     if with_ddpm and dataset not in _DDPM_BOUND:
-        from genapp.ui import diffusion
+        from genapp.ui.tabs import diffusion
 
         # Both reverse variances (1.18): sigma^2 = beta gives the tighter bound on these 2-D sets.
         _DDPM_BOUND[dataset] = {  # shared with the DDPM tab's cache
@@ -479,7 +473,7 @@ def likelihood(model_name: Any, extra: Mapping[str, Any] | None = None, with_ddp
     flow = _flow(model_name, extra)
     if trained_data.of(flow) is None:
         return trained_data.missing(model_name, "a test set to score it on")
-    dataset, drawn = common.dataset_name(flow), trained_data.is_drawing(flow)
+    dataset, drawn = widgets.dataset_name(flow), trained_data.is_drawing(flow)
     x, log_p = _test_points(flow)
     to_bits = 1 / (2 * math.log(2))
     rows = []
@@ -487,16 +481,17 @@ def likelihood(model_name: Any, extra: Mapping[str, Any] | None = None, with_ddp
         h, h_se = _mean_se(-log_p)
         rows.append(f"| data ({dataset}) | entropy $H$, exact $\\log p^*$ | {h:.3f} ± {h_se:.3f} | "
                     f"{h * to_bits:.3f} | 0, the floor |")
-    names = [str(model_name)] + [f"{fam}-{dataset}" for fam in FAMILIES if not drawn and
+    names = [str(model_name)] + [f"{fam}-{dataset}" for fam in families.flow_names() if not drawn and
                                  f"{fam}-{dataset}" != model_name and f"{fam}-{dataset}" in
-                                 common.model_choices(FAMILIES)]
+                                 widgets.model_choices(families.flow_names())]
     for name in names:
         other = flow if name == model_name else _flow(name, None)
         log_q = _flow_log_q(other, x)
         nll, nll_se = _mean_se(-log_q)
         kl = "n/a" if log_p is None else "{:.3f} ± {:.3f}".format(*_mean_se(log_p - log_q))
         label = f"**{name}** (shown above)" if name == model_name else name
-        rows.append(f"| {label} | exact NLL (1.31), {KIND_NAME[other.config.kind]} | {nll:.3f} ± {nll_se:.3f} | "
+        kind = families.get(other.config.kind).label
+        rows.append(f"| {label} | exact NLL (1.31), {kind} | {nll:.3f} ± {nll_se:.3f} | "
                     f"{nll * to_bits:.3f} | {kl} |")
     ddpm_rows, note = ([], DRAWN_NOTE) if drawn else _ddpm_rows(dataset, log_p, with_ddpm, progress)
     return ("| model | what | nats | bits/dim | $D_{\\mathrm{KL}}(\\text{data} \\Vert \\text{model})$ |\n"
@@ -507,7 +502,7 @@ def likelihood(model_name: Any, extra: Mapping[str, Any] | None = None, with_ddp
 
 
 def diffusion_points() -> str:
-    from genapp.ui import diffusion
+    from genapp.ui.tabs import diffusion
 
     return f"{diffusion.VLB_POINTS:,}"
 
@@ -517,13 +512,13 @@ def export_files(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any
                  extra: Mapping[str, Any] | None = None) -> list[str]:
     """The panels as PNG files and the samples x = f(z) and their z as .npy and .csv."""
     flow = _flow(model_name, extra)
-    n, seed = common.check_points(n), common.check_seed(seed)
-    stem = common.file_stem(model_name, f"seed{seed}")
-    folder = common.export_dir()
+    n, seed = widgets.check_points(n), widgets.check_seed(seed)
+    stem = widgets.file_stem(model_name, f"seed{seed}")
+    folder = widgets.export_dir()
     images = {"z-to-x": z_to_x(model_name, n, seed, extra)[0], "layer": layer_view(model_name, n, seed, k, source,
                                                                                        extra)[0]}
     left, right, _ = density(model_name, extra)
-    images["density"] = plots.side_by_side(left, right, "", gap=16)
+    images["density"] = canvas.side_by_side(left, right, "", gap=16)
     if trained_data.of(flow) is not None:
         images["x-to-z"] = x_to_z(model_name, n, seed, extra)[0]
     paths = []
@@ -534,8 +529,8 @@ def export_files(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any
     z = _latent(n, seed)
     with torch.inference_mode():
         x = flow.forward(z)[0]
-    paths += common.export_points(x.numpy(), f"{stem}_x")
-    paths += common.export_points(z.numpy(), f"{stem}_z")
+    paths += widgets.export_points(x.numpy(), f"{stem}_x")
+    paths += widgets.export_points(z.numpy(), f"{stem}_z")
     return paths
 
 
@@ -544,25 +539,25 @@ def export_gif(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: M
     """z ~ N(0, I) flowing through the layers to x as a looping GIF; between two states z_{k-1} and z_k the frames
     blend them on straight lines (for the eye only: a coupling is one jump)."""
     flow = _flow(model_name, extra)
-    n, seed = common.check_points(n), common.check_seed(seed)
+    n, seed = widgets.check_points(n), widgets.check_seed(seed)
     z = _latent(n, seed)
     with torch.inference_mode():
         states = [s.numpy() for s in flow.trajectory(z)]
-    colors = plots.angle_radius_colors(z.numpy())
-    cv = common.canvas(GIF_SIZE)
+    colors = canvas.angle_radius_colors(z.numpy())
+    cv = widgets.canvas(GIF_SIZE)
     K = len(states) - 1
     infos = flow.layer_info()
     frames = []
     for k in range(1, K + 1):
         for t in np.linspace(0, 1, frames_per_layer, endpoint=False):
             title = f"f{str(k).translate(SUB)}: z{str(k - 1).translate(SUB)} → z{str(k).translate(SUB)}"
-            frames.append(plots.render_colored(cv, (1 - t) * states[k - 1] + t * states[k], colors,
-                                               common.background("", GIF_SIZE), title=title,
+            frames.append(canvas.render_colored(cv, (1 - t) * states[k - 1] + t * states[k], colors,
+                                               widgets.background("", GIF_SIZE), title=title,
                                                subtitle=layer_caption(infos[k - 1]), corner=str(model_name)))
-    frames.append(plots.render_colored(cv, states[K], colors, trained_data.backdrop(flow, GIF_SIZE),
+    frames.append(canvas.render_colored(cv, states[K], colors, trained_data.backdrop(flow, GIF_SIZE),
                                        title=f"z{str(K).translate(SUB)} = x", subtitle="the samples",
                                        corner=str(model_name)))
-    return common.export_gif(frames, common.file_stem(model_name, f"seed{seed}", "layers"), fps=12)
+    return widgets.export_gif(frames, widgets.file_stem(model_name, f"seed{seed}", "layers"), fps=12)
 
 
 # -- layout ------------------------------------------------------------------------------------------------------
@@ -603,21 +598,21 @@ NO_MODELS = "No flow checkpoint found in `checkpoints/`: train one (`python -m g
 
 def blank(message: str, width: int = 1) -> np.ndarray:
     """The bare backdrop with a hint, `width` panels wide."""
-    frame = common.canvas().render(np.zeros((0, 2)), common.background(""), title=message)
-    return frame if width == 1 else plots.side_by_side(frame, frame, "")
+    frame = widgets.canvas().render(np.zeros((0, 2)), widgets.background(""), title=message)
+    return frame if width == 1 else canvas.side_by_side(frame, frame, "")
 
 
-def build_tab(ctx: common.AppContext) -> None:
+def build_tab(ctx: widgets.AppContext) -> None:
     """The flows tab's components and events (call inside a gr.Tab)."""
-    choices = common.model_choices(FAMILIES)
+    choices = widgets.model_choices(families.flow_names())
     default = DEFAULT_MODEL if DEFAULT_MODEL in choices else (choices[0] if choices else None)
-    common.explain(INTRO)
+    widgets.explain(INTRO)
     with gr.Row(equal_height=True):
         model = gr.Dropdown(choices, value=default, label="Model", info="realnvp-<dataset> or nice-<dataset>",
                             scale=3, elem_id="flow-model")
-        n = gr.Slider(common.MIN_POINTS, common.MAX_POINTS, value=DEFAULT_POINTS, step=10, label="Points", scale=3)
-        seed = gr.Number(0, precision=0, minimum=0, maximum=common.MAX_SEED, label="Seed", scale=1)
-    info = common.explain(NO_MODELS if default is None else "", elem_id="flow-info")
+        n = gr.Slider(widgets.MIN_POINTS, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=10, label="Points", scale=3)
+        seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed", scale=1)
+    info = widgets.explain(NO_MODELS if default is None else "", elem_id="flow-info")
     image = dict(format="png", interactive=False, show_label=False, buttons=["download", "fullscreen"],
                  elem_classes="genapp-frame")
 
@@ -628,27 +623,27 @@ def build_tab(ctx: common.AppContext) -> None:
             with gr.Column(scale=7, min_width=480):
                 panel = gr.Image(blank("loading…", 2), label=label, elem_id=elem_id, **image)
             with gr.Column(scale=3, min_width=260):
-                common.explain(explanation)
-                readout = common.explain("", elem_classes="genapp-readout")
+                widgets.explain(explanation)
+                readout = widgets.explain("", elem_classes="genapp-readout")
         return panel, readout
 
     zx_image, zx_text = side_by_side_panel("z → x: sampling", "z -> x", "flow-zx", EXPLAIN_ZX)
     xz_image, xz_text = side_by_side_panel("x → z: normalizing", "x -> z", "flow-xz", EXPLAIN_XZ)
 
     gr.Markdown("### Layer by layer")
-    common.explain(EXPLAIN_LAYERS)
+    widgets.explain(EXPLAIN_LAYERS)
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=360):
-            layer_image = gr.Image(blank("loading…"), label="z_k", height=plots.DEFAULT_SIZE, elem_id="flow-layer",
+            layer_image = gr.Image(blank("loading…"), label="z_k", height=style.DEFAULT_SIZE, elem_id="flow-layer",
                                    **image)
             layer_k = gr.Slider(0, 8, value=8, step=1, label="k: state z_k after k layers", elem_id="flow-layer-k")
             source = gr.Radio([("z ~ N(0, I), forwards (1.30)", "samples"),
                                ("held-out data, backwards (1.33)", "data")], value="samples", label="Start from")
         with gr.Column(scale=5, min_width=360):
-            layer_md = common.explain("", elem_classes="genapp-readout", elem_id="flow-layer-readout")
+            layer_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-layer-readout")
 
     gr.Markdown("### Density")
-    common.explain(EXPLAIN_DENSITY)
+    widgets.explain(EXPLAIN_DENSITY)
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
             px_image = gr.Image(blank("loading…"), label="p_x", elem_id="flow-density", **image)
@@ -661,13 +656,13 @@ def build_tab(ctx: common.AppContext) -> None:
                 x2 = gr.Number(0.0, label="x₂", minimum=-MAX_COORD, maximum=MAX_COORD, elem_id="flow-x2",
                                min_width=80)
             inspect_btn = gr.Button("Inspect this point", size="sm", elem_id="flow-inspect-btn")
-            inspect_md = common.explain("*Click a point on one of the maps.*", elem_classes="genapp-readout",
+            inspect_md = widgets.explain("*Click a point on one of the maps.*", elem_classes="genapp-readout",
                                         elem_id="flow-inspect-readout")
-    density_md = common.explain("", elem_classes="genapp-readout", elem_id="flow-density-readout")
+    density_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-density-readout")
 
     gr.Markdown("### Likelihood: flows beside a DDPM")
-    common.explain(EXPLAIN_LIKELIHOOD)
-    likelihood_md = common.explain("", elem_classes="genapp-readout", elem_id="flow-likelihood")
+    widgets.explain(EXPLAIN_LIKELIHOOD)
+    likelihood_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-likelihood")
     with gr.Row():
         compare_btn = gr.Button("Compare with the DDPM", variant="secondary", elem_id="flow-compare-btn", scale=0,
                                 min_width=300)
@@ -722,7 +717,7 @@ def build_tab(ctx: common.AppContext) -> None:
         return export_gif(model, points, seed, extra)
 
     def refresh_choices(current, extra):
-        names = common.model_choices(FAMILIES, extra)
+        names = widgets.model_choices(families.flow_names(), extra)
         return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
 
     compute = dict(concurrency_id="compute", concurrency_limit=1)

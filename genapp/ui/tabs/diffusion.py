@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 import genapp
-from genapp import plots
-from genapp.ui import common, trained_data
+from genapp.render import figures, style
+from genapp.ui import trained_data, widgets
 
 SAMPLERS = ("ancestral", "ddim")
 VARIANCES = ("beta_tilde", "beta")
@@ -58,11 +58,11 @@ class ChainSettings:
     def check(cls, model: Any, n: Any, seed: Any, variance: Any, sampler: Any, ddim_steps: Any) -> ChainSettings:
         """Validated settings; gr.Error naming the field otherwise. ddim_steps is bounded by N at run time."""
         if not isinstance(model, str) or not model:
-            raise common.refuse("Pick a model first.")
-        return cls(model, common.check_points(n), common.check_seed(seed),
-                   common.check_choice(variance, "Variance", VARIANCES),
-                   common.check_choice(sampler, "Sampler", SAMPLERS),
-                   common.check_int(ddim_steps, "DDIM steps", 1, 4000) if sampler == "ddim" else 0)
+            raise widgets.refuse("Pick a model first.")
+        return cls(model, widgets.check_points(n), widgets.check_seed(seed),
+                   widgets.check_choice(variance, "Variance", VARIANCES),
+                   widgets.check_choice(sampler, "Sampler", SAMPLERS),
+                   widgets.check_int(ddim_steps, "DDIM steps", 1, 4000) if sampler == "ddim" else 0)
 
     def describe(self) -> str:
         if self.sampler == "ddim":
@@ -102,7 +102,7 @@ def chain_steps(model, settings: ChainSettings) -> np.ndarray:
     """The steps k the chain visits, N..0: all of them (Algorithm 2), or DDIM's strided subsequence."""
     if settings.sampler == "ddim":
         if not 1 <= settings.ddim_steps <= model.num_steps:
-            raise common.refuse(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
+            raise widgets.refuse(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
         return np.array(model.ddim_timesteps(settings.ddim_steps), dtype=np.int64)
     return np.arange(model.num_steps, -1, -1, dtype=np.int64)
 
@@ -111,11 +111,11 @@ def run_chain(settings: ChainSettings, extra: Mapping[str, Any] | None = None) -
     """Run the chain, yielding the same (growing) ChainRun after every step; the last one has `final` set.
 
     Every step of Algorithm 2 (or DDIM) runs; a caller that wants frames renders them from the run as it grows."""
-    model = common.get_model(settings.model, extra, family="ddpm")
+    model = widgets.get_model(settings.model, extra, family="ddpm")
     ks = chain_steps(model, settings)
-    run = ChainRun(settings, common.dataset_name(model), model.num_steps, ks,
+    run = ChainRun(settings, widgets.dataset_name(model), model.num_steps, ks,
                    np.empty((len(ks), settings.n, 2), dtype=np.float16), np.zeros(len(ks), dtype=np.float32))
-    g = common.generator(settings.seed)
+    g = widgets.generator(settings.seed)
     start = time.perf_counter()
     if settings.sampler == "ddim":
         chain = model.ddim_chain(settings.n, settings.ddim_steps, generator=g)
@@ -132,7 +132,7 @@ def run_chain(settings: ChainSettings, extra: Mapping[str, Any] | None = None) -
         yield run
 
 
-def render_state(run: ChainRun, i: int, size: int = plots.DEFAULT_SIZE) -> np.ndarray:
+def render_state(run: ChainRun, i: int, size: int = style.DEFAULT_SIZE) -> np.ndarray:
     """The frame of kept state i: points over the data's faint density, with k, sigma_k and a progress bar."""
     k, s = int(run.ks[i]), run.settings
     if s.sampler == "ddim":
@@ -141,14 +141,14 @@ def render_state(run: ChainRun, i: int, size: int = plots.DEFAULT_SIZE) -> np.nd
         subtitle = "x₀: the samples"
     else:
         subtitle = f"σₖ = {float(run.sigmas[i]):.4f}   ({VARIANCE_LABEL[s.variance]})"
-    return common.canvas(size).render(
-        run.states[i], common.background(run.dataset, size), title=f"k = {k}", subtitle=subtitle,
+    return widgets.canvas(size).render(
+        run.states[i], widgets.background(run.dataset, size), title=f"k = {k}", subtitle=subtitle,
         corner=f"{s.model} · seed {s.seed} · {s.n} points", progress=1 - k / max(run.num_steps, 1))
 
 
 def blank_frame(message: str = "press Animate", dataset: str = "") -> np.ndarray:
     """The backdrop alone with a hint: what the chain image shows before the first run."""
-    return common.canvas().render(np.zeros((0, 2)), common.background(dataset), title=message)
+    return widgets.canvas().render(np.zeros((0, 2)), widgets.background(dataset), title=message)
 
 
 def frame_indices(num_states: int, frames: int) -> list[int]:
@@ -171,7 +171,7 @@ def animate(
     connection) skips ahead rather than slowing the chain. fps None: every frame, each as soon as possible.
     The first frame (x_N) follows one network pass. If `previous` already holds a finished run with the same
     settings it is replayed from its kept states, not recomputed."""
-    fps = None if fps is None else common.check_float(fps, "Playback speed", 1, 120)
+    fps = None if fps is None else widgets.check_float(fps, "Playback speed", 1, 120)
     start = time.perf_counter()
     stop = threading.Event()
     failure: list[BaseException] = []
@@ -233,7 +233,7 @@ def scrub(run: ChainRun | None, k: Any) -> np.ndarray:
     """The kept state nearest to step k, rendered (a few ms: nothing is recomputed)."""
     if run is None or run.filled == 0:
         return blank_frame("press Animate first")
-    k = common.check_int(k, "k", 0, run.num_steps)
+    k = widgets.check_int(k, "k", 0, run.num_steps)
     return render_state(run, run.index(k))
 
 
@@ -248,16 +248,16 @@ def run_summary(run: ChainRun) -> str:
 def export_samples(run: ChainRun) -> list[str]:
     """The final samples x_0 as .npy and .csv files."""
     s = run.settings
-    return list(common.export_points(run.final, common.file_stem(s.model, f"seed{s.seed}", s.sampler, "x0")))
+    return list(widgets.export_points(run.final, widgets.file_stem(s.model, f"seed{s.seed}", s.sampler, "x0")))
 
 
 def export_gif(run: ChainRun | None, frames: int = GIF_FRAMES, fps: float = 15.0) -> str:
     """The kept chain as a looping animated GIF (~`frames` frames at `GIF_SIZE` px, the last one held)."""
     if run is None or not run.done:
-        raise common.refuse("Run the chain first (Animate or Sample), then export it.")
+        raise widgets.refuse("Run the chain first (Animate or Sample), then export it.")
     images = [render_state(run, i, GIF_SIZE) for i in frame_indices(len(run.ks), frames)]
     s = run.settings
-    return common.export_gif(images, common.file_stem(s.model, f"seed{s.seed}", s.sampler, "chain"), fps=fps)
+    return widgets.export_gif(images, widgets.file_stem(s.model, f"seed{s.seed}", s.sampler, "chain"), fps=fps)
 
 
 # -- inside one step ---------------------------------------------------------------------------------------------
@@ -272,16 +272,16 @@ def inside_step(run: ChainRun | None, k: Any, extra: Mapping[str, Any] | None = 
     For an ancestral run z is the very noise the chain drew (recovered from the kept x_{k-1}); for DDIM, which does
     not take this step, a fresh z is drawn to show what Algorithm 2 would do from the same x_k."""
     if run is None or not run.done:
-        raise common.refuse("Run the chain first (Animate or Sample), then pick a step k.")
+        raise widgets.refuse("Run the chain first (Animate or Sample), then pick a step k.")
     s = run.settings
-    model = common.get_model(s.model, extra, family="ddpm")
-    k = max(1, common.check_int(k, "k", 0, run.num_steps))
+    model = widgets.get_model(s.model, extra, family="ddpm")
+    k = max(1, widgets.check_int(k, "k", 0, run.num_steps))
     i = run.index(k)
     if run.ks[i] == 0:
         i -= 1
     k = int(run.ks[i])
     x_k = torch.from_numpy(_subset(run.states[i]).astype(np.float32))
-    lim = plots.DEFAULT_LIM - 0.5
+    lim = style.DEFAULT_LIM - 0.5
     axis = np.linspace(-lim, lim, QUIVER_GRID, dtype=np.float32)
     grid = torch.from_numpy(np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2))
     sigma = float(model.schedule.sigma(s.variance)[k]) if k > 1 else 0.0  # z = 0 at k = 1 (Algorithm 2)
@@ -293,13 +293,13 @@ def inside_step(run: ChainRun | None, k: Any, extra: Mapping[str, Any] | None = 
         if s.sampler == "ancestral":
             x_prev = torch.from_numpy(_subset(run.states[i + 1]).astype(np.float32))  # the kept x_{k-1}
         else:
-            z = torch.randn(x_k.shape, generator=common.generator(s.seed + k)) if k > 1 else torch.zeros_like(x_k)
+            z = torch.randn(x_k.shape, generator=widgets.generator(s.seed + k)) if k > 1 else torch.zeros_like(x_k)
             x_prev = mean + sigma * z  # (1.24)
     noise = x_prev - mean
     drifts = (mean - x_k).norm(dim=1)
     focus = int(drifts.argsort()[len(drifts) // 2])  # a typical point: the median drift
-    spread = mean[focus] + sigma * torch.randn(300, 2, generator=common.generator(k))
-    fig = plots.inside_step_figure(k=k, x_k=x_k.numpy(), x0_pred=x0_pred.numpy(), grid=grid.numpy(),
+    spread = mean[focus] + sigma * torch.randn(300, 2, generator=widgets.generator(k))
+    fig = figures.inside_step_figure(k=k, x_k=x_k.numpy(), x0_pred=x0_pred.numpy(), grid=grid.numpy(),
                                    eps_grid=eps_grid.numpy(), mean=mean.numpy(), x_prev=x_prev.numpy(),
                                    sigma=sigma, focus=focus, spread=spread.numpy())
     sched = model.schedule
@@ -321,9 +321,9 @@ def inside_step(run: ChainRun | None, k: Any, extra: Mapping[str, Any] | None = 
 # -- forward process ---------------------------------------------------------------------------------------------
 def _model_with_data(model_name: Any, extra: Mapping[str, Any] | None, needs: str):
     """The DDPM and the data it was trained on (a named toy, or this session's drawing); gr.Error if there is none."""
-    model = common.get_model(model_name, extra, family="ddpm")
+    model = widgets.get_model(model_name, extra, family="ddpm")
     if trained_data.of(model) is None:
-        raise common.refuse(trained_data.missing(model_name, needs))
+        raise widgets.refuse(trained_data.missing(model_name, needs))
     return model
 
 
@@ -335,10 +335,10 @@ def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any 
 
     model = _model_with_data(model_name, extra, "the forward process to start from")
     N = model.num_steps
-    k = common.check_int(k, "k", 0, N)
-    n, seed = common.check_points(n), common.check_seed(seed)
+    k = widgets.check_int(k, "k", 0, N)
+    n, seed = widgets.check_points(n), widgets.check_seed(seed)
     x_0 = torch.from_numpy(trained_data.points(model, n, seed).copy())
-    eps = torch.randn(x_0.shape, generator=common.generator(seed + 1))
+    eps = torch.randn(x_0.shape, generator=widgets.generator(seed + 1))
     x_k = model.q_sample(x_0, k, eps)  # (1.21)
     sched = model.schedule
     alpha_bar = sched.alpha_bar
@@ -349,7 +349,7 @@ def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any 
         zero = torch.zeros((), dtype=torch.float64)
         return float(gaussian_kl(alpha_bar[j].sqrt() * x_0.double(), 1 - alpha_bar[j], zero, zero + 1).mean())
 
-    frame = common.canvas().render(x_k.numpy(), trained_data.backdrop(model), color=plots.FORWARD,
+    frame = widgets.canvas().render(x_k.numpy(), trained_data.backdrop(model), color=style.FORWARD,
                                    title=f"q(xₖ | x₀), k = {k}", subtitle=f"ᾱₖ = {float(alpha_bar[k]):.4f}",
                                    corner=f"{trained_data.describe(model)} · {n} points", progress=k / N)
     snr = float(sched.snr()[k])
@@ -370,10 +370,10 @@ def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any 
 
 def schedule_plot(model_name: Any, k: Any = None, extra: Mapping[str, Any] | None = None):
     """beta_k, beta_tilde_k and alpha_bar_k over k (1.10, 1.16, 1.18), with a marker at k."""
-    model = common.get_model(model_name, extra, family="ddpm")
+    model = widgets.get_model(model_name, extra, family="ddpm")
     sched = model.schedule
-    k = None if k is None else common.check_int(k, "k", 0, model.num_steps)
-    return plots.schedule_figure(sched.beta.numpy(), sched.alpha_bar.numpy(), sched.beta_tilde.numpy(), k)
+    k = None if k is None else widgets.check_int(k, "k", 0, model.num_steps)
+    return figures.schedule_figure(sched.beta.numpy(), sched.alpha_bar.numpy(), sched.beta_tilde.numpy(), k)
 
 
 # -- variational bound -------------------------------------------------------------------------------------------
@@ -385,12 +385,12 @@ def vlb_terms(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = 
     per (model, variance). Returns (terms, the model's dataset name)."""
     from genapp.diffusion import VLBTerms
 
-    variance = common.check_choice(variance, "Variance", VARIANCES)
+    variance = widgets.check_choice(variance, "Variance", VARIANCES)
     model = _model_with_data(model_name, extra, "the bound to be measured on")
     cache = _VLB_CACHE.setdefault(model, {})
     if variance not in cache:
         x_0 = torch.from_numpy(trained_data.points(model, VLB_POINTS, 2).copy())
-        g = common.generator(3)
+        g = widgets.generator(3)
         parts = []
         for j, chunk in enumerate(x_0.chunk(VLB_CHUNKS)):
             if progress is not None:
@@ -404,17 +404,17 @@ def vlb_terms(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = 
             L_0=sum(w * p.L_0 for w, p in zip(weights, parts)),
             data_dim=parts[0].data_dim,
         )
-    return cache[variance], common.dataset_name(model)
+    return cache[variance], widgets.dataset_name(model)
 
 
 def vlb(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None, progress=None):
     """Chart of L_N, L_{k-1}, L_0 over k and the running total, and a table in nats and bits/dim beside the data's
     true entropy where it has an exact density (L >= E[-log p_theta(x_0)] >= H(data)). Returns (figure, markdown)."""
     terms, dataset = vlb_terms(model_name, variance, extra, progress)
-    entropy = common.data_entropy(dataset)
+    entropy = widgets.data_entropy(dataset)
     d = terms.data_dim
     to_bits = 1 / (d * math.log(2))
-    fig = plots.vlb_figure(terms.L_kminus1.numpy(), terms.L_N, terms.L_0, None if entropy is None else entropy[0])
+    fig = figures.vlb_figure(terms.L_kminus1.numpy(), terms.L_N, terms.L_0, None if entropy is None else entropy[0])
     rows = [("$L_N$ (prior, no parameters)", terms.L_N),
             ("$\\sum_{k=2}^N L_{k-1}$", float(terms.L_kminus1.sum())),
             ("$L_0$ (decoder)", terms.L_0), ("**the bound $L$**", terms.total)]
@@ -426,7 +426,7 @@ def vlb(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None, 
                  f"Gap $L - H$ = **{terms.total - h:.3f} nats**, an upper bound on "
                  "$D_{\\mathrm{KL}}(\\text{data} \\Vert p_\\theta)$, since "
                  "$L \\geq \\mathbb E[-\\log p_\\theta(x_0)] = H + D_{\\mathrm{KL}}$.")
-    elif trained_data.is_drawing(common.get_model(model_name, extra, family="ddpm")):
+    elif trained_data.is_drawing(widgets.get_model(model_name, extra, family="ddpm")):
         text += f"\n{trained_data.NO_DENSITY} $L$ still bounds the model's NLL of the drawn points from above."
     else:
         text += f"\n{dataset} has no exact density, so there is no entropy to compare with."
@@ -462,19 +462,19 @@ It takes $N$ network passes (a few seconds) and is kept per model and variance.
 """
 
 
-def build_tab(ctx: common.AppContext) -> None:
+def build_tab(ctx: widgets.AppContext) -> None:
     """The DDPM tab's components and events (call inside a gr.Tab)."""
-    choices = common.model_choices("ddpm")
+    choices = widgets.model_choices("ddpm")
     default = DEFAULT_MODEL if DEFAULT_MODEL in choices else (choices[0] if choices else None)
     default_data = next((e.get("dataset", "") for e in genapp.available() if e["name"] == default), "")
     run_state = gr.State(None, time_to_live=RUN_TTL_S)
-    common.explain(INTRO)
+    widgets.explain(INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
             model = gr.Dropdown(choices, value=default, label="Model", info="ddpm-<dataset>, from checkpoints/")
             with gr.Row():
-                n = gr.Slider(common.MIN_POINTS, common.MAX_POINTS, value=DEFAULT_POINTS, step=10, label="Points")
-                seed = gr.Number(0, precision=0, minimum=0, maximum=common.MAX_SEED, label="Seed")
+                n = gr.Slider(widgets.MIN_POINTS, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=10, label="Points")
+                seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed")
             variance = gr.Radio([("σₖ² = β̃ₖ (1.16)", "beta_tilde"), ("σₖ² = βₖ", "beta")], value="beta_tilde",
                                 label="Reverse-step variance (1.18)")
             sampler = gr.Radio([("Ancestral (Algorithm 2)", "ancestral"), ("DDIM (deterministic)", "ddim")],
@@ -492,40 +492,40 @@ def build_tab(ctx: common.AppContext) -> None:
                                        interactive=False)
         with gr.Column(scale=5, min_width=360):
             frame = gr.Image(blank_frame("press ▶ Animate", default_data), label="Reverse chain", format="jpeg",
-                             height=plots.DEFAULT_SIZE, interactive=False, show_label=False, elem_id="chain-frame",
+                             height=style.DEFAULT_SIZE, interactive=False, show_label=False, elem_id="chain-frame",
                              elem_classes="genapp-frame", buttons=["download", "fullscreen"])
             k_slider = gr.Slider(0, 1000, value=0, step=1, label="k: scrub through the kept chain",
                                  elem_id="scrub-slider")
 
     gr.Markdown("### Inside one step")
-    common.explain(EXPLAIN_INSIDE)
+    widgets.explain(EXPLAIN_INSIDE)
     with gr.Row(equal_height=False):
         inside_k = gr.Slider(1, 1000, value=100, step=1, label="Step k to look inside", scale=4,
                              elem_id="inside-k")
         inside_btn = gr.Button("Look inside step k", scale=1, min_width=160)
     inside_plot = gr.Plot(label="Inside step k", show_label=False, visible=False)
-    inside_text = common.explain("*Run the chain first (Animate or Sample): this panel then fills in.*",
+    inside_text = widgets.explain("*Run the chain first (Animate or Sample): this panel then fills in.*",
                                  elem_classes="genapp-readout", elem_id="inside-readout")
 
     gr.Markdown("### Forward process")
-    common.explain(EXPLAIN_FORWARD)
+    widgets.explain(EXPLAIN_FORWARD)
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
             fwd_k = gr.Slider(0, 1000, value=250, step=1, label="k (forward)", elem_id="forward-k")
             fwd_frame = gr.Image(label="q(x_k | x_0)", format="jpeg", height=400, interactive=False,
                                  show_label=False, buttons=["fullscreen"])
         with gr.Column(scale=6, min_width=360):
-            fwd_text = common.explain("", elem_classes="genapp-readout")
+            fwd_text = widgets.explain("", elem_classes="genapp-readout")
             schedule = gr.Plot(label="Noise schedule", show_label=False)
 
     gr.Markdown("### Variational bound")
-    common.explain(EXPLAIN_VLB)
+    widgets.explain(EXPLAIN_VLB)
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=320):
             vlb_btn = gr.Button("Compute the bound L", variant="secondary", elem_id="vlb-btn")
-            vlb_text = common.explain("", elem_classes="genapp-readout", elem_id="vlb-readout")
+            vlb_text = widgets.explain("", elem_classes="genapp-readout", elem_id="vlb-readout")
         with gr.Column(scale=6, min_width=360):
-            vlb_plot = gr.Plot(plots.message_figure("The terms of L over k appear here."), label="Variational bound",
+            vlb_plot = gr.Plot(figures.message_figure("The terms of L over k appear here."), label="Variational bound",
                                show_label=False)
 
     # -- wiring: thin adapters from components to the callbacks above --
@@ -559,7 +559,7 @@ def build_tab(ctx: common.AppContext) -> None:
         return schedule_plot(model_, k_, extra) if model_ else None
 
     def on_model(model_, extra):
-        N = common.get_model(model_, extra, family="ddpm").num_steps
+        N = widgets.get_model(model_, extra, family="ddpm").num_steps
         return (gr.update(maximum=N), gr.update(maximum=N, value=min(N, N // 4)), gr.update(maximum=N),
                 gr.update(maximum=N, value=max(1, N // 10)))
 
@@ -567,7 +567,7 @@ def build_tab(ctx: common.AppContext) -> None:
         return vlb(model_, variance_, extra, progress)
 
     def refresh_choices(current, extra):
-        names = common.model_choices("ddpm", extra)
+        names = widgets.model_choices("ddpm", extra)
         return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
 
     compute = dict(concurrency_id="compute", concurrency_limit=1)  # the chain, the bound, the GIF: one at a time
@@ -580,7 +580,7 @@ def build_tab(ctx: common.AppContext) -> None:
     sample_btn.click(on_sample, [*chain_inputs, run_state, ctx.extra_models], chain_outputs, api_name="sample",
                      **compute).success(**inside_io, **private, **compute)
     k_slider.input(scrub, [run_state, k_slider], frame, api_name="scrub", **render)
-    k_slider.release(lambda k: max(1, common.check_int(k, "k", 0, 4000)), k_slider, inside_k, queue=False,
+    k_slider.release(lambda k: max(1, widgets.check_int(k, "k", 0, 4000)), k_slider, inside_k, queue=False,
                      **private).then(
         **inside_io, **private, **compute)
     inside_btn.click(**inside_io, api_name="inside_step", **compute)

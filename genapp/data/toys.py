@@ -20,8 +20,8 @@ by Monte Carlo):
 | checkerboard | FFJORD: uniform on 8 of the 16 squares of side 2 tiling [-4, 4]^2             | p = 1/32   | 3.466    |
 | rings        | FFJORD: radii 3, 2.25, 1.5, 0.75, angle ~ U; radial noise (FFJORD: isotropic) | noise 0.08 | 2.622    |
 
-`PointCloud` wraps fixed points (a user's drawing); it has no density. `get` also serves the image sets of
-`genapp.images` (digits, mnist), which `names()` leaves out.
+`PointCloud` wraps fixed points (a user's drawing); it has no density. `genapp.data.get` also serves the image
+sets of `genapp.data.images` (digits, mnist), which `genapp.data.names()` leaves out.
 """
 
 from __future__ import annotations
@@ -30,14 +30,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from genapp.images import ImageDataset
 
 _F64 = torch.float64
 _CHUNK = 1 << 21  # entries per (points x nodes) block: 16 MiB of float64
@@ -356,7 +353,7 @@ class PointCloud(ToyDataset):
 
 _8_CENTERS = tuple((4 / 1.414 * math.cos(math.pi * k / 4), 4 / 1.414 * math.sin(math.pi * k / 4)) for k in range(8))
 _GRID_5X5 = tuple((float(i), float(j)) for i in range(-2, 3) for j in range(-2, 3))
-_DATASETS: dict[str, ToyDataset] = {
+TOYS: dict[str, ToyDataset] = {
     d.name: d
     for d in (  # scales: see the table at the top
         CurveDataset("moons", (_moon_upper, _moon_lower), noise=0.2, num_panels=100),
@@ -370,24 +367,3 @@ _DATASETS: dict[str, ToyDataset] = {
         Rings("rings", (3.0, 2.25, 1.5, 0.75), std=0.08),
     )
 }
-
-
-_IMAGE_LOADERS = {"digits": "load_digits", "mnist": "load_mnist"}  # in genapp.images, imported on first use
-
-
-def names() -> list[str]:
-    """Names of the built-in 2-D datasets (`get` also knows the image sets: digits, mnist)."""
-    return list(_DATASETS)
-
-
-def get(name: str) -> ToyDataset | ImageDataset:
-    """The dataset called `name`: a 2-D toy, or an image set from `genapp.images`; ValueError naming the known ones."""
-    if not isinstance(name, str):
-        raise ValueError(f"dataset names are strings, got {type(name).__name__}")
-    if name in _DATASETS:
-        return _DATASETS[name]
-    if name in _IMAGE_LOADERS:
-        from genapp import images
-
-        return getattr(images, _IMAGE_LOADERS[name])()
-    raise ValueError(f"unknown dataset {name!r:.60}; known: {', '.join([*_DATASETS, *_IMAGE_LOADERS])}")

@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from genapp import data, drawing, hub, jobs, plots
-from genapp.__main__ import TRAIN_DEFAULTS, hardware
-from genapp.cards import model_card
-from genapp.train import TrainResult, pick_device, train
-from genapp.ui import common, trained_data
+from genapp import data, families, jobs
+from genapp.data import drawing
+from genapp.io import hub
+from genapp.io.cards import model_card
+from genapp.render import canvas, figures, style
+from genapp.train import TrainResult, pick_device, train, training_record
+from genapp.ui import trained_data, widgets
 
-FAMILIES = ("ddpm", "realnvp", "nice")
-FAMILY_NAME = {"ddpm": "DDPM", "realnvp": "RealNVP", "nice": "NICE"}
 DRAWING = "my drawing"  # the dataset choice for the sketchpad / upload
 DRAWING_NAME = "drawing"  # config.dataset of a model trained on it
 DRAWING_POINTS = 20_000  # points taken from the drawing; training draws from them with replacement
@@ -88,17 +88,17 @@ class TrainSettings:
         """Validated settings; gr.Error naming the field and its range otherwise."""
         def bound(name: str, label: str, value: Any, integer: bool = True):
             lo, hi = LIMITS[name]
-            check = common.check_int if integer else common.check_float
+            check = widgets.check_int if integer else widgets.check_float
             return check(value, label, int(lo) if integer else lo, int(hi) if integer else hi)
 
         return cls(
-            family=common.check_choice(family, "Family", FAMILIES),
-            dataset=common.check_choice(dataset, "Dataset", [*data.names(), DRAWING]),
+            family=widgets.check_choice(family, "Family", families.names()),
+            dataset=widgets.check_choice(dataset, "Dataset", [*data.names(), DRAWING]),
             steps=bound("steps", "Steps", steps), seconds=bound("seconds", "Time limit (s)", seconds, False),
             lr=bound("lr", "Learning rate", lr, False), batch_size=bound("batch_size", "Batch size", batch_size),
             hidden=bound("hidden", "Width", hidden), depth=bound("depth", "Depth", depth),
             couplings=bound("couplings", "Couplings", couplings), num_steps=bound("num_steps", "N", num_steps),
-            schedule=common.check_choice(schedule, "Schedule", SCHEDULES), seed=common.check_seed(seed))
+            schedule=widgets.check_choice(schedule, "Schedule", SCHEDULES), seed=widgets.check_seed(seed))
 
     @property
     def data_name(self) -> str:
@@ -107,7 +107,7 @@ class TrainSettings:
     def describe(self) -> str:
         net = (f"N = {self.num_steps}, {self.schedule}, MLP {self.hidden} x {self.depth}" if self.family == "ddpm"
                else f"{self.couplings} couplings, MLPs {self.hidden} x {self.depth}")
-        return f"{FAMILY_NAME[self.family]} on {self.dataset} · {net} · lr {self.lr:g}, batch {self.batch_size}"
+        return f"{families.get(self.family).label} on {self.dataset} · {net} · lr {self.lr:g}, batch {self.batch_size}"
 
     def command(self) -> str:
         """The CLI command that trains the same model (a drawing has none)."""
@@ -123,22 +123,16 @@ class TrainSettings:
 
 def knob_defaults(family: str) -> dict[str, Any]:
     """The UI's starting values for `family`: the shipped recipe's lr, batch and width, a one-minute budget."""
-    recipe = TRAIN_DEFAULTS[common.check_choice(family, "Family", FAMILIES)]
+    recipe = families.get(widgets.check_choice(family, "Family", families.names())).recipe
     return dict(steps=recipe["steps"], seconds=DEFAULT_SECONDS, lr=recipe["lr"], batch_size=recipe["batch_size"],
                 hidden=recipe["hidden"], depth=recipe["depth"], couplings=8, num_steps=1000, schedule="linear")
 
 
 def new_model(settings: TrainSettings) -> torch.nn.Module:
-    """A fresh, untrained model for `settings` (2-D points)."""
-    if settings.family == "ddpm":
-        from genapp.diffusion import DDPM, DDPMConfig
-
-        return DDPM(DDPMConfig(num_steps=settings.num_steps, schedule=settings.schedule, hidden=settings.hidden,
-                               depth=settings.depth, dataset=settings.data_name))
-    from genapp.flows import Flow, FlowConfig
-
-    return Flow(FlowConfig(kind=settings.family, num_couplings=settings.couplings, hidden=settings.hidden,
-                           depth=settings.depth, dataset=settings.data_name))
+    """A fresh, untrained model for `settings` (2-D points), built by the family registry."""
+    return families.get(settings.family).build(
+        settings.data_name, data_shape=(2,), hidden=settings.hidden, depth=settings.depth,
+        num_steps=settings.num_steps, schedule=settings.schedule, couplings=settings.couplings)
 
 
 # -- drawing ----------------------------------------------------------------------------------------------------
@@ -156,7 +150,7 @@ def drawing_points(value: Any, seed: Any = 0) -> np.ndarray | None:
     if image is None:
         return None
     try:
-        return drawing.points_from_image(image, DRAWING_POINTS, common.generator(seed))
+        return drawing.points_from_image(image, DRAWING_POINTS, widgets.generator(seed))
     except ValueError as error:
         if "empty" in str(error):
             return None
@@ -165,9 +159,9 @@ def drawing_points(value: Any, seed: Any = 0) -> np.ndarray | None:
 
 def preview(points: np.ndarray | None) -> np.ndarray:
     """The drawing as the model will see it: its points over their own faint density."""
-    cv = common.canvas()
+    cv = widgets.canvas()
     if points is None:
-        return cv.render(np.zeros((0, 2)), common.background(""), title="draw a shape",
+        return cv.render(np.zeros((0, 2)), widgets.background(""), title="draw a shape",
                          subtitle="its points appear here")
     shown = points[:: max(1, len(points) // 3000)]
     return cv.render(shown, cv.density_background(points), title="your distribution",
@@ -186,8 +180,8 @@ def make_dataset(settings: TrainSettings, points: np.ndarray | None):
 def backdrop(settings: TrainSettings, points: np.ndarray | None) -> np.ndarray:
     """The data's faint density behind the snapshots."""
     if settings.dataset == DRAWING and points is not None:
-        return common.canvas().density_background(points)
-    return common.background(settings.dataset)
+        return widgets.canvas().density_background(points)
+    return widgets.background(settings.dataset)
 
 
 # -- training (on a worker thread) ------------------------------------------------------------------------------
@@ -228,7 +222,7 @@ def snapshot(model: torch.nn.Module, step: int) -> Snapshot:
         if hasattr(model, "ddim_chain"):
             x = model.sample(SNAPSHOT_POINTS, generator=g, ddim_steps=min(SNAPSHOT_DDIM_STEPS, model.num_steps))
             return Snapshot(step, points=x.float().cpu().numpy())
-        lim = plots.DEFAULT_LIM
+        lim = style.DEFAULT_LIM
         axis = (np.arange(DENSITY_GRID, dtype=np.float32) + 0.5) * (2 * lim / DENSITY_GRID) - lim
         xx, yy = np.meshgrid(axis, axis[::-1])
         grid = torch.from_numpy(np.stack([xx, yy], axis=-1).reshape(-1, 2))
@@ -257,7 +251,7 @@ def run_training(job: jobs.Job, settings: TrainSettings, dataset) -> Outcome:
             last[0] = time.perf_counter()
         job.report(live)
 
-    recipe = TRAIN_DEFAULTS[settings.family]
+    recipe = families.get(settings.family).recipe
     result = train(model, dataset, steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
                    ema_decay=recipe["ema"] or None, device="auto", seed=settings.seed, callback=callback,
                    callback_every=CALLBACK_EVERY, should_stop=job.should_stop, progress=False,
@@ -279,14 +273,14 @@ class TrainedRun:
 
 def status_html(title: str, detail: str = "", fraction: float | None = None, tone: str = "run") -> str:
     """A status line with a progress bar (HTML; every value is escaped)."""
-    color = {"run": plots.SAMPLES, "done": "#2a9d8f", "wait": plots.MUTED, "warn": "#b45309"}[tone]
+    color = {"run": style.SAMPLES, "done": "#2a9d8f", "wait": style.MUTED, "warn": "#b45309"}[tone]
     bar = ""
     if fraction is not None:
         width = 100 * min(max(fraction, 0.0), 1.0)
-        bar = (f'<div style="height:8px;border-radius:4px;background:{plots.GRID};overflow:hidden;margin:6px 0 4px">'
+        bar = (f'<div style="height:8px;border-radius:4px;background:{style.GRID};overflow:hidden;margin:6px 0 4px">'
                f'<div style="height:100%;width:{width:.1f}%;background:{color};transition:width .3s"></div></div>')
     return (f'<div id="train-status-box" data-tone="{tone}"><div style="font-weight:600;color:{color}">'
-            f'{html.escape(title)}</div>{bar}<div style="font-size:.9em;color:{plots.MUTED}">{html.escape(detail)}'
+            f'{html.escape(title)}</div>{bar}<div style="font-size:.9em;color:{style.MUTED}">{html.escape(detail)}'
             "</div></div>")
 
 
@@ -299,19 +293,19 @@ def loss_plot(settings: TrainSettings, steps: list[int] | np.ndarray, losses: li
     """The loss curve; a flow's NLL beside the data entropy H, its floor, where the dataset has a density."""
     floor, label = None, ""
     if settings.family != "ddpm":
-        entropy = common.data_entropy(settings.dataset) if settings.dataset != DRAWING else None
+        entropy = widgets.data_entropy(settings.dataset) if settings.dataset != DRAWING else None
         if entropy is not None:
             floor, label = entropy[0], f"data entropy H = {entropy[0]:.3f} (the floor)"
     ylabel = "L_simple (1.26)" if settings.family == "ddpm" else "NLL, nats (1.31)"
-    return plots.loss_figure(np.asarray(steps), np.asarray(losses), total_steps=total_steps, floor=floor,
+    return figures.loss_figure(np.asarray(steps), np.asarray(losses), total_steps=total_steps, floor=floor,
                              floor_label=label, ylabel=ylabel,
-                             title=f"{FAMILY_NAME[settings.family]} on {settings.dataset}")
+                             title=f"{families.get(settings.family).label} on {settings.dataset}")
 
 
 def render_snapshot(settings: TrainSettings, snap: Snapshot | None, back: np.ndarray, fraction: float,
                     final: bool = False) -> np.ndarray:
     """The snapshot as a frame: DDPM samples over the data, or a flow's density p_x."""
-    cv = common.canvas()
+    cv = widgets.canvas()
     if snap is None:
         return cv.render(np.zeros((0, 2)), back, title="starting…", subtitle="the first snapshot comes in a moment",
                          progress=fraction)
@@ -322,7 +316,7 @@ def render_snapshot(settings: TrainSettings, snap: Snapshot | None, back: np.nda
                          progress=fraction)
     px = np.exp(snap.log_px)
     top = float(np.nanmax(px)) if np.isfinite(px).any() else 1.0
-    return plots.heatmap_frame(cv, px, cmap=plots.DENSITY_CMAP, vmin=0.0, vmax=top, title=when,
+    return canvas.heatmap_frame(cv, px, cmap=style.DENSITY_CMAP, vmin=0.0, vmax=top, title=when,
                                subtitle="density pₓ(x) (1.29)", bar_label="pₓ(x)", bar_ticks=("0", f"{top:.3g}"))
 
 
@@ -405,11 +399,7 @@ def _follow(job: jobs.Job, settings: TrainSettings, back: np.ndarray, manager: j
 def _finish(outcome: Outcome, settings: TrainSettings, back: np.ndarray, extra: Mapping[str, Any] | None) -> Update:
     result = outcome.result
     name = next_name(settings, extra)
-    last = result.losses[-100:]
-    training = dict(command=settings.command(), seconds=round(result.seconds, 1), steps=result.steps,
-                    device=result.device, threads=torch.get_num_threads(), hardware=hardware(),
-                    torch=torch.__version__, status=result.status,
-                    final_loss=sum(last) / len(last) if last else float("nan"), date=time.strftime("%Y-%m-%d"))
+    training = training_record(result, settings.command())
     run = TrainedRun(name, settings, training)
     rate = result.steps / result.seconds if result.seconds > 0 else 0.0
     detail = (f"{result.steps:,} steps in {result.seconds:.1f} s ({rate:.0f} steps/s) on {result.device}. "
@@ -444,7 +434,7 @@ def _model_of(run: TrainedRun | None, extra: Mapping[str, Any] | None) -> torch.
 def save_checkpoint(run: TrainedRun | None, extra: Mapping[str, Any] | None):
     """The run's checkpoint folder (config.json, model.safetensors, README.md card) in a fresh export dir."""
     model = _model_of(run, extra)
-    folder = common.export_dir() / run.name
+    folder = widgets.export_dir() / run.name
     return hub.save(model, folder, card=model_card(run.name, model, run.training))
 
 
@@ -505,13 +495,13 @@ BRUSH_FIRST_JS = """() => {
 }"""
 EXPLAIN_USE = """
 **Use it.** The model joins the DDPM or flows tab's list (this session only). Download: the checkpoint folder as a
-zip (`config.json`, `model.safetensors`, a model card), as in `checkpoints/`; `genapp.hub.load_dir` reads it.
+zip (`config.json`, `model.safetensors`, a model card), as in `checkpoints/`; `genapp.io.hub.load_dir` reads it.
 Push: the same folder to a Hub repo of yours; the token serves this upload only, and is never kept or shown.
 """
 
 
 def blank_snapshot() -> np.ndarray:
-    return common.canvas().render(np.zeros((0, 2)), common.background("moons"), title="press ▶ Train",
+    return widgets.canvas().render(np.zeros((0, 2)), widgets.background("moons"), title="press ▶ Train",
                                   subtitle="samples (DDPM) or density (flows) appear here")
 
 
@@ -534,15 +524,15 @@ def number(knob: str, value: float, label: str, elem_id: str) -> gr.Number:
                      elem_id=elem_id, min_width=120)
 
 
-def build_tab(ctx: common.AppContext) -> None:
+def build_tab(ctx: widgets.AppContext) -> None:
     """The Train tab's components and events (call inside a gr.Tab)."""
     start = knob_defaults("ddpm")
     points_state = gr.State(None)
     run_state = gr.State(None)
-    common.explain(INTRO)
+    widgets.explain(INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=300):
-            family = gr.Radio([(FAMILY_NAME[f], f) for f in FAMILIES], value="ddpm", label="Family",
+            family = gr.Radio([(families.get(f).label, f) for f in families.names()], value="ddpm", label="Family",
                               elem_id="train-family")
             dataset = gr.Dropdown([*data.names(), DRAWING], value="moons", label="Dataset",
                                   info="a built-in 2-D toy, or the shape you draw below", elem_id="train-dataset")
@@ -562,7 +552,7 @@ def build_tab(ctx: common.AppContext) -> None:
             with gr.Row(visible=False) as flow_row:
                 couplings = number("couplings", 8, "Couplings K", "train-couplings")
                 gr.Markdown("")
-            seed = gr.Number(0, precision=0, minimum=0, maximum=common.MAX_SEED, label="Seed")
+            seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed")
             with gr.Row():
                 train_btn = gr.Button("▶ Train", variant="primary", elem_id="train-btn")
                 stop_btn = gr.Button("■ Stop", variant="stop", elem_id="train-stop-btn")
@@ -578,9 +568,9 @@ def build_tab(ctx: common.AppContext) -> None:
                                           show_label=False, buttons=["download", "fullscreen"],
                                           elem_id="train-snapshot", elem_classes="genapp-frame")
                 with gr.Column(scale=1, min_width=300):
-                    loss = gr.Plot(plots.message_figure("The loss curve appears here.", 6.4, 3.2), label="Loss",
+                    loss = gr.Plot(figures.message_figure("The loss curve appears here.", 6.4, 3.2), label="Loss",
                                    show_label=False, elem_id="train-loss")
-                    common.explain(EXPLAIN_USE)
+                    widgets.explain(EXPLAIN_USE)
                     download_btn = gr.Button("Download the checkpoint (.zip)", size="sm",
                                              elem_id="train-download-btn")
                     download_file = gr.File(label="Checkpoint", interactive=False, visible=False,
@@ -593,10 +583,10 @@ def build_tab(ctx: common.AppContext) -> None:
                         with gr.Row():
                             private = gr.Checkbox(False, label="private repo", min_width=100)
                             push_btn = gr.Button("Push to Hub", size="sm", elem_id="train-push-btn")
-                        push_md = common.explain("", elem_id="train-push-result")
+                        push_md = widgets.explain("", elem_id="train-push-result")
 
     gr.Markdown("### Draw your own distribution")
-    common.explain(EXPLAIN_DRAW)
+    widgets.explain(EXPLAIN_DRAW)
     with gr.Row(equal_height=True):
         sketch = gr.Sketchpad(type="numpy", image_mode="RGBA", canvas_size=(480, 480), label="Draw",
                               brush=gr.Brush(colors=["#111827"], color_mode="fixed", default_size=10),

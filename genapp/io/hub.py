@@ -1,5 +1,5 @@
 """Pretrained names: checkpoints/ first, then the Hugging Face Hub; push. The folder format and its strict
-loader live in `genapp.checkpoint` (re-exported here: `save`, `load_dir`, `CheckpointError`).
+loader live in `genapp.io.checkpoint` (re-exported here: `save`, `load_dir`, `CheckpointError`).
 
 Names: `checkpoints/NAME` (env GENAPP_CHECKPOINTS moves the folder), else the Hub repo `<namespace>/genapp-NAME`,
 namespace from env GENAPP_HUB_NAMESPACE (default "genapp-lab"). Hub settings are read at call time: HF_ENDPOINT,
@@ -17,15 +17,12 @@ from typing import Any
 
 from torch import nn
 
-from genapp.checkpoint import (  # noqa: F401  (re-exported: the public API names them under genapp.hub)
-    FAMILIES,
+from genapp.families import family_of_name
+from genapp.io.checkpoint import (  # noqa: F401  (re-exported: the public API names them under genapp.io.hub)
     FILES,
     MAX_CONFIG_INT,
     MAX_PARAMETERS,
     CheckpointError,
-    family_classes,
-    family_of,
-    family_of_name,
     load_dir,
     read_config,
     save,
@@ -70,7 +67,7 @@ def _check_revision(revision: str | None) -> None:
 
 def checkpoints_dir() -> Path:
     """The local checkpoints folder: env GENAPP_CHECKPOINTS, else checkpoints/ beside the genapp package."""
-    return Path(os.environ.get("GENAPP_CHECKPOINTS") or Path(__file__).resolve().parent.parent / "checkpoints")
+    return Path(os.environ.get("GENAPP_CHECKPOINTS") or Path(__file__).resolve().parents[2] / "checkpoints")
 
 
 def hub_repo_id(name: str) -> str:

@@ -16,20 +16,16 @@ the model's keys, shapes and dtypes; every weight is finite. Only then is the mo
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-FAMILIES: dict[str, tuple[str, str, str]] = {  # family -> (module, model class, config class), imported on use
-    "ddpm": ("genapp.diffusion", "DDPM", "DDPMConfig"),
-    "realnvp": ("genapp.flows", "Flow", "FlowConfig"),
-    "nice": ("genapp.flows", "Flow", "FlowConfig"),
-}
+from genapp import families
+from genapp.families import family_of, family_of_name
+
 FILES = ("config.json", "model.safetensors", "README.md")
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_INT = 16_384  # any integer in config.json (widths, steps, layers, dims)
@@ -41,31 +37,6 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF
 
 class CheckpointError(ValueError):
     """A checkpoint folder is malformed; the message names the file and what is wrong with it."""
-
-
-def family_classes(family: str) -> tuple[type[nn.Module], type]:
-    """(model class, config class) of a family, importing its module on first use."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    module, model_cls, config_cls = FAMILIES[family]
-    module = importlib.import_module(module)
-    return getattr(module, model_cls), getattr(module, config_cls)
-
-
-def family_of(model: nn.Module) -> str:
-    """The family of a model instance: the class picks it, a flow's `config.kind` tells NICE from RealNVP."""
-    cls = type(model)
-    matches = [f for f, (mod, name, _) in FAMILIES.items() if (cls.__module__, cls.__name__) == (mod, name)]
-    if len(matches) > 1:
-        matches = [f for f in matches if getattr(model.config, "kind", None) == f]
-    if len(matches) != 1:
-        raise ValueError(f"cannot tell the checkpoint family of a {cls.__name__}; known: {', '.join(FAMILIES)}")
-    return matches[0]
-
-
-def family_of_name(name: str) -> str | None:
-    prefix = name.split("-", 1)[0]
-    return prefix if prefix in FAMILIES else None
 
 
 # -- save and strict load --------------------------------------------------------------------------------------
@@ -97,7 +68,8 @@ def load_dir(path: str | Path, map_location: str | torch.device = "cpu", *, fami
         raise CheckpointError(f"{folder}: not a checkpoint folder (config.json + model.safetensors + README.md)")
     raw = read_config(config_path)
     family = _pick_family(raw.pop("family", None), family, folder.name, config_path)
-    model_cls, config_cls = family_classes(family)
+    family_ = families.get(family)
+    model_cls, config_cls = family_.model_cls, family_.config_cls
     config = _build_config(config_cls, raw, config_path)
     if getattr(config, "kind", family) != family:
         raise CheckpointError(f"{config_path}: family {family!r} but kind {config.kind!r}")
@@ -131,14 +103,15 @@ def read_config(path: Path) -> dict:
 
 
 def _pick_family(stored: Any, hint: str | None, folder_name: str, config_path: Path) -> str:
-    if stored is not None and stored not in FAMILIES:
-        raise CheckpointError(f"{config_path}: unknown family {stored!r}; known: {', '.join(FAMILIES)}")
+    known = families.names()
+    if stored is not None and stored not in known:
+        raise CheckpointError(f"{config_path}: unknown family {stored!r:.40}; known: {', '.join(known)}")
     if stored is not None and hint is not None and stored != hint:
         raise CheckpointError(f"{config_path}: family {stored!r}, but the name says {hint!r}")
     family = stored or hint or family_of_name(folder_name)
     if family is None:
         raise CheckpointError(f"{config_path}: no 'family' key, and the folder name {folder_name!r} does not "
-                              f"start with one of {', '.join(FAMILIES)}")
+                              f"start with one of {', '.join(known)}")
     return family
 
 
@@ -178,21 +151,10 @@ def _build_config(config_cls: type, raw: dict, path: Path) -> Any:
         raise CheckpointError(f"{path}: invalid {config_cls.__name__}: {error}") from error
 
 
-class _EmptyOnMeta(TorchFunctionMode):
-    """Send torch.empty (how nn.Linear, nn.Conv and nn.Embedding make their weights) to the meta device, so that
-    building a model costs no memory. A torch function mode is thread-local, unlike patching nn.Module."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if func is torch.empty:
-            kwargs["device"] = "meta"
-        return func(*args, **kwargs)
-
-
 def _dry_run(model_cls: type[nn.Module], config: Any, config_path: Path) -> dict[str, tuple[tuple, torch.dtype]]:
     """The state dict's {key: (shape, dtype)} of the model `config` asks for, refused above MAX_PARAMETERS."""
     try:
-        with _EmptyOnMeta():
+        with torch.device("meta"):  # parameters without memory: only shapes and dtypes
             model = model_cls(config)
     except (TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{config_path}: cannot build {model_cls.__name__}: {error}") from error

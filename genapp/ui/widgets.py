@@ -24,7 +24,9 @@ import gradio as gr
 import numpy as np
 import torch
 
-from genapp import plots
+from genapp import families as families_
+from genapp.render import canvas as raster
+from genapp.render import export, style
 
 MIN_POINTS, MAX_POINTS = 10, 20_000
 MAX_SEED = 2**31 - 1
@@ -181,10 +183,8 @@ def model_choices(family: str | tuple[str, ...], extra: Mapping[str, Any] | None
 
 def _family(model: Any) -> str | None:
     try:
-        from genapp.hub import family_of
-
-        return family_of(model)
-    except (ImportError, ValueError):
+        return families_.family_of(model)
+    except ValueError:
         return None
 
 
@@ -249,20 +249,20 @@ def data_entropy(name: str) -> tuple[float, float] | None:
 
 
 # -- frames ------------------------------------------------------------------------------------------------
-_CANVASES: dict[int, plots.PointCanvas] = {}
+_CANVASES: dict[int, raster.PointCanvas] = {}
 _BACKGROUNDS: dict[tuple[str, int], np.ndarray] = {}
 _LOCK = threading.Lock()
 
 
-def canvas(size: int = plots.DEFAULT_SIZE) -> plots.PointCanvas:
+def canvas(size: int = style.DEFAULT_SIZE) -> raster.PointCanvas:
     """The shared PointCanvas of this size (its grid overlay is computed once)."""
     with _LOCK:
         if size not in _CANVASES:
-            _CANVASES[size] = plots.PointCanvas(size=size)
+            _CANVASES[size] = raster.PointCanvas(size=size)
         return _CANVASES[size]
 
 
-def background(dataset: str, size: int = plots.DEFAULT_SIZE) -> np.ndarray:
+def background(dataset: str, size: int = style.DEFAULT_SIZE) -> np.ndarray:
     """The backdrop for frames of models trained on `dataset`: its density, faint; a bare grid if unknown.
 
     Computed once per (dataset, size) and process (~0.1 s), read-only thereafter."""
@@ -290,13 +290,13 @@ def export_points(points: np.ndarray, stem: str) -> tuple[str, str]:
     """Write points (n, 2) as STEM.npy and STEM.csv in a fresh folder; returns both paths."""
     folder = export_dir()
     npy, csv = folder / f"{stem}.npy", folder / f"{stem}.csv"
-    plots.save_points(points, npy, csv)
+    export.save_points(points, npy, csv)
     return str(npy), str(csv)
 
 
 def export_gif(frames: list[np.ndarray], stem: str, fps: float = 15.0) -> str:
     """Write frames as STEM.gif (looping, the last frame held) in a fresh folder; returns the path."""
-    return str(plots.save_gif(frames, export_dir() / f"{stem}.gif", fps=fps))
+    return str(export.save_gif(frames, export_dir() / f"{stem}.gif", fps=fps))
 
 
 def file_stem(*parts: Any) -> str:

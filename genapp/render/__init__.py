@@ -1,0 +1,1 @@
+"""Pictures: `canvas` (fast raster frames), `figures` (matplotlib), `export` (GIF, .npy, .csv), `style` (palette)."""

@@ -1,0 +1,80 @@
+"""The Gradio app: `build_demo()` puts a title and one tab per module together.
+
+Each tab is a module in this package with `build_tab(ctx: widgets.AppContext)`; a tab whose module is not there
+(yet) is skipped. Order of `TABS` is the order on the page. Launch with `launch_kwargs()` for the theme and CSS
+(Gradio 6 takes them in `launch`, not in `Blocks`):
+
+    demo = build_demo()
+    demo.queue(default_concurrency_limit=1).launch(**launch_kwargs())
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from PIL import Image
+
+# Gradio decodes an uploaded picture with PIL before any of our checks run: cap it so a small file that expands to
+# a huge image (a decompression bomb) is refused while decoding. PIL raises above twice this many pixels;
+# genapp.drawing itself takes at most 16M pixels.
+Image.MAX_IMAGE_PIXELS = 16_000_000
+
+TITLE = "genapp — a lab for diffusion and normalizing flows"
+INTRO = """
+# genapp: a lab for diffusion models and normalizing flows
+Two ways to turn simple noise into data, after lecture 8. A **DDPM** (§1.1) learns to reverse a chain that
+slowly drowns data in Gaussian noise; a **normalizing flow** (§1.2) learns one invertible map from a Gaussian to the
+data, with an exact likelihood. Every model here was trained on a 2-D toy dataset, so you can watch each point.
+Equation numbers such as (1.24) refer to the lecture.
+"""
+
+# (tab label, module): modules that do not exist yet are skipped, so each tab can land on its own.
+TABS: list[tuple[str, str]] = [
+    ("Diffusion (DDPM)", "genapp.ui.tabs.diffusion"),
+    ("Flows (NICE, RealNVP)", "genapp.ui.tabs.flows"),
+    ("Train", "genapp.ui.tabs.train"),
+]
+
+
+def _tab_module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name == name:  # the tab itself is missing; a missing dependency of a tab is a real error
+            return None
+        raise
+
+
+def build_demo():
+    """The whole app as a gr.Blocks (not launched). Importing and building loads no model and downloads nothing."""
+    import gradio as gr
+    import torch
+
+    from genapp.ui import widgets
+
+    # Small matrices: one thread is as fast as two and never fights the other event for the 2 cores.
+    torch.set_num_threads(int(os.environ.get("GENAPP_TORCH_THREADS", "1")))
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(INTRO, elem_id="genapp-title")
+        ctx = widgets.AppContext(demo=demo, extra_models=gr.State({}))
+        with gr.Tabs():
+            for label, module_name in TABS:
+                module = _tab_module(module_name)
+                if module is None:
+                    continue
+                with gr.Tab(label, id=module_name.rsplit(".", 1)[-1]):
+                    module.build_tab(ctx)
+    return widgets.guard_inputs(demo)  # unreadable input values: a short error naming the field
+
+
+MAX_UPLOAD = "10mb"  # an uploaded drawing is a few hundred kB; gradio refuses larger files before storing them
+
+
+def launch_kwargs() -> dict[str, Any]:
+    """Theme, CSS and the upload limit for `demo.launch(**launch_kwargs(), ...)`."""
+    from genapp.ui import widgets
+
+    return {"theme": widgets.theme(), "css": widgets.CSS, "footer_links": ["api", "gradio"],
+            "max_file_size": MAX_UPLOAD}
