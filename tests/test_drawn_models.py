@@ -28,11 +28,11 @@ def bar() -> np.ndarray:
     return img
 
 
-def train_on(image: np.ndarray, families: tuple[str, ...], extra: dict | None = None) -> dict:
-    """Train tiny models on `image` exactly as the tab does (drawing -> points -> train_session); the new `extra`."""
+def train_on(image: np.ndarray, families: tuple[str, ...], extra=None):
+    """Train tiny models on `image` exactly as the tab does (drawing -> points -> train_session); the session that
+    keeps them (and the drawing each was trained on)."""
     points = train_tab.drawing_points({"background": None, "layers": [], "composite": image}, 0)
     manager = jobs.JobManager(max_running=1, max_waiting=4, name="test-drawn")
-    extra = dict(extra or {})
     for family in families:
         final = list(train_tab.train_session(settings(family, train_tab.DRAWING, steps=20), points, "s", extra,
                                              manager, poll=0.01, every=0.0))[-1]
@@ -51,21 +51,22 @@ def on_ring(x: np.ndarray) -> bool:
 
 
 # -- the data a session model carries ------------------------------------------------------------------------------
-def test_a_drawn_model_carries_its_points(extra):
+def test_the_session_keeps_a_drawn_models_points(extra):
     for name in (DDPM, FLOW):
         model = extra[name]
-        assert widgets.dataset_name(model) == "drawing"
-        x = trained_data.points(model, 500, 0)
+        assert widgets.dataset_name(model) == "drawing" and not hasattr(model, "trained_on")  # not on the model
+        x = trained_data.points(model, 500, 0, session=extra)
         assert x.shape == (500, 2) and x.dtype == np.float32 and on_ring(x)
-        np.testing.assert_array_equal(x, trained_data.points(model, 500, 0))  # seeded
-        assert trained_data.describe(model) == "your drawing" and not trained_data.has_density(model)
+        np.testing.assert_array_equal(x, trained_data.points(model, 500, 0, session=extra))  # seeded
+        assert trained_data.describe(model, extra) == "your drawing" and not trained_data.has_density(model, extra)
+        assert trained_data.points(model, 500, 0) is None  # another session does not see it
 
 
 def test_each_drawing_keeps_its_own_points(extra):
     both = train_on(bar(), ("realnvp",), extra)
-    x = trained_data.points(both["my-realnvp-drawing-2"], 500, 0)
+    x = trained_data.points(both["my-realnvp-drawing-2"], 500, 0, session=both)
     assert np.ptp(x[:, 1]) > 6.5 and np.ptp(x[:, 0]) < 1.6  # the bar, not the ring
-    assert on_ring(trained_data.points(both[FLOW], 500, 0))
+    assert on_ring(trained_data.points(both[FLOW], 500, 0, session=both))
 
 
 def test_a_named_dataset_is_read_from_the_config():
@@ -103,7 +104,7 @@ def test_x_to_z_of_a_drawn_flow_maps_the_drawn_points(extra):
     image, text = flows_tab.x_to_z(FLOW, 200, 0, extra)
     assert image.shape == (SIZE, 2 * SIZE + 56, 3)
     assert "$\\Vert z\\Vert < 1$" in text and "your drawing" in text
-    assert on_ring(trained_data.points(extra[FLOW], 200, flows_tab.HELD_OUT_SEED))  # what x -> z maps
+    assert on_ring(trained_data.points(extra[FLOW], 200, flows_tab.HELD_OUT_SEED, session=extra))  # what x -> z maps
     flows_tab.x_to_z(FLOW, 20, widgets.MAX_SEED, extra)  # the held-out offset may pass the largest seed
 
 

@@ -52,13 +52,13 @@ def build_demo():
     import gradio as gr
     import torch
 
-    from genapp.ui import widgets
+    from genapp.ui import session, widgets
 
     # Small matrices: one thread is as fast as two and never fights the other event for the 2 cores.
     torch.set_num_threads(int(os.environ.get("GENAPP_TORCH_THREADS", "1")))
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(INTRO, elem_id="genapp-title")
-        ctx = widgets.AppContext(demo=demo, extra_models=gr.State({}))
+        ctx = widgets.AppContext(demo=demo, session=session.state(), models_changed=gr.State(0))
         with gr.Tabs():
             for label, module_name in TABS:
                 module = _tab_module(module_name)

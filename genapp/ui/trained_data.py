@@ -1,8 +1,8 @@
 """The data a model was trained on, for the panels that need it: a named toy, or the drawing it learnt in this session.
 
 A checkpoint names its dataset in `config.dataset`, a key of `genapp.data`. A model trained in the Train tab on a
-drawing says only "drawing" there, so the tab hands it the `data.PointCloud` it trained on (`remember`): a plain
-attribute, not a parameter, so it lives exactly as long as the session's model and never reaches a checkpoint.
+drawing says only "drawing" there; the visitor's `Session` keeps the `data.PointCloud` it trained on, so every
+function here takes the session (`extra`) beside the model.
 A drawing is points without a formula: it has no exact density, so panels show what needs only points and say
 why the rest is missing (`NO_DENSITY`).
 """
@@ -17,40 +17,35 @@ import torch
 
 from genapp.render import style
 from genapp.ui import widgets
+from genapp.ui.session import data_of
 
-ATTRIBUTE = "trained_on"  # model.trained_on: the dataset object the Train tab trained it on
 NO_DENSITY = ("Your drawing is a set of points, not a formula: it has no exact density, so its entropy $H$ and the "
               "divergence $D_{\\mathrm{KL}}(\\text{data} \\Vert \\text{model})$ cannot be computed for it.")
 _BACKDROPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # drawn model -> {size: backdrop}
 
 
-def remember(model: Any, dataset: Any) -> None:
-    """Keep the dataset `model` was trained on with the model itself (not in its state_dict)."""
-    setattr(model, ATTRIBUTE, dataset)
-
-
-def of(model: Any):
-    """The dataset `model` was trained on: the named toy of its config, else the one it carries, else None."""
+def of(model: Any, session: Any = None):
+    """The dataset `model` was trained on: the named toy of its config, else the one the session kept, else None."""
     name = widgets.dataset_name(model)
     if widgets.known_dataset(name):
         import genapp.data
 
         return genapp.data.get(name)
-    return getattr(model, ATTRIBUTE, None)
+    return data_of(model, session)
 
 
-def is_drawing(model: Any) -> bool:
-    return not widgets.known_dataset(widgets.dataset_name(model)) and getattr(model, ATTRIBUTE, None) is not None
+def is_drawing(model: Any, session: Any = None) -> bool:
+    return not widgets.known_dataset(widgets.dataset_name(model)) and data_of(model, session) is not None
 
 
-def has_density(model: Any) -> bool:
+def has_density(model: Any, session: Any = None) -> bool:
     """True where the model's data has an exact log-density (the built-in toys; never a drawing)."""
-    return bool(getattr(of(model), "has_density", False))
+    return bool(getattr(of(model, session), "has_density", False))
 
 
-def describe(model: Any) -> str:
+def describe(model: Any, session: Any = None) -> str:
     """The model's data in words: 'moons', 'your drawing', or 'unnamed data'."""
-    return "your drawing" if is_drawing(model) else widgets.dataset_name(model) or "unnamed data"
+    return "your drawing" if is_drawing(model, session) else widgets.dataset_name(model) or "unnamed data"
 
 
 def missing(model_name: Any, needs: str) -> str:
@@ -58,13 +53,13 @@ def missing(model_name: Any, needs: str) -> str:
     return f"{model_name} was trained on data this app does not have, so there are no points for {needs}."
 
 
-def points(model: Any, n: int, seed: int) -> np.ndarray | None:
+def points(model: Any, n: int, seed: int, session: Any = None) -> np.ndarray | None:
     """n draws (float32, (n, 2), read-only) from the model's data, the same for the same seed: the shared cache for
     a named toy, fresh draws from the drawing's points (with its training jitter) for a drawing. None if unknown."""
     name = widgets.dataset_name(model)
     if widgets.known_dataset(name):
         return widgets.data_points(name, n, seed)
-    dataset = getattr(model, ATTRIBUTE, None)
+    dataset = data_of(model, session)
     if dataset is None:
         return None
     x = dataset.sample(n, generator=torch.Generator().manual_seed(seed)).numpy()  # seed + offsets may pass MAX_SEED
@@ -72,13 +67,13 @@ def points(model: Any, n: int, seed: int) -> np.ndarray | None:
     return x
 
 
-def backdrop(model: Any, size: int = style.DEFAULT_SIZE) -> np.ndarray:
+def backdrop(model: Any, size: int = style.DEFAULT_SIZE, session: Any = None) -> np.ndarray:
     """The faint density of the model's data behind its frames (widgets.background for a named toy), read-only."""
-    if not is_drawing(model):
+    if not is_drawing(model, session):
         return widgets.background(widgets.dataset_name(model), size)
     kept = _BACKDROPS.setdefault(model, {})
     if size not in kept:
-        image = widgets.canvas(size).density_background(points(model, widgets.BACKGROUND_SAMPLES, 12345))
+        image = widgets.canvas(size).density_background(points(model, widgets.BACKGROUND_SAMPLES, 12345, session))
         image.setflags(write=False)
         kept[size] = image
     return kept[size]

@@ -2,7 +2,7 @@
 
 Tabs (diffusion, flows, train) call these with plain values. Bad input raises `gr.Error` with a short message
 that names the field and its allowed range; values from the browser are never echoed back unbounded.
-Session-only models (trained in the Train tab) live in one `gr.State` dict, `AppContext.extra_models`, that
+Session-only models (trained in the Train tab) live in the visitor's `Session` (`AppContext.session`), that
 `model_choices` and `get_model` take as `extra`.
 """
 
@@ -38,12 +38,14 @@ class AppContext:
     """What every `build_tab(ctx)` gets.
 
     demo: the enclosing gr.Blocks (for `ctx.demo.load(...)` events that fill a tab when the page opens).
-    extra_models: a gr.State holding {name: model} trained in this session; the Train tab adds to it (and its
-    `.change` event lets other tabs refresh their pickers). Shipped checkpoints are not in it.
+    session: the gr.State holding this visitor's `genapp.ui.session.Session` (their models, chain, drawing, run).
+    models_changed: a gr.State counter the Train tab bumps when it adds a model; the other tabs' model pickers
+    refresh on its `.change`. Shipped checkpoints are not in the session.
     """
 
     demo: gr.Blocks
-    extra_models: gr.State
+    session: gr.State
+    models_changed: gr.State
 
 
 # -- input checks ------------------------------------------------------------------------------------------

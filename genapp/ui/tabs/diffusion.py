@@ -322,7 +322,7 @@ def inside_step(run: ChainRun | None, k: Any, extra: Mapping[str, Any] | None = 
 def _model_with_data(model_name: Any, extra: Mapping[str, Any] | None, needs: str):
     """The DDPM and the data it was trained on (a named toy, or this session's drawing); gr.Error if there is none."""
     model = widgets.get_model(model_name, extra, family="ddpm")
-    if trained_data.of(model) is None:
+    if trained_data.of(model, session=extra) is None:
         raise widgets.refuse(trained_data.missing(model_name, needs))
     return model
 
@@ -337,7 +337,7 @@ def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any 
     N = model.num_steps
     k = widgets.check_int(k, "k", 0, N)
     n, seed = widgets.check_points(n), widgets.check_seed(seed)
-    x_0 = torch.from_numpy(trained_data.points(model, n, seed).copy())
+    x_0 = torch.from_numpy(trained_data.points(model, n, seed, session=extra).copy())
     eps = torch.randn(x_0.shape, generator=widgets.generator(seed + 1))
     x_k = model.q_sample(x_0, k, eps)  # (1.21)
     sched = model.schedule
@@ -349,9 +349,9 @@ def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any 
         zero = torch.zeros((), dtype=torch.float64)
         return float(gaussian_kl(alpha_bar[j].sqrt() * x_0.double(), 1 - alpha_bar[j], zero, zero + 1).mean())
 
-    frame = widgets.canvas().render(x_k.numpy(), trained_data.backdrop(model), color=style.FORWARD,
+    frame = widgets.canvas().render(x_k.numpy(), trained_data.backdrop(model, session=extra), color=style.FORWARD,
                                    title=f"q(xₖ | x₀), k = {k}", subtitle=f"ᾱₖ = {float(alpha_bar[k]):.4f}",
-                                   corner=f"{trained_data.describe(model)} · {n} points", progress=k / N)
+                                   corner=f"{trained_data.describe(model, session=extra)} · {n} points", progress=k / N)
     snr = float(sched.snr()[k])
     kl_k = kl_to_prior(k)
     text = (
@@ -389,7 +389,7 @@ def vlb_terms(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = 
     model = _model_with_data(model_name, extra, "the bound to be measured on")
     cache = _VLB_CACHE.setdefault(model, {})
     if variance not in cache:
-        x_0 = torch.from_numpy(trained_data.points(model, VLB_POINTS, 2).copy())
+        x_0 = torch.from_numpy(trained_data.points(model, VLB_POINTS, 2, session=extra).copy())
         g = widgets.generator(3)
         parts = []
         for j, chunk in enumerate(x_0.chunk(VLB_CHUNKS)):
@@ -426,7 +426,7 @@ def vlb(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None, 
                  f"Gap $L - H$ = **{terms.total - h:.3f} nats**, an upper bound on "
                  "$D_{\\mathrm{KL}}(\\text{data} \\Vert p_\\theta)$, since "
                  "$L \\geq \\mathbb E[-\\log p_\\theta(x_0)] = H + D_{\\mathrm{KL}}$.")
-    elif trained_data.is_drawing(widgets.get_model(model_name, extra, family="ddpm")):
+    elif trained_data.is_drawing(widgets.get_model(model_name, extra, family="ddpm"), session=extra):
         text += f"\n{trained_data.NO_DENSITY} $L$ still bounds the model's NLL of the drawn points from above."
     else:
         text += f"\n{dataset} has no exact density, so there is no entropy to compare with."
@@ -574,10 +574,10 @@ def build_tab(ctx: widgets.AppContext) -> None:
     render = dict(concurrency_id="render", concurrency_limit=1, trigger_mode="always_last", show_progress="hidden")
     private = dict(api_visibility="private")
     chain_outputs = [frame, run_state, k_slider, summary, sample_files]
-    inside_io = dict(fn=on_inside, inputs=[run_state, inside_k, ctx.extra_models], outputs=[inside_plot, inside_text])
-    animate_btn.click(on_animate, [*chain_inputs, fps, run_state, ctx.extra_models], chain_outputs,
+    inside_io = dict(fn=on_inside, inputs=[run_state, inside_k, ctx.session], outputs=[inside_plot, inside_text])
+    animate_btn.click(on_animate, [*chain_inputs, fps, run_state, ctx.session], chain_outputs,
                       api_name="animate", show_progress="minimal", **compute).success(**inside_io, **private, **compute)
-    sample_btn.click(on_sample, [*chain_inputs, run_state, ctx.extra_models], chain_outputs, api_name="sample",
+    sample_btn.click(on_sample, [*chain_inputs, run_state, ctx.session], chain_outputs, api_name="sample",
                      **compute).success(**inside_io, **private, **compute)
     k_slider.input(scrub, [run_state, k_slider], frame, api_name="scrub", **render)
     k_slider.release(lambda k: max(1, widgets.check_int(k, "k", 0, 4000)), k_slider, inside_k, queue=False,
@@ -585,16 +585,16 @@ def build_tab(ctx: widgets.AppContext) -> None:
         **inside_io, **private, **compute)
     inside_btn.click(**inside_io, api_name="inside_step", **compute)
     inside_k.release(**inside_io, **private, **compute)
-    fwd_inputs = [model, fwd_k, n, seed, ctx.extra_models]
+    fwd_inputs = [model, fwd_k, n, seed, ctx.session]
     fwd_k.input(on_forward, fwd_inputs, [fwd_frame, fwd_text], api_name="forward_process", **render)
-    fwd_k.release(on_schedule, [model, fwd_k, ctx.extra_models], schedule, api_name="schedule", **render)
-    model.change(on_model, [model, ctx.extra_models], [k_slider, fwd_k, ddim_steps, inside_k], **private).then(
+    fwd_k.release(on_schedule, [model, fwd_k, ctx.session], schedule, api_name="schedule", **render)
+    model.change(on_model, [model, ctx.session], [k_slider, fwd_k, ddim_steps, inside_k], **private).then(
         on_forward, fwd_inputs, [fwd_frame, fwd_text], **private).then(
-        on_schedule, [model, fwd_k, ctx.extra_models], schedule, **private)
+        on_schedule, [model, fwd_k, ctx.session], schedule, **private)
     sampler.change(lambda s: gr.update(visible=s == "ddim"), sampler, ddim_steps, queue=False, **private)
-    vlb_btn.click(on_vlb, [model, variance, ctx.extra_models], [vlb_plot, vlb_text], api_name="vlb", **compute)
+    vlb_btn.click(on_vlb, [model, variance, ctx.session], [vlb_plot, vlb_text], api_name="vlb", **compute)
     gif_btn.click(export_gif, run_state, gif_file, api_name="export_gif", **compute)
-    ctx.extra_models.change(refresh_choices, [model, ctx.extra_models], model, **private)
-    ctx.demo.load(refresh_choices, [model, ctx.extra_models], model, **private).then(
+    ctx.models_changed.change(refresh_choices, [model, ctx.session], model, **private)
+    ctx.demo.load(refresh_choices, [model, ctx.session], model, **private).then(
         on_forward, fwd_inputs, [fwd_frame, fwd_text], **private).then(
-        on_schedule, [model, fwd_k, ctx.extra_models], schedule, **private)
+        on_schedule, [model, fwd_k, ctx.session], schedule, **private)

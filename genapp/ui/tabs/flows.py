@@ -54,9 +54,9 @@ def _latent(n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, 2, generator=widgets.generator(seed))
 
 
-def _held_out(flow, n: int, seed: int) -> torch.Tensor:
+def _held_out(flow, n: int, seed: int, extra: Mapping[str, Any] | None = None) -> torch.Tensor:
     """n fresh points of the flow's data (a named toy, or this session's drawing) for x -> z."""
-    x = trained_data.points(flow, n, seed + HELD_OUT_SEED)
+    x = trained_data.points(flow, n, seed + HELD_OUT_SEED, session=extra)
     if x is None:
         raise widgets.refuse(trained_data.missing("This flow", "x -> z to map"))
     return torch.from_numpy(x.copy())
@@ -85,7 +85,7 @@ def describe_model(model_name: Any, extra: Mapping[str, Any] | None = None) -> s
     params = sum(p.numel() for p in flow.parameters())
     label = families.get(c.kind).label
     return (f"**{model_name}**: {label}, {couplings}{scaling}, conditioners {c.depth} x {c.hidden} "
-            f"({params:,} parameters), trained on **{trained_data.describe(flow)}**.")
+            f"({params:,} parameters), trained on **{trained_data.describe(flow, session=extra)}**.")
 
 
 # -- z -> x and x -> z -------------------------------------------------------------------------------------------
@@ -117,7 +117,8 @@ def z_to_x(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
                                  subtitle="colour: angle and radius of z",
                                 corner=f"{n} points · seed {seed}")
     right = canvas.render_colored(cv, x.numpy(), colors,
-                                 canvas.draw_lines(cv, trained_data.backdrop(flow, size), lines_x, strong=axes),
+                                 canvas.draw_lines(cv, trained_data.backdrop(flow, size, session=extra), lines_x,
+                                                   strong=axes),
                                  title="x = f(z)", subtitle=f"{model_name} · the grid drawn through f")
     ld = log_det.numpy()
     text = (f"Mean $\\log|\\det J_f(z)|$ = **{ld.mean():.3f}** nats (range {ld.min():.2f} to {ld.max():.2f}): "
@@ -135,7 +136,7 @@ def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
     data-space grid pulled back by f^{-1}; a table says how Gaussian z came out. Returns (image, markdown)."""
     flow = _flow(model_name, extra)
     n, seed = widgets.check_points(n), widgets.check_seed(seed)
-    x = _held_out(flow, n, seed)
+    x = _held_out(flow, n, seed, extra)
     cv = widgets.canvas(size)
     lines = canvas.grid_lines(X_LIM, GRID_STEP)
     with torch.inference_mode():
@@ -144,9 +145,10 @@ def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
     colors = canvas.angle_radius_colors(x.numpy())
     axes = _axis_lines(X_LIM)
     left = canvas.render_colored(cv, x.numpy(), colors,
-                                canvas.draw_lines(cv, trained_data.backdrop(flow, size), lines, strong=axes),
+                                canvas.draw_lines(cv, trained_data.backdrop(flow, size, session=extra), lines,
+                                                  strong=axes),
                                 title="x: held-out data", subtitle="colour: angle and radius of x",
-                                corner=f"{trained_data.describe(flow)} · {n} points")
+                                corner=f"{trained_data.describe(flow, session=extra)} · {n} points")
     right = canvas.render_colored(cv, z.numpy(), colors, canvas.draw_lines(cv, _latent_backdrop(size), lines_z,
                                                                         strong=axes),
                                  title="z = f⁻¹(x)", subtitle=f"{model_name} · over N(0, I)")
@@ -165,7 +167,7 @@ def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
         f"The closer the columns, the better $f^{{-1}}$ *normalizes* the data. Mean "
         f"$\\log|\\det J_{{f^{{-1}}}}(x)|$ = {float(log_det.mean()):.3f} nats."
     )
-    if trained_data.is_drawing(flow):
+    if trained_data.is_drawing(flow, session=extra):
         text += " Here $x$ are fresh draws from your drawing's points (with the training jitter), not unseen data."
     return canvas.side_by_side(left, right, "f⁻¹"), text
 
@@ -198,7 +200,7 @@ def layer_view(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any =
         start, lim = _latent(n, seed), Z_LIM
         walk = flow.trajectory  # [z_0, ..., z_K], z_k = f_k(z_{k-1})
     else:
-        start, lim = _held_out(flow, n, seed), X_LIM
+        start, lim = _held_out(flow, n, seed, extra), X_LIM
         walk = flow.inverse_trajectory  # the same states from x: z_{k-1} = f_k^{-1}(z_k)   (1.33)
     lines = canvas.grid_lines(lim, GRID_STEP)
     with torch.inference_mode():
@@ -207,7 +209,7 @@ def layer_view(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any =
         log_dets = [float(layer(states[j])[1].mean()) for j, layer in enumerate(flow.layers)]  # log|det J_{f_j+1}|
     colors = canvas.angle_radius_colors(start.numpy())
     cv = widgets.canvas(size)
-    backdrop = trained_data.backdrop(flow, size) if k == K else _latent_backdrop(size) if k == 0 else \
+    backdrop = trained_data.backdrop(flow, size, session=extra) if k == K else _latent_backdrop(size) if k == 0 else \
         widgets.background("", size)
     base = canvas.draw_lines(cv, backdrop, line_states[k].numpy().reshape(lines.shape), strong=_axis_lines(lim))
     infos = flow.layer_info()
@@ -377,11 +379,11 @@ def inspect(model_name: Any, x1: Any, x2: Any, extra: Mapping[str, Any] | None =
     log_det = sum(terms)
     parts = "".join(f" {'-' if t < 0 else '+'} {abs(t):.3f}" for t in terms[::-1]).lstrip(" +")
     truth = ""
-    if trained_data.has_density(flow):
-        true_lp = float(trained_data.of(flow).log_prob(x.double()))
+    if trained_data.has_density(flow, session=extra):
+        true_lp = float(trained_data.of(flow, session=extra).log_prob(x.double()))
         truth = (f"| data's exact $\\log p^*(x)$ | "
                  f"{'-∞ (off its support)' if math.isinf(true_lp) else f'{true_lp:.4f}'} |\n")
-    elif trained_data.is_drawing(flow):
+    elif trained_data.is_drawing(flow, session=extra):
         truth = "| data's exact $\\log p^*(x)$ | n/a: a drawing has no exact density |\n"
     text = (
         "| | value |\n|---|---|\n"
@@ -410,10 +412,10 @@ def _test_set(dataset: str) -> tuple[torch.Tensor, np.ndarray | None]:
     return x, data.log_prob(x.double()).numpy() if data.has_density else None
 
 
-def _test_points(flow) -> tuple[torch.Tensor, np.ndarray | None]:
+def _test_points(flow, extra: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
     """The flow's test set: its named toy's (with exact log p* where there is one), or fresh draws from its drawing."""
-    if trained_data.is_drawing(flow):
-        return torch.from_numpy(trained_data.points(flow, TEST_POINTS, TEST_SEED).copy()), None
+    if trained_data.is_drawing(flow, session=extra):
+        return torch.from_numpy(trained_data.points(flow, TEST_POINTS, TEST_SEED, session=extra).copy()), None
     return _test_set(widgets.dataset_name(flow))
 
 
@@ -471,10 +473,10 @@ def likelihood(model_name: Any, extra: Mapping[str, Any] | None = None, with_ddp
     points, and the DDPM's variational bound L (1.11) for the same data (computed when `with_ddpm`, then kept).
     A flow trained on a drawing gets its own NLL on fresh draws from the drawing, and a note on what is missing."""
     flow = _flow(model_name, extra)
-    if trained_data.of(flow) is None:
+    if trained_data.of(flow, session=extra) is None:
         return trained_data.missing(model_name, "a test set to score it on")
-    dataset, drawn = widgets.dataset_name(flow), trained_data.is_drawing(flow)
-    x, log_p = _test_points(flow)
+    dataset, drawn = widgets.dataset_name(flow), trained_data.is_drawing(flow, session=extra)
+    x, log_p = _test_points(flow, extra)
     to_bits = 1 / (2 * math.log(2))
     rows = []
     if log_p is not None:
@@ -519,7 +521,7 @@ def export_files(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any
                                                                                        extra)[0]}
     left, right, _ = density(model_name, extra)
     images["density"] = canvas.side_by_side(left, right, "", gap=16)
-    if trained_data.of(flow) is not None:
+    if trained_data.of(flow, session=extra) is not None:
         images["x-to-z"] = x_to_z(model_name, n, seed, extra)[0]
     paths = []
     for name, image in images.items():
@@ -554,7 +556,7 @@ def export_gif(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: M
             frames.append(canvas.render_colored(cv, (1 - t) * states[k - 1] + t * states[k], colors,
                                                widgets.background("", GIF_SIZE), title=title,
                                                subtitle=layer_caption(infos[k - 1]), corner=str(model_name)))
-    frames.append(canvas.render_colored(cv, states[K], colors, trained_data.backdrop(flow, GIF_SIZE),
+    frames.append(canvas.render_colored(cv, states[K], colors, trained_data.backdrop(flow, GIF_SIZE, session=extra),
                                        title=f"z{str(K).translate(SUB)} = x", subtitle="the samples",
                                        corner=str(model_name)))
     return widgets.export_gif(frames, widgets.file_stem(model_name, f"seed{seed}", "layers"), fps=12)
@@ -687,7 +689,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
     def on_x_to_z(model, points, seed, extra):
         if not model:
             return blank("no flow checkpoint", 2), ""
-        if trained_data.of(_flow(model, extra)) is None:
+        if trained_data.of(_flow(model, extra), session=extra) is None:
             return blank("no data to map", 2), trained_data.missing(model, "x -> z to map")
         return x_to_z(model, points, seed, extra)
 
@@ -723,7 +725,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
     compute = dict(concurrency_id="compute", concurrency_limit=1)
     render = dict(concurrency_id="render", concurrency_limit=1, trigger_mode="always_last", show_progress="hidden")
     private = dict(api_visibility="private")
-    extra = ctx.extra_models
+    extra = ctx.session
     zx_io = dict(fn=on_z_to_x, inputs=[model, n, seed, extra], outputs=[zx_image, zx_text])
     xz_io = dict(fn=on_x_to_z, inputs=[model, n, seed, extra], outputs=[xz_image, xz_text])
     layer_io = dict(fn=on_layer, inputs=[model, n, seed, layer_k, source, extra], outputs=[layer_image, layer_md])
@@ -754,6 +756,6 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 .then(**likelihood_io, **name("flow_likelihood"), **render))
 
     refresh_all(model.change(on_model, [model, extra], [layer_k, info], **private), named=True)
-    extra.change(refresh_choices, [model, extra], model, **private)
+    ctx.models_changed.change(refresh_choices, [model, extra], model, **private)
     refresh_all(ctx.demo.load(refresh_choices, [model, extra], model, **private).then(
         on_model, [model, extra], [layer_k, info], **private), named=False)

@@ -5,7 +5,7 @@ or push it to the Hub.
 Plain callbacks first (plain values in, images / figures / text out; tested without a browser), then `build_tab`.
 Training is `genapp.train.train` on a worker thread of `genapp.jobs.JobManager` (at most two at once across users,
 the rest wait in line, one per session); the page polls it from a generator. A finished model goes into the
-session's `extra_models` under a name like `my-ddpm-moons-1`, which the DDPM and flows tabs list for that session.
+visitor's `Session` under a name like `my-ddpm-moons-1`, which the DDPM and flows tabs list for that session.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from genapp.io import hub
 from genapp.io.cards import model_card
 from genapp.render import canvas, figures, style
 from genapp.train import TrainResult, pick_device, train, training_record
-from genapp.ui import trained_data, widgets
+from genapp.ui import widgets
+from genapp.ui.session import MAX_MODELS, Session
 
 DRAWING = "my drawing"  # the dataset choice for the sketchpad / upload
 DRAWING_NAME = "drawing"  # config.dataset of a model trained on it
@@ -257,14 +258,13 @@ def run_training(job: jobs.Job, settings: TrainSettings, dataset) -> Outcome:
                    callback_every=CALLBACK_EVERY, should_stop=job.should_stop, progress=False,
                    time_limit=settings.seconds)
     model.cpu().eval()
-    trained_data.remember(model, dataset)  # a drawing is nowhere else: the other tabs' data panels need its points
     return Outcome(model, result, snapshot(model, result.steps))
 
 
 # -- what the page shows ----------------------------------------------------------------------------------------
 @dataclass
 class TrainedRun:
-    """A finished run of this session: the model's name in `extra_models` and what its card records."""
+    """A finished run of this session: the model's name in the session and what its card records."""
 
     name: str
     settings: TrainSettings
@@ -359,7 +359,7 @@ def train_session(settings: TrainSettings, points: np.ndarray | None, session: s
             return
         if job.error is not None:
             raise gr.Error(f"Training failed: {str(job.error)[:300]}") from None
-        yield _finish(job.result, settings, back, extra)
+        yield _finish(job.result, settings, back, extra, dataset)
     finally:
         job.stop()
         job.release()
@@ -396,15 +396,23 @@ def _follow(job: jobs.Job, settings: TrainSettings, back: np.ndarray, manager: j
         yield Update(status_html(f"Training {settings.describe()}", detail, fraction), figure, image)
 
 
-def _finish(outcome: Outcome, settings: TrainSettings, back: np.ndarray, extra: Mapping[str, Any] | None) -> Update:
+def _finish(outcome: Outcome, settings: TrainSettings, back: np.ndarray, extra: Mapping[str, Any] | None,
+            dataset: Any = None) -> Update:
+    """The finished run: its model kept in the session (`extra` itself when it is a Session, else a new Session
+    holding `extra`'s models too), with the data it was trained on."""
     result = outcome.result
     name = next_name(settings, extra)
+    session = extra if isinstance(extra, Session) else Session(models=dict(extra or {}))
+    dropped = session.add(name, outcome.model, dataset)
     training = training_record(result, settings.command())
     run = TrainedRun(name, settings, training)
     rate = result.steps / result.seconds if result.seconds > 0 else 0.0
     detail = (f"{result.steps:,} steps in {result.seconds:.1f} s ({rate:.0f} steps/s) on {result.device}. "
               f"Open the {'Diffusion (DDPM)' if settings.family == 'ddpm' else 'Flows'} tab and pick {name} "
               "(this browser session only), or download / push it below.")
+    if dropped:
+        detail += (f" This session keeps its {MAX_MODELS} newest models: {', '.join(dropped)} was dropped "
+                   "(download a model to keep it).")
     if result.status == "diverged":
         title, tone = f"{name}: the loss became NaN or infinite at step {result.steps + 1}", "warn"
         detail = "Training ended there; the weights of the last good step were kept. Try a smaller learning rate. " \
@@ -416,7 +424,7 @@ def _finish(outcome: Outcome, settings: TrainSettings, back: np.ndarray, extra: 
     image = render_snapshot(settings, outcome.snapshot, back, 1.0, final=True)
     return Update(status_html(title, detail, 1.0, tone),
                   loss_plot(settings, np.arange(1, result.steps + 1), result.losses, result.steps),
-                  image, {**(extra or {}), name: outcome.model}, run)
+                  image, session, run)
 
 
 def stop_session(session: str, manager: jobs.JobManager | None = None) -> bool:
@@ -606,12 +614,13 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 gr.update(visible=family_ != "ddpm"))
 
     def on_train(family_, dataset_, steps_, seconds_, lr_, batch_, hidden_, depth_, couplings_, num_steps_,
-                 schedule_, seed_, points, extra, request: gr.Request):
+                 schedule_, seed_, points, extra, version, request: gr.Request):
         settings = TrainSettings.check(family_, dataset_, steps_, seconds_, lr_, batch_, hidden_, depth_, couplings_,
                                        num_steps_, schedule_, seed_)
         for u in train_session(settings, points, request.session_hash, extra):
+            # a new model in the session: bump the counter the other tabs' model pickers listen to
             yield (u.status, gr.skip() if u.image is None else u.image, gr.skip() if u.loss is None else u.loss,
-                   gr.skip() if u.extra is None else u.extra, gr.skip() if u.run is None else u.run)
+                   gr.skip() if u.extra is None else (version or 0) + 1, gr.skip() if u.run is None else u.run)
 
     def on_stop(request: gr.Request):
         if not stop_session(request.session_hash):
@@ -633,8 +642,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
     private_api = dict(api_visibility="private")
     family.change(on_family, family, [steps, lr, batch, hidden, depth, ddpm_row, flow_row], queue=False,
                   **private_api)
-    train_btn.click(on_train, [*knobs, points_state, ctx.extra_models],
-                    [status, snap_image, loss, ctx.extra_models, run_state], api_name="train",
+    train_btn.click(on_train, [*knobs, points_state, ctx.session, ctx.models_changed],
+                    [status, snap_image, loss, ctx.models_changed, run_state], api_name="train",
                     concurrency_id="train", concurrency_limit=TRAINER.max_running + TRAINER.max_waiting,
                     show_progress="hidden")
     stop_btn.click(on_stop, None, None, api_name="train_stop", queue=False)
@@ -642,9 +651,9 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 trigger_mode="always_last", show_progress="hidden")
     sketch.change(inputs=[sketch, seed], api_name="train_drawing", **draw)
     upload.change(inputs=[upload, seed], **private_api, **draw)
-    download_btn.click(on_download, [run_state, ctx.extra_models], download_file, api_name="train_download",
+    download_btn.click(on_download, [run_state, ctx.session], download_file, api_name="train_download",
                        concurrency_id="compute", concurrency_limit=1)
-    push_btn.click(on_push, [run_state, ctx.extra_models, repo_id, token, private], [push_md, token],
+    push_btn.click(on_push, [run_state, ctx.session, repo_id, token, private], [push_md, token],
                    api_name="train_push", concurrency_id="push", concurrency_limit=2)
     ctx.demo.load(None, None, None, js=BRUSH_FIRST_JS, queue=False, **private_api)
     ctx.demo.unload(on_unload)
