@@ -103,6 +103,7 @@ class VLBTerms:
     L_kminus1: torch.Tensor = field(repr=False)  # entry j is L_{k-1} for k = j + 2, i.e. k = 2..N
     L_0: float
     data_dim: int
+    per_sample: torch.Tensor | None = field(default=None, repr=False)  # L(x_0) of each x_0 of the batch, (n,)
 
     @property
     def total(self) -> float:
@@ -115,6 +116,7 @@ class VLBTerms:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["L_kminus1"] = self.L_kminus1.tolist()
+        d["per_sample"] = None if self.per_sample is None else self.per_sample.tolist()
         return d | {"total": self.total, "bits_per_dim": self.bits_per_dim}
 
 
@@ -378,20 +380,24 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
         zero = torch.zeros((), dtype=torch.float64, device=self.device)
         N = self.num_steps
         # L_N: q(x_N | x_0) = N(sqrt(alpha_bar_N) x_0, (1 - alpha_bar_N) I) against the prior N(0, I).
-        L_N = gaussian_kl(self.alpha_bar[N].sqrt() * x_0.double(), 1 - self.alpha_bar[N], zero, zero + 1).mean()
+        per_sample = gaussian_kl(self.alpha_bar[N].sqrt() * x_0.double(), 1 - self.alpha_bar[N], zero, zero + 1)
+        L_N = per_sample.mean()
         L_kminus1 = torch.zeros(max(N - 1, 0), dtype=torch.float64)
         for k in range(2, N + 1):
             eps = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=x_0.dtype)
             x_k = self.q_sample(x_0, k, eps)
             mu_tilde, beta_tilde = self.q_posterior(x_k, x_0, k)
             mu_theta = self.p_mean(x_k, k, self.eps_theta(x_k, k))
-            L_kminus1[k - 2] = gaussian_kl(mu_tilde.double(), beta_tilde, mu_theta.double(), sigma_squared[k]).mean()
+            term = gaussian_kl(mu_tilde.double(), beta_tilde, mu_theta.double(), sigma_squared[k])  # (1.12)
+            L_kminus1[k - 2] = term.mean()
+            per_sample = per_sample + term
         eps = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=x_0.dtype)
         x_1 = self.q_sample(x_0, 1, eps)
         mu_theta = self.p_mean(x_1, 1, self.eps_theta(x_1, 1)).double()
         var_0 = torch.tensor(self.decoder_variance(variance), dtype=torch.float64, device=self.device)
         if decoder == "discretized":
-            L_0 = -discretized_gaussian_log_prob(x_0.double(), mu_theta, var_0, levels).mean()
+            L_0 = -discretized_gaussian_log_prob(x_0.double(), mu_theta, var_0, levels)
         else:
-            L_0 = -gaussian_log_prob(x_0.double(), mu_theta, var_0).mean()
-        return VLBTerms(float(L_N), L_kminus1, float(L_0), self.config.data_dim)
+            L_0 = -gaussian_log_prob(x_0.double(), mu_theta, var_0)
+        per_sample = per_sample + L_0
+        return VLBTerms(float(L_N), L_kminus1, float(L_0.mean()), self.config.data_dim, per_sample.cpu())
