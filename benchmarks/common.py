@@ -115,7 +115,7 @@ def package_version(name: str) -> str | None:
 def machine_info() -> dict:
     """What the numbers were measured on."""
     info = {
-        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "physical_cores": physical_cores(),

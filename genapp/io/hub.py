@@ -1,7 +1,8 @@
 """Pretrained names: checkpoints/ first, then the Hugging Face Hub; push. The folder format and its strict
 loader live in `genapp.io.checkpoint` (re-exported here: `save`, `load_dir`, `CheckpointError`).
 
-Names: `checkpoints/NAME` (env GENAPP_CHECKPOINTS moves the folder), else the Hub repo `<namespace>/genapp-NAME`,
+Names: `checkpoints/NAME` (env GENAPP_CHECKPOINTS moves the folder; an installed genapp carries the shipped ones
+as package data), else the Hub repo `<namespace>/genapp-NAME`,
 namespace from env GENAPP_HUB_NAMESPACE (default "genapp-lab"). Hub settings are read at call time: HF_ENDPOINT,
 HF_HUB_CACHE / HF_HOME, HF_HUB_OFFLINE (then only the cache is used), HF_HUB_DOWNLOAD_TIMEOUT (default 10 s).
 """
@@ -66,8 +67,13 @@ def _check_revision(revision: str | None) -> None:
 
 
 def checkpoints_dir() -> Path:
-    """The local checkpoints folder: env GENAPP_CHECKPOINTS, else checkpoints/ beside the genapp package."""
-    return Path(os.environ.get("GENAPP_CHECKPOINTS") or Path(__file__).resolve().parents[2] / "checkpoints")
+    """The local checkpoints folder: env GENAPP_CHECKPOINTS; else the copy an installed genapp carries as package
+    data (genapp/checkpoints, see pyproject.toml); else, in a checkout, checkpoints/ beside the genapp package."""
+    if os.environ.get("GENAPP_CHECKPOINTS"):
+        return Path(os.environ["GENAPP_CHECKPOINTS"])
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "checkpoints"
+    return packaged if packaged.is_dir() else package.parent / "checkpoints"
 
 
 def hub_repo_id(name: str) -> str:
