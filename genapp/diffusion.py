@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -177,6 +177,14 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
             self.net = UNet(config.data_shape[0], config.channels)
         else:
             self.net = EpsMLP(config.data_dim, config.hidden, config.depth, config.fourier_freqs, config.time_dim)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, **kwargs: Any) -> DDPM:
+        """A checkpoint folder or Hub repo id, through genapp's one strict loader (`genapp.io.hub.from_pretrained`),
+        not the mixin's (unchecked config.json, strict=False, a pytorch_model.bin fallback)."""
+        from genapp.io.hub import from_pretrained  # the io layer sits above the models: imported when called
+
+        return from_pretrained(cls, pretrained_model_name_or_path, **kwargs)
 
     # -- schedule ----------------------------------------------------------------------------------------
     @property

@@ -233,9 +233,12 @@ class Flow(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["normal
         self.layers = nn.ModuleList(layers)
 
     @classmethod
-    def _from_pretrained(cls, *, strict: bool = True, **kwargs: Any) -> "Flow":
-        """As the mixin's, but strict: a missing or unexpected weight is an error, not silently ignored."""
-        return super()._from_pretrained(strict=strict, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path: str, **kwargs: Any) -> "Flow":
+        """A checkpoint folder or Hub repo id, through genapp's one strict loader (`genapp.io.hub.from_pretrained`),
+        not the mixin's (unchecked config.json, strict=False, a pytorch_model.bin fallback)."""
+        from genapp.io.hub import from_pretrained  # the io layer sits above the models: imported when called
+
+        return from_pretrained(cls, pretrained_model_name_or_path, **kwargs)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x = f(z) and log|det J_f(z)| = sum_k log|det J_{f_k}(z_{k-1})|   (1.30)."""

@@ -47,3 +47,17 @@ def test_the_checkpoint_readme_table_matches_each_training_record():
         key = "vlb_gap" if name.startswith("ddpm") else "kl"
         assert int(steps.replace(",", "")) == record["training"]["steps"], name
         assert float(value) == pytest.approx(record["metrics"][key], abs=5e-4), name
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_from_pretrained_reads_every_shipped_folder_as_load_does(name):
+    """The Hub mixin's entry point and genapp.load are one loader: same class, config and weights."""
+    from genapp.diffusion import DDPM
+    from genapp.flows import Flow
+
+    folder = hub.checkpoints_dir() / name
+    model = (DDPM if name.startswith("ddpm") else Flow).from_pretrained(folder)
+    reference = hub.load_dir(folder)
+    assert type(model) is type(reference) and model.config == reference.config and not model.training
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))

@@ -411,6 +411,85 @@ def test_a_malformed_hub_checkpoint_names_the_cached_file(server):
         hub.load("ddpm-moons")
 
 
+# -- from_pretrained: the mixin's entry point, genapp's loader ---------------------------------------------------
+@pytest.fixture
+def no_mixin_loader(monkeypatch):
+    """Make the mixin's own loading path explode, so a test proves it is never taken."""
+    from huggingface_hub import ModelHubMixin, PyTorchModelHubMixin
+
+    def explode(*args, **kwargs):
+        raise AssertionError("the mixin's loader was used")
+
+    monkeypatch.setattr(PyTorchModelHubMixin, "_from_pretrained", classmethod(explode))
+    monkeypatch.setattr(ModelHubMixin, "_decode_arg", classmethod(explode))
+
+
+def test_save_pretrained_output_loads_back_through_from_pretrained_and_load(tmp_path, no_mixin_loader):
+    from genapp.flows import Flow, FlowConfig
+
+    model = tiny_ddpm()
+    model.save_pretrained(tmp_path / "plain")  # the mixin's own folder: no "family" key, a name that says nothing
+    loaded = DDPM.from_pretrained(tmp_path / "plain")
+    assert isinstance(loaded, DDPM) and loaded.config == model.config and not loaded.training
+    assert torch.equal(outputs(loaded), outputs(model))
+    model.save_pretrained(tmp_path / "checkpoints" / "ddpm-moons")
+    assert torch.equal(outputs(hub.load("ddpm-moons")), outputs(model))
+    torch.manual_seed(1)
+    flow = Flow(FlowConfig(kind="nice", num_couplings=3, hidden=8, depth=1))
+    flow.save_pretrained(tmp_path / "flow")
+    loaded = Flow.from_pretrained(str(tmp_path / "flow"))
+    assert loaded.config.kind == "nice" and torch.equal(outputs(loaded), outputs(flow))
+    with pytest.raises(CheckpointError, match=r"flow/config\.json: holds a NICE \(Flow\), not a DDPM"):
+        DDPM.from_pretrained(tmp_path / "flow")
+    with pytest.raises(CheckpointError, match=r"plain/config\.json: does not match FlowConfig"):  # no family key
+        Flow.from_pretrained(tmp_path / "plain")
+    with pytest.raises(CheckpointError, match=r"ddpm-moons/config\.json: holds a DDPM \(DDPM\), not a Flow"):
+        Flow.from_pretrained(hub.save(model, tmp_path / "ddpm-moons"))
+
+
+def test_from_pretrained_is_the_strict_loader(tmp_path, no_mixin_loader):
+    folder = hub.save(tiny_ddpm(), tmp_path / "ddpm-moons", card=CARD)
+    with pytest.raises(TypeError, match="no config overrides \\(hidden\\)"):
+        DDPM.from_pretrained(folder, hidden=32)
+    with pytest.raises(ValueError, match="strictly"):
+        DDPM.from_pretrained(folder, strict=False)
+    for corruption in ("missing tensor", "unknown key", "nan weight"):
+        corrupt, filename, what = CORRUPTIONS[corruption]
+        corrupt(hub.save(tiny_ddpm(), folder))
+        with pytest.raises(CheckpointError, match=rf"{filename}: .*{what}"):
+            DDPM.from_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(_booby_trap(tmp_path / "unpickled"))
+    with pytest.raises(CheckpointError, match="never loads pickled weights"):
+        DDPM.from_pretrained(folder)
+    assert not (tmp_path / "unpickled").exists()
+
+
+def test_from_pretrained_through_the_hub(server, monkeypatch, no_mixin_loader):
+    from genapp.flows import Flow, FlowConfig
+
+    model = tiny_ddpm()
+    server.revisions["v1"] = "fedcba9876543210fedcba9876543210fedcba98"
+    publish(server, "ddpm-moons", model)
+    flow = Flow(FlowConfig(num_couplings=2, hidden=4, depth=1))
+    hub.save(flow, server.root / "someone" / "my-flow")
+    assert torch.equal(outputs(DDPM.from_pretrained("genapp-lab/genapp-ddpm-moons", revision="v1")), outputs(model))
+    assert ("HEAD", "/genapp-lab/genapp-ddpm-moons/resolve/v1/model.safetensors") in server.requests
+    assert torch.equal(outputs(Flow.from_pretrained("someone/my-flow", token="hf_test")), outputs(flow))
+    assert not any("pytorch_model.bin" in path for _, path in server.requests)
+    with pytest.raises(CheckpointNotFoundError, match="there is no Hub repo someone/nothing"):
+        Flow.from_pretrained("someone/nothing")
+    with pytest.raises(CheckpointError, match="holds a DDPM"):
+        Flow.from_pretrained("genapp-lab/genapp-ddpm-moons")
+    with pytest.raises(ValueError, match="neither a checkpoint folder nor a Hub repo id"):
+        DDPM.from_pretrained("no-such-folder")
+    server.stop()
+    go_offline(monkeypatch)
+    assert torch.equal(outputs(DDPM.from_pretrained("genapp-lab/genapp-ddpm-moons", revision="v1")), outputs(model))
+    with pytest.raises(HubError, match="not in the cache"):
+        DDPM.from_pretrained("genapp-lab/genapp-ddpm-moons", revision="v2")
+
+
 def test_push_then_load_from_the_hub(server, tmp_path, monkeypatch):
     model = tiny_ddpm()
     local = hub.save(model, tmp_path / "checkpoints" / "ddpm-moons", card=CARD)
@@ -450,7 +529,9 @@ def test_push_refuses_bad_arguments_and_malformed_folders(server, tmp_path, monk
 
 
 # -- nothing can unpickle -----------------------------------------------------------------------------------------
-UNSAFE = re.compile(r"torch\.load\(|\bpickle\b|weights_only\s*=\s*False|allow_pickle\s*=\s*True|\bfrom_pretrained\(")
+# `.from_pretrained(` on anything (the mixin's, which unpickles pytorch_model.bin): genapp's own override is the
+# bare function genapp.io.hub.from_pretrained, which goes through load_dir.
+UNSAFE = re.compile(r"torch\.load\(|\bpickle\b|weights_only\s*=\s*False|allow_pickle\s*=\s*True|\._?from_pretrained\(")
 
 
 def test_no_code_path_can_unpickle():

@@ -55,21 +55,29 @@ def save(model: nn.Module, directory: str | Path, card: str | None = None) -> Pa
     return directory
 
 
-def load_dir(path: str | Path, map_location: str | torch.device = "cpu", *, family: str | None = None) -> nn.Module:
+def load_dir(path: str | Path, map_location: str | torch.device = "cpu", *, family: str | None = None,
+             model_cls: type[nn.Module] | None = None) -> nn.Module:
     """Load a checkpoint folder strictly (see the module docstring), in eval mode on `map_location`.
 
     `family` is a hint for folders whose config.json lacks the key (else the folder name `<family>-...` decides);
-    if both are given they must agree. Weights must have the dtypes of the model built from the config under the
-    current default dtype (float32 unless changed).
+    if both are given they must agree. `model_cls` (from_pretrained's class): the folder must hold one; it also
+    names the family of a plain `save_pretrained` folder (a Flow's from its config's `kind`). Weights must have the
+    dtypes of the model built from the config under the current default dtype (float32 unless changed).
     """
     folder = Path(path)
     config_path, weights_path = folder / "config.json", folder / "model.safetensors"
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a checkpoint folder (config.json + model.safetensors + README.md)")
     raw = read_config(config_path)
-    family = _pick_family(raw.pop("family", None), family, folder.name, config_path)
+    stored = raw.pop("family", None)
+    if stored is None and family is None and family_of_name(folder.name) is None and model_cls is not None:
+        family = _family_of_class(model_cls, raw)
+    family = _pick_family(stored, family, folder.name, config_path)
     family_ = families.get(family)
-    model_cls, config_cls = family_.model_cls, family_.config_cls
+    if model_cls is not None and not issubclass(model_cls, family_.model_cls):
+        raise CheckpointError(f"{config_path}: holds a {family_.label} ({family_.model_cls.__name__}), "
+                              f"not a {model_cls.__name__}")
+    model_cls, config_cls = model_cls or family_.model_cls, family_.config_cls
     config = _build_config(config_cls, raw, config_path)
     if getattr(config, "kind", family) != family:
         raise CheckpointError(f"{config_path}: family {family!r} but kind {config.kind!r}")
@@ -82,6 +90,16 @@ def load_dir(path: str | Path, map_location: str | torch.device = "cpu", *, fami
     except RuntimeError as error:
         raise CheckpointError(f"{weights_path}: {error}") from error
     return model.to(map_location).eval()
+
+
+def _family_of_class(model_cls: type[nn.Module], raw: dict) -> str | None:
+    """The family a config.json without the key holds when `model_cls` is asked for: a flow's `kind`."""
+    for name in families.names():
+        family_ = families.get(name)
+        if issubclass(model_cls, family_.model_cls):
+            kind = raw.get("kind", getattr(family_.config_cls, "kind", name))  # DDPMConfig has no kind
+            return kind if kind in families.names() else None
+    return None
 
 
 def read_config(path: Path) -> dict:

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from genapp.families import family_of_name
@@ -137,7 +138,8 @@ def load(name: str, revision: str | None = None, *, timeout: float | None = None
             if revision is None and folder.is_dir():
                 model = load_dir(folder, family=family_of_name(name))
             else:
-                model = load_dir(_download(name, revision, _timeout(timeout)), family=family_of_name(name))
+                folder = _download(hub_repo_id(name), revision, _timeout(timeout), name=name)
+                model = load_dir(folder, family=family_of_name(name))
             _CACHE[name, revision] = model
         return _CACHE[name, revision]
 
@@ -187,14 +189,53 @@ def _card_metrics(path: Path) -> dict[str, float]:
     return {str(k): v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _not_found(name: str, what: str) -> str:
-    """The reason first (what the Hub said), then the local names: a shortened message keeps the reason."""
+def _not_found(name: str | None, what: str) -> str:
+    """The reason first (what the Hub said), then the local names: a shortened message keeps the reason.
+    `name` None: a repo asked for by its id (from_pretrained), not by a checkpoint name."""
+    if name is None:
+        return what
     local = ", ".join(_local_names()) or "none"
     return f"unknown checkpoint {name!r}: {what}; nor is it in {checkpoints_dir()} (local checkpoints: {local})"
 
 
-def _download(name: str, revision: str | None, timeout: float) -> Path:
-    """Fetch config.json, model.safetensors and README.md of `name` into the Hub cache; return their folder.
+def from_pretrained(model_cls: type[nn.Module], model_id: str | Path, *, revision: str | None = None,
+                    cache_dir: str | Path | None = None, force_download: bool = False, token: str | bool | None = None,
+                    local_files_only: bool = False, map_location: str | torch.device = "cpu", strict: bool = True,
+                    timeout: float | None = None, **model_kwargs: Any) -> nn.Module:
+    """What `DDPM.from_pretrained` and `Flow.from_pretrained` do: a checkpoint folder, or a Hub repo id fetched
+    by the same download as `load` (config.json + model.safetensors, header and size checks, timeouts, the cache),
+    then read by the one strict loader `load_dir`. The mixin's own path is never taken: it would parse
+    config.json unchecked and load with strict=False (and fall back to pickled weights).
+
+    The folder must hold a `model_cls` (a DDPM asked of a flow's folder is a CheckpointError). Config overrides
+    (the mixin's **model_kwargs) are refused: config.json alone says what the weights are.
+    """
+    if model_kwargs:
+        raise TypeError(f"{model_cls.__name__}.from_pretrained takes no config overrides ({', '.join(model_kwargs)}):"
+                        " config.json alone defines the model")
+    if strict is not True:
+        raise ValueError("genapp loads checkpoints strictly (strict=True): every weight present, none unexpected")
+    if os.path.isdir(model_id):
+        return load_dir(model_id, map_location, model_cls=model_cls)
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id = str(model_id)
+    if repo_id.count("/") != 1:
+        raise ValueError(f"{repo_id!r:.100} is neither a checkpoint folder nor a Hub repo id 'namespace/name'")
+    validate_repo_id(repo_id)
+    _check_revision(revision)
+    folder = _download(repo_id, revision, _timeout(timeout), token=token, cache_dir=cache_dir,
+                       force_download=force_download, local_files_only=local_files_only)
+    return load_dir(folder, map_location, model_cls=model_cls)
+
+
+def _download(repo_id: str, revision: str | None, timeout: float, *, name: str | None = None,
+              token: str | bool | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
+              local_files_only: bool = False) -> Path:
+    """Fetch config.json, model.safetensors and README.md of `repo_id` into the Hub cache; return their folder.
+
+    `name`: the checkpoint name asked for (`load`), for messages that list the local ones. `token`, `cache_dir`,
+    `force_download`, `local_files_only` as in huggingface_hub (`local_files_only`: the cache only, as offline).
 
     First one HEAD request for model.safetensors with `timeout` and no retries (huggingface_hub retries a
     silent server for minutes). Then hf_hub_download per file (config.json at `revision`, which records the
@@ -211,12 +252,13 @@ def _download(name: str, revision: str | None, timeout: float) -> Path:
         RevisionNotFoundError,
     )
 
-    repo_id, rev, endpoint, cache_dir = hub_repo_id(name), revision or "main", _endpoint(), _cache_dir()
+    rev, endpoint, cache_dir = revision or "main", _endpoint(), str(cache_dir or _cache_dir())
     where = f"{repo_id}@{rev} on {endpoint}"
 
     def fetch(filename: str, revision: str, local_files_only: bool = False) -> Path:
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
-                                    etag_timeout=timeout, local_files_only=local_files_only))
+                                    etag_timeout=timeout, local_files_only=local_files_only, token=token,
+                                    force_download=force_download and not local_files_only))
 
     def from_cache() -> Path | None:
         try:
@@ -226,14 +268,14 @@ def _download(name: str, revision: str | None, timeout: float) -> Path:
             return None
         return folder
 
-    if _offline():
+    if _offline() or local_files_only:
         if (folder := from_cache()) is not None:
             return folder
-        raise HubError(_not_found(name, f"the Hub is off (HF_HUB_OFFLINE=1): {repo_id}@{rev} is not in the "
-                                        f"cache {cache_dir}"))
+        off = "local_files_only=True" if local_files_only and not _offline() else "the Hub is off (HF_HUB_OFFLINE=1)"
+        raise HubError(_not_found(name, f"{off}: {repo_id}@{rev} is not in the cache {cache_dir}"))
     try:
         url = hf_hub_url(repo_id, "model.safetensors", revision=rev, endpoint=endpoint)
-        size = get_hf_file_metadata(url, timeout=timeout, endpoint=endpoint).size or 0
+        size = get_hf_file_metadata(url, token=token, timeout=timeout, endpoint=endpoint).size or 0
     except RevisionNotFoundError as error:
         raise CheckpointNotFoundError(f"revision {rev!r} does not exist in {repo_id} on {endpoint}") from error
     except RepositoryNotFoundError as error:  # also a private repo without a valid token, and GatedRepoError
