@@ -10,9 +10,9 @@ import pytest
 import torch
 from test_train_tab import ring, settings
 
-from genapp import jobs
 from genapp.render import style
 from genapp.ui import trained_data, widgets
+from genapp.ui.session import Session
 from genapp.ui.tabs import diffusion as ddpm_tab
 from genapp.ui.tabs import flows as flows_tab
 from genapp.ui.tabs import train as train_tab
@@ -32,12 +32,11 @@ def train_on(image: np.ndarray, families: tuple[str, ...], extra=None):
     """Train tiny models on `image` exactly as the tab does (drawing -> points -> train_session); the session that
     keeps them (and the drawing each was trained on)."""
     points = train_tab.drawing_points({"background": None, "layers": [], "composite": image}, 0)
-    manager = jobs.JobManager(max_running=1, max_waiting=4, name="test-drawn")
+    extra = extra if extra is not None else Session()
     for family in families:
-        final = list(train_tab.train_session(settings(family, train_tab.DRAWING, steps=20), points, "s", extra,
-                                             manager, poll=0.01, every=0.0))[-1]
-        assert final.extra is not None, final.status
-        extra = final.extra
+        final = list(train_tab.train_session(settings(family, train_tab.DRAWING, steps=20), points, extra,
+                                             every=0.05))[-1]
+        assert final.extra is extra, final.status
     return extra
 
 

@@ -1,9 +1,12 @@
 """The Train tab's callbacks, called directly (no server, no browser), with tiny models and budgets: progress
 arrives while training runs, Stop keeps the model, the model works in the DDPM / flows tabs of its own session only,
-the zip loads back, the push reaches a local Hub, drawings train, the line of waiting jobs shows positions."""
+the zip loads back, the push reaches a local Hub, drawings train; one run per session. Gradio's queue (at most
+MAX_TRAINING at once, the line with positions) is checked on the wiring here and through a server in
+tests/test_browser_train.py."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 import zipfile
@@ -16,9 +19,12 @@ import torch
 from huggingface_hub import constants
 from matplotlib.figure import Figure
 
-from genapp import families, jobs
+from genapp import data, families
 from genapp.io import hub
+from genapp.lab import train as lab
+from genapp.lab.grid import density_grid
 from genapp.ui import widgets
+from genapp.ui.session import Session
 from genapp.ui.tabs import diffusion as ddpm_tab
 from genapp.ui.tabs import train as tab
 
@@ -33,20 +39,15 @@ def settings(family: str = "ddpm", dataset: str = "moons", **kw) -> tab.TrainSet
     return tab.TrainSettings.check(family, dataset, **(TINY | kw))
 
 
-@pytest.fixture
-def manager() -> jobs.JobManager:
-    return jobs.JobManager(max_running=2, max_waiting=4, name="test-train")
-
-
 @pytest.fixture(autouse=True)
 def fast_snapshots(monkeypatch):
     monkeypatch.setattr(tab, "SNAPSHOT_EVERY_S", 0.0)  # a snapshot at every report
     monkeypatch.setattr(tab, "CALLBACK_EVERY", 5)
 
 
-def trained(family: str, session: str, manager, extra=None, **kw) -> tuple[list[tab.Update], dict, tab.TrainedRun]:
-    updates = list(tab.train_session(settings(family, **kw), None, session, extra or {}, manager, poll=0.01,
-                                     every=0.0))
+def trained(family: str, session: Session | None = None, **kw) -> tuple[list[tab.Update], Session, tab.TrainedRun]:
+    """Train a tiny model as the train event does; the Updates it showed, the session that keeps it, its run."""
+    updates = list(tab.train_session(settings(family, **kw), None, session or Session(), every=0.05))
     final = updates[-1]
     assert final.extra is not None and final.run is not None, final.status
     return updates, final.extra, final.run
@@ -83,26 +84,92 @@ def test_command_reproduces_the_run_from_the_cli():
     assert "no command" in settings("ddpm", tab.DRAWING).command()
 
 
-# -- training ---------------------------------------------------------------------------------------------------
+# -- the live record and the snapshot (genapp.lab.train) ---------------------------------------------------------
+def tiny(family: str = "ddpm", dataset: str = "moons") -> torch.nn.Module:
+    torch.manual_seed(0)
+    return tab.new_model(settings(family, dataset))
+
+
+def test_a_ddpm_snapshot_is_a_ddim_sample_from_fixed_noise():
+    model = tiny("ddpm").train()
+    first, again = lab.snapshot(model, 7), lab.snapshot(model, 7)
+    assert first.step == 7 and first.log_px is None and first.points.shape == (lab.SNAPSHOT_POINTS, 2)
+    np.testing.assert_array_equal(first.points, again.points)  # the same noise: only the model changes a snapshot
+    g = torch.Generator().manual_seed(lab.SNAPSHOT_SEED)
+    with torch.no_grad():
+        x = model.eval().sample(lab.SNAPSHOT_POINTS, generator=g, ddim_steps=min(lab.SNAPSHOT_DDIM_STEPS, 20))
+    np.testing.assert_allclose(first.points, x.numpy(), rtol=0, atol=1e-6)
+    assert lab.snapshot(model.train(), 7) and model.training  # the mode it found the model in
+
+
+@pytest.mark.parametrize("family", ["nice", "realnvp"])
+def test_a_flow_snapshot_is_its_density_on_the_coarse_grid(family):
+    flow = tiny(family)
+    snap = lab.snapshot(flow, 3)
+    assert snap.points is None and snap.log_px.shape == (lab.SNAPSHOT_GRID, lab.SNAPSHOT_GRID)
+    np.testing.assert_array_equal(snap.log_px, density_grid(flow, grid=100, lim=4, mass_samples=0).log_px)
+    x = torch.tensor([[-3.96, 3.96], [0.04, -0.04]])  # the centres of the top-left cell and of one near 0
+    with torch.no_grad():
+        expected = flow.log_prob(x).double().numpy()  # (1.29)
+    np.testing.assert_allclose([snap.log_px[0, 0], snap.log_px[50, 50]], expected, rtol=1e-5)
+    cell = 2 * snap.lim / lab.SNAPSHOT_GRID
+    assert abs(np.exp(snap.log_px).sum() * cell**2 - 1) < 0.02  # an untrained flow is near N(0, I): mass in the box
+
+
+def test_the_live_record_follows_the_run_to_its_end():
+    live = lab.start(tiny("realnvp"), data.get("moons"), steps=37, seconds=60, lr=3e-3, batch_size=64,
+                     ema_decay=None, seed=0, snapshot_every=0.0, callback_every=5)
+    assert live.wait(60) and live.done and live.error is None
+    result = live.result
+    assert result.status == "finished" and result.steps == 37 and live.step == 37 and live.fraction == 1.0
+    assert live.steps == [*range(5, 36, 5), 37] and live.losses == [result.losses[s - 1] for s in live.steps]
+    assert live.snapshot.step == 37 and live.final.step == 37  # a snapshot at every report (snapshot_every = 0)
+    assert not live.model.training and next(live.model.parameters()).device.type == "cpu"
+
+
+def test_the_live_record_stops_promptly_and_keeps_errors():
+    live = lab.start(tiny("ddpm"), data.get("moons"), steps=50_000, seconds=60, lr=3e-3, batch_size=64,
+                     ema_decay=None, seed=0, callback_every=5)
+    wait_until(lambda: live.step > 0)
+    start = time.perf_counter()
+    live.stop()
+    assert live.wait(10) and time.perf_counter() - start < 5
+    assert live.result.status == "stopped" and 0 < live.result.steps < 50_000 and live.fraction < 1
+
+    class Broken:
+        def sample(self, n, generator=None):
+            raise RuntimeError("no data here")
+
+    live = lab.start(tiny("nice"), Broken(), steps=10, seconds=10, lr=3e-3, batch_size=8, ema_decay=None, seed=0)
+    assert live.wait(10) and live.result is None and "no data here" in str(live.error)
+
+
+# -- training in the tab ------------------------------------------------------------------------------------------
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("family", families.names())
-def test_progress_arrives_then_the_model_joins_the_session(family, manager):
-    updates, extra, run = trained(family, "s1", manager)
-    live = [u for u in updates[:-1] if "Training" in u.status]
-    assert live, [u.status[:80] for u in updates]
-    assert any(isinstance(u.loss, Figure) for u in live) and any(u.image is not None for u in live)
+def test_progress_arrives_then_the_model_joins_the_session(family):
+    updates, session, run = trained(family)
+    live = [u for u in updates[:-1] if u.run is None]
+    assert live and any(isinstance(u.loss, Figure) for u in live) and any(u.image is not None for u in live)
     name = f"my-{family}-moons-1"
-    assert run.name == name and list(extra) == [name]
+    assert run.name == name and list(session) == [name] and session.data_of(session[name]) is not None
     assert run.training["steps"] == 60 and run.training["status"] == "finished" and run.training["device"] == "cpu"
-    assert "is ready" in updates[-1].status and isinstance(updates[-1].loss, Figure)
+    assert updates[-1].extra is session and isinstance(updates[-1].loss, Figure)
     assert updates[-1].image.shape == (480, 480, 3)
-    model = extra[name]
+    model = session[name]
     assert not model.training and next(model.parameters()).device.type == "cpu"
-    assert manager.counts() == (0, 0) and manager.job_of("s1") is None
+    assert session.job is None  # the run is over: the session may train again
 
 
-def test_a_trained_ddpm_samples_in_the_ddpm_tab_of_its_session_only(manager):
-    _, extra_a, run = trained("ddpm", "a", manager)
-    extra_b = {}  # another browser session: its own (empty) dict
+def test_a_trained_ddpm_samples_in_the_ddpm_tab_of_its_session_only():
+    _, extra_a, run = trained("ddpm")
+    extra_b = Session()  # another browser session
     assert run.name in widgets.model_choices("ddpm", extra_a)
     assert run.name not in widgets.model_choices("ddpm", extra_b)
     image, chain = ddpm_tab.sample(ddpm_tab.ChainSettings.check(run.name, 50, 0, "beta_tilde", "ddim", 5),
@@ -112,68 +179,79 @@ def test_a_trained_ddpm_samples_in_the_ddpm_tab_of_its_session_only(manager):
         ddpm_tab.sample(ddpm_tab.ChainSettings.check(run.name, 50, 0, "beta_tilde", "ddim", 5), extra=extra_b)
 
 
-def test_a_trained_flow_draws_in_the_flows_tab(manager):
+def test_a_trained_flow_draws_in_the_flows_tab():
     flows_tab = pytest.importorskip("genapp.ui.tabs.flows")
-    _, extra, run = trained("nice", "a", manager)
+    _, extra, run = trained("nice")
     assert run.name in widgets.model_choices(("nice", "realnvp"), extra)
     image, text = flows_tab.z_to_x(run.name, 100, 0, extra)
     assert image.ndim == 3 and "log" in text
     left, right, _ = flows_tab.density(run.name, extra)
     assert left.shape == right.shape
     with pytest.raises(gr.Error):
-        flows_tab.z_to_x(run.name, 100, 0, {})
+        flows_tab.z_to_x(run.name, 100, 0, Session())
 
 
-def test_names_count_up_within_a_session(manager):
-    _, extra, _ = trained("realnvp", "a", manager, steps=10)
-    _, extra, run = trained("realnvp", "a", manager, extra, steps=10)
-    assert run.name == "my-realnvp-moons-2" and sorted(extra) == ["my-realnvp-moons-1", "my-realnvp-moons-2"]
+def test_names_count_up_within_a_session():
+    _, session, _ = trained("realnvp", steps=10)
+    _, session, run = trained("realnvp", session, steps=10)
+    assert run.name == "my-realnvp-moons-2" and sorted(session) == ["my-realnvp-moons-1", "my-realnvp-moons-2"]
 
 
-def test_stop_ends_training_and_keeps_the_model(manager):
-    stream = tab.train_session(settings("ddpm", steps=50_000, seconds=60), None, "a", {}, manager, poll=0.01,
-                               every=0.0)
+def test_stop_ends_training_and_keeps_the_model_once():
+    session = Session()
+    stream = tab.train_session(settings("ddpm", steps=50_000, seconds=60), None, session, every=0.05)
     start = time.perf_counter()
     for update in stream:
-        if "Training" in update.status and update.loss is not None:
+        if update.loss is not None:
             break
-    assert tab.stop_session("a", manager)
-    final = list(stream)[-1]
+    stopped = tab.stop_session(session)  # the Stop button: its own outputs are the final Update
     assert time.perf_counter() - start < 15
-    assert "stopped" in final.status and final.run.training["status"] == "stopped"
-    assert 0 < final.run.training["steps"] < 50_000
-    name = final.run.name
-    x = final.extra[name].sample(20, generator=torch.Generator().manual_seed(0), ddim_steps=5)
+    assert stopped.run.training["status"] == "stopped" and 0 < stopped.run.training["steps"] < 50_000
+    assert list(stream) == [stopped]  # the train event ends with the same Update: the model is kept once
+    assert list(session) == [stopped.run.name] and session.job is None
+    x = session[stopped.run.name].sample(20, generator=torch.Generator().manual_seed(0), ddim_steps=5)
     assert torch.isfinite(x).all()
+    assert tab.stop_session(session) is None  # nothing trains now
 
 
-def test_one_job_per_session_and_the_line_shows_positions(monkeypatch):
-    manager = jobs.JobManager(max_running=1, max_waiting=4)
+def test_one_run_per_session_while_another_session_trains():
+    a, b = Session(), Session()
     long = settings("ddpm", steps=50_000, seconds=60)
-    first = tab.train_session(long, None, "a", {}, manager, poll=0.01, every=0.0)
-    next(first)  # a is training
-    with pytest.raises(gr.Error, match="already have a training job"):
-        next(tab.train_session(long, None, "a", {}, manager, poll=0.01, every=0.0))
-    second = tab.train_session(settings("ddpm", steps=10), None, "b", {}, manager, poll=0.01, every=0.0)
-    waiting = next(second)
-    assert "number 1 in line" in waiting.status and "at most 1 at once" in waiting.status
-    tab.stop_session("a", manager)
-    list(first)
-    final = list(second)[-1]  # b ran once a's slot was free
-    assert "is ready" in final.status and final.run.name == "my-ddpm-moons-1"
+    first = tab.train_session(long, None, a, every=0.05)
+    next(first)  # a trains
+    assert tab._busy(a) and not tab._busy(b)
+    with pytest.raises(gr.Error, match="already have a model training"):
+        next(tab.train_session(long, None, a, every=0.05))
+    final_b = list(tab.train_session(settings("ddpm", steps=10), None, b, every=0.05))[-1]  # b is not held up
+    assert final_b.run.name == "my-ddpm-moons-1" and list(b) == ["my-ddpm-moons-1"]
+    assert tab._busy(a) and a.job.live.result is None  # a still trains
+    stopped = tab.stop_session(a)
+    assert list(first)[-1] is stopped and list(a) == ["my-ddpm-moons-1"]
 
 
-def test_leaving_the_page_stops_the_job(manager):
-    stream = tab.train_session(settings("ddpm", steps=50_000, seconds=60), None, "a", {}, manager, poll=0.01,
-                               every=0.0)
+def test_leaving_the_page_stops_the_run():
+    session = Session()
+    stream = tab.train_session(settings("ddpm", steps=50_000, seconds=60), None, session, every=0.05)
     next(stream)
-    job = manager.job_of("a")
-    stream.close()  # what gradio does when the client goes away
-    assert job.wait(10) and job.result is None  # stopped, and released
-    assert manager.job_of("a") is None
+    live = session.job.live
+    stream.close()  # what gradio does when the client goes away, or when Stop cancels the event
+    assert live.wait(10) and live.result.status == "stopped"
+    assert not tab._busy(session)  # the ended run does not hold the session
+    final = list(tab.train_session(settings("nice", steps=10), None, session, every=0.05))[-1]
+    assert final.run.name == "my-nice-moons-1"
 
 
-def test_nan_loss_is_reported_and_the_last_good_weights_kept(manager, monkeypatch):
+def test_the_session_closing_stops_the_run():
+    session = Session()
+    stream = tab.train_session(settings("ddpm", steps=50_000, seconds=60), None, session, every=0.05)
+    next(stream)
+    live = session.job.live
+    session.close()  # the state's delete callback (time to live) stops the job
+    assert live.wait(10) and live.result.status == "stopped"
+    stream.close()
+
+
+def test_nan_loss_is_reported_and_the_last_good_weights_kept(monkeypatch):
     class Poisoned:  # moons for a while, then NaN
         calls = 0
 
@@ -183,10 +261,23 @@ def test_nan_loss_is_reported_and_the_last_good_weights_kept(manager, monkeypatc
             return x * float("nan") if Poisoned.calls > 12 else x
 
     monkeypatch.setattr(tab, "make_dataset", lambda s, points: Poisoned())
-    final = list(tab.train_session(settings("realnvp"), None, "a", {}, manager, poll=0.01, every=0.0))[-1]
-    assert "NaN or infinite" in final.status and final.run.training["status"] == "diverged"
+    final = list(tab.train_session(settings("realnvp"), None, Session(), every=0.05))[-1]
+    assert final.run.training["status"] == "diverged" and final.run.training["steps"] == 12
+    assert "NaN or infinite at step 13" in final.status
     model = final.extra[final.run.name]
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_failed_run_is_a_short_error_and_frees_the_session(monkeypatch):
+    class Broken:
+        def sample(self, n, generator=None):
+            raise RuntimeError("no data here")
+
+    monkeypatch.setattr(tab, "make_dataset", lambda s, points: Broken())
+    session = Session()
+    with pytest.raises(gr.Error, match="Training failed: no data here"):
+        list(tab.train_session(settings("nice"), None, session, every=0.05))
+    assert session.job is None and len(session) == 0
 
 
 # -- drawings ---------------------------------------------------------------------------------------------------
@@ -197,19 +288,18 @@ def ring(size: int = 120) -> np.ndarray:
     return img
 
 
-def test_a_drawing_previews_and_trains_every_family(manager):
+def test_a_drawing_previews_and_trains_every_family():
     points = tab.drawing_points({"background": None, "layers": [], "composite": ring()}, 0)
     assert points.shape == (tab.DRAWING_POINTS, 2)
     assert np.abs(np.hypot(points[:, 0], points[:, 1]) - 3.1).max() < 0.5  # on the ring
     assert tab.preview(points).shape == (480, 480, 3)
     for family in families.names():
-        final = list(tab.train_session(settings(family, tab.DRAWING, steps=10), points, "a", {}, manager,
-                                       poll=0.01, every=0.0))[-1]
+        final = list(tab.train_session(settings(family, tab.DRAWING, steps=10), points, Session(), every=0.05))[-1]
         assert final.run.name == f"my-{family}-drawing-1"
         assert final.extra[final.run.name].config.dataset == "drawing"
 
 
-def test_an_empty_or_missing_drawing_is_not_an_error_until_training_needs_it(manager):
+def test_an_empty_or_missing_drawing_is_not_an_error_until_training_needs_it():
     assert tab.drawing_points(None) is None
     assert tab.drawing_points({"composite": np.zeros((50, 50, 4), dtype=np.uint8)}) is None
     assert tab.preview(None).shape == (480, 480, 3)
@@ -218,8 +308,8 @@ def test_an_empty_or_missing_drawing_is_not_an_error_until_training_needs_it(man
         one[10, 10] = (0, 0, 0, 255)
         tab.drawing_points({"composite": one})
     with pytest.raises(gr.Error, match="Draw a shape"):
-        next(tab.train_session(settings("ddpm", tab.DRAWING), None, "a", {}, manager))
-    assert manager.job_of("a") is None
+        next(tab.train_session(settings("ddpm", tab.DRAWING), None, session := Session()))
+    assert session.job is None
 
 
 def test_an_uploaded_black_on_white_image_works_like_a_drawing():
@@ -237,8 +327,8 @@ def outputs(model) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("family", ["ddpm", "realnvp"])
-def test_the_zip_is_a_checkpoint_folder_that_loads_back(family, manager, tmp_path):
-    _, extra, run = trained(family, "a", manager, steps=10)
+def test_the_zip_is_a_checkpoint_folder_that_loads_back(family, tmp_path):
+    _, extra, run = trained(family, steps=10)
     path = Path(tab.export_checkpoint(run, extra))
     assert path.name == f"{run.name}.zip"
     with zipfile.ZipFile(path) as z:
@@ -269,8 +359,8 @@ def server(tmp_path, monkeypatch):
     srv.stop()
 
 
-def test_push_publishes_the_checkpoint_with_its_card(server, manager):
-    _, extra, run = trained("ddpm", "a", manager, steps=10)
+def test_push_publishes_the_checkpoint_with_its_card(server):
+    _, extra, run = trained("ddpm", steps=10)
     token = "hf_secret_test_token_123"
     text = tab.push_to_hub(run, extra, " someone/genapp-mine ", token)
     pushed = server.root / "someone" / "genapp-mine"
@@ -280,8 +370,8 @@ def test_push_publishes_the_checkpoint_with_its_card(server, manager):
     assert "someone/genapp-mine" in text and "commit" in text and token not in text
 
 
-def test_push_failures_are_clear_and_never_echo_the_token(server, manager):
-    _, extra, run = trained("ddpm", "a", manager, steps=10)
+def test_push_failures_are_clear_and_never_echo_the_token(server):
+    _, extra, run = trained("ddpm", steps=10)
     token = "hf_secret_test_token_123"
     server.mode = "401"
     with pytest.raises(gr.Error) as info:
@@ -311,6 +401,27 @@ def test_the_tab_is_in_the_app_with_its_endpoints():
     sketch = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "train-sketch")
     assert f'"{sketch.elem_id}"' in tab.BRUSH_FIRST_JS
     assert isinstance(sketch, gr.Sketchpad) and sketch.brush and not sketch.transforms and not sketch.sources
+
+
+def test_gradio_queue_runs_the_training_and_stop_reaches_it():
+    """The wiring that replaces a job manager: the train event is a generator in Gradio's queue, at most
+    MAX_TRAINING at once across visitors (its line shows each its place on the status); a check before the queue
+    refuses a second run of the session at once; Stop answers at once and cancels the train event."""
+    from genapp.ui import build_demo
+
+    demo = build_demo()
+    by_name = {fn.api_name: (i, fn) for i, fn in demo.fns.items() if fn.api_name}
+    index, train = by_name["train"]
+    assert train.concurrency_id == "train" and train.concurrency_limit == tab.MAX_TRAINING == 2
+    assert train.queue and train.inputs_as_dict is False and inspect.isgeneratorfunction(train.fn)
+    status = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "train-status")
+    assert train.show_progress == "full" and [b._id for b in train.show_progress_on] == [status._id]
+    check = next(fn for fn in demo.fns.values() if fn.fn is not None and fn.fn.__name__ == "on_check")
+    assert not check.queue and check.api_visibility == "private"
+    _, stop = by_name["train_stop"]
+    assert not stop.queue and stop.outputs == train.outputs  # Stop shows the kept model itself
+    cancel = [fn for fn in demo.fns.values() if fn.is_cancel_function and fn.targets == stop.targets]
+    assert len(cancel) == 1 and cancel[0].cancels == [index]
 
 
 def test_the_loss_plot_shows_the_entropy_floor_for_flows():

@@ -3,18 +3,19 @@ the loss and the model's samples (DDPM) or density (flows) as it learns, then us
 or push it to the Hub.
 
 Plain callbacks first (plain values in, images / figures / text out; tested without a browser), then `build_tab`.
-Training is `genapp.train.train` on a worker thread of `genapp.jobs.JobManager` (at most two at once across users,
-the rest wait in line, one per session); the page polls it from a generator. A finished model goes into the
-visitor's `Session` under a name like `my-ddpm-moons-1`, which the DDPM and flows tabs list for that session.
+The train event is a generator through Gradio's queue: `concurrency_limit=MAX_TRAINING` runs at most that many at
+once across all visitors, the rest wait in Gradio's line, which shows each its position. A run trains on a thread
+of its own (`genapp.lab.train.start`) and the generator shows its live record every STATUS_EVERY_S. One run per
+visitor: it is their `Session.job` while it trains. Stop sets the run's stop flag (and cancels an event still in
+line); a closed generator (the visitor left) stops the run too. A finished model goes into the visitor's `Session`
+under a name like `my-ddpm-moons-1`, which the DDPM and flows tabs list for that session.
 """
 
 from __future__ import annotations
 
-import html
-import math
 import shlex
 import shutil
-import time
+import threading
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,14 +26,16 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from genapp import data, families, jobs
+from genapp import data, families
 from genapp.data import drawing
 from genapp.io import hub
 from genapp.io.cards import model_card
+from genapp.lab import train as lab
 from genapp.render import canvas, figures, style
-from genapp.train import TrainResult, pick_device, train, training_record
+from genapp.train import pick_device, training_record
 from genapp.ui import widgets
 from genapp.ui.session import MAX_MODELS, Session
+from genapp.ui.text import train as text
 
 DRAWING = "my drawing"  # the dataset choice for the sketchpad / upload
 DRAWING_NAME = "drawing"  # config.dataset of a model trained on it
@@ -41,7 +44,7 @@ DRAWING_JITTER = 0.03  # data units of Gaussian jitter on those points: a stroke
 SCHEDULES = ("linear", "cosine")
 DEVICE = pick_device("auto")
 ON_GPU = DEVICE.type == "cuda"
-# (lowest, highest) of every knob: what this machine serves in about a minute per job
+# (lowest, highest) of every knob: what this machine serves in about a minute per run
 LIMITS: dict[str, tuple[float, float]] = {
     "steps": (10, 50_000),
     "seconds": (2, 600 if ON_GPU else 120),
@@ -55,13 +58,10 @@ LIMITS: dict[str, tuple[float, float]] = {
 DEFAULT_SECONDS = 60
 SNAPSHOT_EVERY_S = 2.0  # a new snapshot (samples or density) and loss curve this often
 STATUS_EVERY_S = 0.5  # the progress bar and status line this often
-POLL_S = 0.1
+STOP_WAIT_S = 30.0  # the Stop button waits at most this long for the run to end (one step, one snapshot)
 CALLBACK_EVERY = 10  # steps between progress reports (train keeps a copy of the weights at each)
-SNAPSHOT_POINTS = 600  # DDPM: a quick DDIM sample of this many points
-SNAPSHOT_DDIM_STEPS = 25
-DENSITY_GRID = 100  # flows: p_x on a 100 x 100 grid over [-4, 4]^2
-MAX_TRAINING = 2  # jobs at once across all users: each takes one core of this 2-core machine
-TRAINER = jobs.JobManager(max_running=MAX_TRAINING, max_waiting=16, name="genapp-train")
+MAX_TRAINING = 2  # runs at once across all visitors: each takes one core of this 2-core machine
+_CLAIM = threading.Lock()  # one check-and-set of a Session.job at a time
 
 
 # -- settings ---------------------------------------------------------------------------------------------------
@@ -106,9 +106,8 @@ class TrainSettings:
         return DRAWING_NAME if self.dataset == DRAWING else self.dataset
 
     def describe(self) -> str:
-        net = (f"N = {self.num_steps}, {self.schedule}, MLP {self.hidden} x {self.depth}" if self.family == "ddpm"
-               else f"{self.couplings} couplings, MLPs {self.hidden} x {self.depth}")
-        return f"{families.get(self.family).label} on {self.dataset} · {net} · lr {self.lr:g}, batch {self.batch_size}"
+        return text.describe(families.get(self.family).label, self.dataset, self.family, self.num_steps,
+                             self.schedule, self.hidden, self.depth, self.couplings, self.lr, self.batch_size)
 
     def command(self) -> str:
         """The CLI command that trains the same model (a drawing has none)."""
@@ -174,7 +173,7 @@ def make_dataset(settings: TrainSettings, points: np.ndarray | None):
     if settings.dataset != DRAWING:
         return data.get(settings.dataset)
     if points is None:
-        raise gr.Error("Draw a shape (or upload a black-on-white image) first, then train on “my drawing”.")
+        raise widgets.refuse(text.NEED_DRAWING)
     return data.PointCloud(torch.as_tensor(np.asarray(points, dtype=np.float32)), DRAWING_JITTER, DRAWING_NAME)
 
 
@@ -185,109 +184,7 @@ def backdrop(settings: TrainSettings, points: np.ndarray | None) -> np.ndarray:
     return widgets.background(settings.dataset)
 
 
-# -- training (on a worker thread) ------------------------------------------------------------------------------
-@dataclass
-class Snapshot:
-    """The model at one moment: DDPM samples (n, 2), or a flow's log p_x on a grid (G, G), row 0 at the top."""
-
-    step: int
-    points: np.ndarray | None = None
-    log_px: np.ndarray | None = None
-
-
-@dataclass
-class Live:
-    """What the worker publishes while it trains (lists only grow; the reader copies a prefix)."""
-
-    started: float = field(default_factory=time.perf_counter)
-    steps: list[int] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    snapshot: Snapshot | None = None
-
-
-@dataclass
-class Outcome:
-    model: torch.nn.Module
-    result: TrainResult
-    snapshot: Snapshot
-
-
-@torch.no_grad()
-def snapshot(model: torch.nn.Module, step: int) -> Snapshot:
-    """A cheap look at the model: a DDIM sample of a few hundred points, or p_x on a coarse grid (1.29).
-    The same noise every time, so successive snapshots show the model changing, not the draw."""
-    was_training = model.training
-    model.eval()
-    try:
-        g = torch.Generator().manual_seed(1234)
-        if hasattr(model, "ddim_chain"):
-            x = model.sample(SNAPSHOT_POINTS, generator=g, ddim_steps=min(SNAPSHOT_DDIM_STEPS, model.num_steps))
-            return Snapshot(step, points=x.float().cpu().numpy())
-        lim = style.DEFAULT_LIM
-        axis = (np.arange(DENSITY_GRID, dtype=np.float32) + 0.5) * (2 * lim / DENSITY_GRID) - lim
-        xx, yy = np.meshgrid(axis, axis[::-1])
-        grid = torch.from_numpy(np.stack([xx, yy], axis=-1).reshape(-1, 2))
-        p = next(model.parameters())
-        log_px = model.log_prob(grid.to(device=p.device, dtype=p.dtype))
-        return Snapshot(step, log_px=log_px.double().cpu().numpy().reshape(DENSITY_GRID, DENSITY_GRID))
-    finally:
-        model.train(was_training)
-
-
-def run_training(job: jobs.Job, settings: TrainSettings, dataset) -> Outcome:
-    """Train a fresh model for `settings` on `dataset`, publishing a `Live` report; stops when the job is stopped.
-    Ends with the model on the CPU in eval mode (the tabs sample there)."""
-    torch.manual_seed(settings.seed)
-    model = new_model(settings)
-    live = Live()
-    job.report(live)
-    last = [-math.inf]
-
-    def callback(step: int, loss: float, m: torch.nn.Module) -> None:
-        live.losses.append(loss)
-        live.steps.append(step)
-        now = time.perf_counter()
-        if now - last[0] >= SNAPSHOT_EVERY_S:
-            live.snapshot = snapshot(m, step)
-            last[0] = time.perf_counter()
-        job.report(live)
-
-    recipe = families.get(settings.family).recipe
-    result = train(model, dataset, steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
-                   ema_decay=recipe["ema"] or None, device="auto", seed=settings.seed, callback=callback,
-                   callback_every=CALLBACK_EVERY, should_stop=job.should_stop, progress=False,
-                   time_limit=settings.seconds)
-    model.cpu().eval()
-    return Outcome(model, result, snapshot(model, result.steps))
-
-
 # -- what the page shows ----------------------------------------------------------------------------------------
-@dataclass
-class TrainedRun:
-    """A finished run of this session: the model's name in the session and what its card records."""
-
-    name: str
-    settings: TrainSettings
-    training: dict
-
-
-def status_html(title: str, detail: str = "", fraction: float | None = None, tone: str = "run") -> str:
-    """A status line with a progress bar (HTML; every value is escaped)."""
-    color = {"run": style.SAMPLES, "done": "#2a9d8f", "wait": style.MUTED, "warn": "#b45309"}[tone]
-    bar = ""
-    if fraction is not None:
-        width = 100 * min(max(fraction, 0.0), 1.0)
-        bar = (f'<div style="height:8px;border-radius:4px;background:{style.GRID};overflow:hidden;margin:6px 0 4px">'
-               f'<div style="height:100%;width:{width:.1f}%;background:{color};transition:width .3s"></div></div>')
-    return (f'<div id="train-status-box" data-tone="{tone}"><div style="font-weight:600;color:{color}">'
-            f'{html.escape(title)}</div>{bar}<div style="font-size:.9em;color:{style.MUTED}">{html.escape(detail)}'
-            "</div></div>")
-
-
-def _progress(settings: TrainSettings, step: int, elapsed: float) -> float:
-    return max(step / settings.steps, elapsed / settings.seconds)
-
-
 def loss_plot(settings: TrainSettings, steps: list[int] | np.ndarray, losses: list[float] | np.ndarray,
               total_steps: int | None = None) -> Figure:
     """The loss curve; a flow's NLL beside the data entropy H, its floor, where the dataset has a density."""
@@ -302,7 +199,7 @@ def loss_plot(settings: TrainSettings, steps: list[int] | np.ndarray, losses: li
                              title=f"{families.get(settings.family).label} on {settings.dataset}")
 
 
-def render_snapshot(settings: TrainSettings, snap: Snapshot | None, back: np.ndarray, fraction: float,
+def render_snapshot(settings: TrainSettings, snap: lab.Snapshot | None, back: np.ndarray, fraction: float,
                     final: bool = False) -> np.ndarray:
     """The snapshot as a frame: DDPM samples over the data, or a flow's density p_x."""
     cv = widgets.canvas()
@@ -311,7 +208,7 @@ def render_snapshot(settings: TrainSettings, snap: Snapshot | None, back: np.nda
                          progress=fraction)
     when = f"step {snap.step:,}"
     if snap.points is not None:
-        what = "samples x₀" if final else f"DDIM, {SNAPSHOT_DDIM_STEPS} steps"
+        what = "samples x₀" if final else f"DDIM, {lab.SNAPSHOT_DDIM_STEPS} steps"
         return cv.render(snap.points, back, title=when, subtitle=f"{what}: {len(snap.points)} points",
                          progress=fraction)
     px = np.exp(snap.log_px)
@@ -320,11 +217,15 @@ def render_snapshot(settings: TrainSettings, snap: Snapshot | None, back: np.nda
                                subtitle="density pₓ(x) (1.29)", bar_label="pₓ(x)", bar_ticks=("0", f"{top:.3g}"))
 
 
-def next_name(settings: TrainSettings, extra: Mapping[str, Any] | None) -> str:
-    """my-<family>-<dataset>-<i>, with i one more than this session's highest so far."""
-    stem = f"my-{settings.family}-{settings.data_name}-"
-    taken = [int(name[len(stem):]) for name in (extra or {}) if name.startswith(stem) and name[len(stem):].isdigit()]
-    return f"{stem}{max(taken, default=0) + 1}"
+
+# -- training ---------------------------------------------------------------------------------------------------
+@dataclass
+class TrainedRun:
+    """A finished run of this session: the model's name in the session and what its card records."""
+
+    name: str
+    settings: TrainSettings
+    training: dict
 
 
 @dataclass
@@ -334,108 +235,127 @@ class Update:
     status: str
     loss: Figure | None = None
     image: np.ndarray | None = None
-    extra: dict | None = None
+    extra: Session | None = None
     run: TrainedRun | None = None
 
 
-def train_session(settings: TrainSettings, points: np.ndarray | None, session: str,
-                  extra: Mapping[str, Any] | None = None, manager: jobs.JobManager | None = None,
-                  poll: float = POLL_S, every: float = STATUS_EVERY_S) -> Iterator[Update]:
-    """Queue a training job for `session` and follow it: the queue position while it waits, then the progress bar
-    every `every` seconds with the loss curve and snapshot whenever the worker has a new one (every
-    SNAPSHOT_EVERY_S), then the finished model added to `extra` (a new dict).
-    Leaving the generator early (the page closed) stops the job."""
-    manager = manager or TRAINER
-    dataset = make_dataset(settings, points)
-    back = backdrop(settings, points)
+@dataclass(eq=False)
+class Training:
+    """A visitor's run: their `Session.job` while it trains. Its live record, and once it has ended the Update
+    that keeps its model in the session, made once by whichever asks first: the train event or the Stop button."""
+
+    settings: TrainSettings
+    live: lab.Live
+    session: Session
+    dataset: Any
+    back: np.ndarray
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    update: Update | None = None
+
+    @property
+    def running(self) -> bool:
+        return not self.live.done
+
+    def stop(self) -> None:
+        self.live.stop()
+
+    def finish(self, timeout: float | None = None) -> Update | None:
+        """The final Update once the run has ended (None if it has not within `timeout` s); gr.Error if it failed."""
+        if not self.live.wait(timeout):
+            return None
+        with self.lock:
+            if self.update is None:
+                self.update = _finish(self)
+            return self.update
+
+
+def _busy(session: Session) -> bool:
+    return getattr(session.job, "running", False)
+
+
+def begin(settings: TrainSettings, points: np.ndarray | None, session: Session) -> Training:
+    """Start training a fresh model for `settings` on its own thread as `session`'s job; gr.Error if the session
+    has a run that has not ended, or needs a drawing it lacks."""
+    dataset, back = make_dataset(settings, points), backdrop(settings, points)
+    with _CLAIM:
+        if _busy(session):
+            raise widgets.refuse(text.ALREADY_TRAINING)
+        torch.manual_seed(settings.seed)
+        live = lab.start(new_model(settings), dataset, steps=settings.steps, seconds=settings.seconds, lr=settings.lr,
+                         batch_size=settings.batch_size, ema_decay=families.get(settings.family).recipe["ema"] or None,
+                         seed=settings.seed, snapshot_every=SNAPSHOT_EVERY_S, callback_every=CALLBACK_EVERY)
+        session.job = Training(settings, live, session, dataset, back)
+        return session.job
+
+
+def train_session(settings: TrainSettings, points: np.ndarray | None, session: Session,
+                  every: float = STATUS_EVERY_S) -> Iterator[Update]:
+    """Train as `session`'s job and follow it: the progress bar every `every` seconds, with the loss curve and
+    snapshot whenever the run has a new snapshot, then the finished model kept in `session`.
+    Closing the generator early (the visitor left, or Stop cancelled the event) stops the run."""
+    run = begin(settings, points, session)
     try:
-        job = manager.submit(session, lambda j: run_training(j, settings, dataset))
-    except jobs.JobLimitError as error:
-        raise gr.Error(f"Training: {error}") from None
-    try:
-        yield from _follow(job, settings, back, manager, poll, every)
-        if job.state == "cancelled":
-            yield Update(status_html("Stopped before it started", "Nothing was trained.", None, "wait"))
-            return
-        if job.error is not None:
-            raise gr.Error(f"Training failed: {str(job.error)[:300]}") from None
-        yield _finish(job.result, settings, back, extra, dataset)
+        yield from _follow(run, every)
+        yield run.finish()
     finally:
-        job.stop()
-        job.release()
+        run.stop()
 
 
-def _follow(job: jobs.Job, settings: TrainSettings, back: np.ndarray, manager: jobs.JobManager, poll: float,
-            every: float) -> Iterator[Update]:
-    shown_position, shown_snapshot, last_yield, first = None, None, -math.inf, True
-    while not job.wait(poll):
-        if job.state == "queued":
-            position = job.position
-            if position != shown_position and position:
-                running, waiting = manager.counts()
-                shown_position = position
-                yield Update(status_html(f"Waiting: number {position} in line",
-                                         f"{running} model(s) train now; at most {manager.max_running} at once on "
-                                         f"this machine. Yours starts as soon as one ends.", 0.0, "wait"))
-            continue
-        live: Live | None = job.report_value
-        if live is None or time.perf_counter() - last_yield < every:
-            continue
-        last_yield = time.perf_counter()
+def _follow(run: Training, every: float) -> Iterator[Update]:
+    live, settings, shown, first = run.live, run.settings, None, True
+    while not live.wait(0.0 if first else every):
         n = len(live.steps)
-        steps, losses = live.steps[:n], live.losses[:n]
-        elapsed = time.perf_counter() - live.started
-        step = steps[-1] if steps else 0
-        fraction = _progress(settings, step, elapsed)
-        detail = (f"step {step:,} of at most {settings.steps:,} · {elapsed:.0f} s of {settings.seconds:g} s · "
-                  + (f"loss {losses[-1]:.4f} · " if losses else "") + f"on {DEVICE.type}")
-        snap, image, figure = live.snapshot, None, None
-        if snap is not shown_snapshot or first:
-            image, shown_snapshot, first = render_snapshot(settings, snap, back, fraction), snap, False
-            figure = loss_plot(settings, steps, losses) if steps else None
-        yield Update(status_html(f"Training {settings.describe()}", detail, fraction), figure, image)
+        steps, losses, snap = live.steps[:n], live.losses[:n], live.snapshot
+        status = text.training(settings.describe(), live.step, settings.steps, live.elapsed, settings.seconds,
+                               losses[-1] if n else None, DEVICE.type, live.fraction)
+        image = figure = None
+        if snap is not shown or first:
+            image, shown = render_snapshot(settings, snap, run.back, live.fraction), snap
+            figure = loss_plot(settings, steps, losses) if n else None
+        first = False
+        yield Update(status, figure, image)
 
 
-def _finish(outcome: Outcome, settings: TrainSettings, back: np.ndarray, extra: Mapping[str, Any] | None,
-            dataset: Any = None) -> Update:
-    """The finished run: its model kept in the session (`extra` itself when it is a Session, else a new Session
-    holding `extra`'s models too), with the data it was trained on."""
-    result = outcome.result
-    name = next_name(settings, extra)
-    session = extra if isinstance(extra, Session) else Session(models=dict(extra or {}))
-    dropped = session.add(name, outcome.model, dataset)
-    training = training_record(result, settings.command())
-    run = TrainedRun(name, settings, training)
-    rate = result.steps / result.seconds if result.seconds > 0 else 0.0
-    detail = (f"{result.steps:,} steps in {result.seconds:.1f} s ({rate:.0f} steps/s) on {result.device}. "
-              f"Open the {'Diffusion (DDPM)' if settings.family == 'ddpm' else 'Flows'} tab and pick {name} "
-              "(this browser session only), or download / push it below.")
-    if dropped:
-        detail += (f" This session keeps its {MAX_MODELS} newest models: {', '.join(dropped)} was dropped "
-                   "(download a model to keep it).")
-    if result.status == "diverged":
-        title, tone = f"{name}: the loss became NaN or infinite at step {result.steps + 1}", "warn"
-        detail = "Training ended there; the weights of the last good step were kept. Try a smaller learning rate. " \
-                 + detail
-    elif result.status == "stopped":
-        title, tone = f"{name}: stopped; the model is kept as it was", "done"
-    else:
-        title, tone = f"{name} is ready", "done"
-    image = render_snapshot(settings, outcome.snapshot, back, 1.0, final=True)
-    return Update(status_html(title, detail, 1.0, tone),
+def _finish(run: Training) -> Update:
+    """The ended run: its model kept in the session with the data it was trained on, the final status, loss
+    curve and snapshot."""
+    live, settings, session = run.live, run.settings, run.session
+    if session.job is run:
+        session.job = None
+    if live.error is not None:
+        raise gr.Error(f"Training failed: {str(live.error)[:300]}") from None
+    result = live.result
+    name = next_name(settings, session)
+    dropped = session.add(name, live.model, run.dataset)
+    trained = TrainedRun(name, settings, training_record(result, settings.command()))
+    tab = "Diffusion (DDPM)" if settings.family == "ddpm" else "Flows"
+    image = render_snapshot(settings, live.final, run.back, 1.0, final=True)
+    return Update(text.finished(name, result, tab, dropped, MAX_MODELS),
                   loss_plot(settings, np.arange(1, result.steps + 1), result.losses, result.steps),
-                  image, session, run)
+                  image, session, trained)
 
 
-def stop_session(session: str, manager: jobs.JobManager | None = None) -> bool:
-    """The Stop button: end this session's job (waiting or running); False if it has none."""
-    return (manager or TRAINER).stop(session)
+def stop_session(session: Any, timeout: float = STOP_WAIT_S) -> Update | None:
+    """The Stop button: end the session's run and return its final Update (the model is kept); None if nothing
+    trains in this session."""
+    run = session.job if isinstance(session, Session) else None
+    if run is None:
+        return None
+    run.stop()
+    return run.finish(timeout)
+
+
+def next_name(settings: TrainSettings, extra: Mapping[str, Any] | None) -> str:
+    """my-<family>-<dataset>-<i>, with i one more than this session's highest so far."""
+    stem = f"my-{settings.family}-{settings.data_name}-"
+    taken = [int(name[len(stem):]) for name in (extra or {}) if name.startswith(stem) and name[len(stem):].isdigit()]
+    return f"{stem}{max(taken, default=0) + 1}"
 
 
 # -- use it: download, push -------------------------------------------------------------------------------------
 def _model_of(run: TrainedRun | None, extra: Mapping[str, Any] | None) -> torch.nn.Module:
     if run is None or not extra or run.name not in extra:
-        raise gr.Error("Train a model first; then it can be downloaded or pushed.")
+        raise widgets.refuse(text.NO_MODEL)
     return extra[run.name]
 
 
@@ -462,9 +382,9 @@ def push_to_hub(run: TrainedRun | None, extra: Mapping[str, Any] | None, repo_id
     Returns markdown with the commit link. The token is required: the server's own credentials are never used."""
     _model_of(run, extra)
     if not isinstance(repo_id, str) or not 3 <= len(repo_id.strip()) <= 96 or repo_id.strip().count("/") != 1:
-        raise gr.Error("Repo id must look like 'your-name/genapp-my-model'.")
+        raise widgets.refuse(text.BAD_REPO)
     if not isinstance(token, str) or not token.strip() or len(token.strip()) > 256:
-        raise gr.Error("Paste a Hugging Face access token with write permission.")
+        raise widgets.refuse(text.BAD_TOKEN)
     repo_id, token = repo_id.strip(), token.strip()
     folder = save_checkpoint(run, extra)
     try:
@@ -474,22 +394,10 @@ def push_to_hub(run: TrainedRun | None, extra: Mapping[str, Any] | None, repo_id
         raise gr.Error(f"Push failed: {message}") from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return f"Pushed **{run.name}** to [`{repo_id}`]({url.split('/commit/')[0]}) ([commit]({url}))."
+    return text.pushed(run.name, repo_id, url)
 
 
 # -- layout ------------------------------------------------------------------------------------------------------
-INTRO = r"""
-Train your own model and watch it learn. A **DDPM** minimises $L_\text{simple}$ (1.26); a **flow** minimises the
-negative log-likelihood (1.31), which can only fall to the data's entropy $H$. Every minute-long run below reaches a
-recognisable model of moons on a laptop CPU. Finished models appear in the DDPM and flows tabs for *this browser
-session* (as `my-<family>-<dataset>-<i>`), and can be downloaded or pushed to the Hub.
-"""
-EXPLAIN_DRAW = r"""
-Draw on the canvas (the brush is ready), or upload a black-on-white picture. Every dark pixel is equally likely; a
-point is a uniform position inside one, and the drawing is scaled so its longer side spans $[-3.5, 3.5]$. Training
-draws from these points with a little Gaussian jitter (0.03), so thin strokes become thin bands. The dataset switches
-to **my drawing** when you draw; every family can train on it.
-"""
 # gradio 6.31's Sketchpad comes up (and comes back after "Clear canvas") with no tool chosen: a veil saying "select the
 # draw tool to start" covers the canvas and takes the first press. Whenever that veil is on a live canvas, pick the
 # first tool, the brush (no crop, no upload here), so the first stroke draws. Runs in the page from its load.
@@ -501,35 +409,21 @@ BRUSH_FIRST_JS = """() => {
     }
   }, 250);
 }"""
-EXPLAIN_USE = """
-**Use it.** The model joins the DDPM or flows tab's list (this session only). Download: the checkpoint folder as a
-zip (`config.json`, `model.safetensors`, a model card), as in `checkpoints/`; `genapp.io.hub.load_dir` reads it.
-Push: the same folder to a Hub repo of yours; the token serves this upload only, and is never kept or shown.
-"""
-
-
-def blank_snapshot() -> np.ndarray:
-    return widgets.canvas().render(np.zeros((0, 2)), widgets.background("moons"), title="press ▶ Train",
-                                  subtitle="samples (DDPM) or density (flows) appear here")
-
-
-def limits_markdown() -> str:
-    rows = [("steps", "Steps"), ("seconds", "Time limit (s)"), ("lr", "Learning rate"), ("batch_size", "Batch size"),
-            ("hidden", "Width"), ("depth", "Depth (hidden layers)"), ("couplings", "Couplings (flows)"),
-            ("num_steps", "N (DDPM)")]
-    table = "".join(f"| {label} | {LIMITS[key][0]:g} | {LIMITS[key][1]:g} |\n" for key, label in rows)
-    return (f"| knob | lowest | highest |\n|---|---|---|\n{table}\nBounds for this machine ({DEVICE.type}): one job "
-            f"per browser session, at most {TRAINER.max_running} training at once across all users (the rest wait "
-            "in line), each ending at its step limit or its time limit, whichever comes first.")
-
 
 def number(knob: str, value: float, label: str, elem_id: str) -> gr.Number:
     """A number field bounded by LIMITS[knob], its range written under the label."""
     lo, hi = LIMITS[knob]
-    integer = knob != "lr"
-    text = f"{lo:,g} – {hi:,g}" if knob != "lr" else f"{lo:g} – {hi:g}"
-    return gr.Number(value, precision=0 if integer else None, minimum=lo, maximum=hi, label=label, info=text,
-                     elem_id=elem_id, min_width=120)
+    return gr.Number(value, precision=None if knob == "lr" else 0, minimum=lo, maximum=hi, label=label,
+                     info=f"{lo:g} – {hi:g}" if knob == "lr" else f"{lo:,g} – {hi:,g}", elem_id=elem_id, min_width=120)
+
+
+def blank_snapshot() -> np.ndarray:
+    return widgets.canvas().render(np.zeros((0, 2)), widgets.background("moons"), title="press ▶ Train",
+                                   subtitle="samples (DDPM) or density (flows) appear here")
+
+
+def limits_markdown() -> str:
+    return text.limits_markdown(LIMITS, DEVICE.type, MAX_TRAINING)
 
 
 def build_tab(ctx: widgets.AppContext) -> None:
@@ -537,7 +431,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
     start = knob_defaults("ddpm")
     points_state = gr.State(None)
     run_state = gr.State(None)
-    widgets.explain(INTRO)
+    widgets.explain(text.INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=300):
             family = gr.Radio([(families.get(f).label, f) for f in families.names()], value="ddpm", label="Family",
@@ -567,9 +461,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
             with gr.Accordion("Bounds on this machine", open=False):
                 gr.Markdown(limits_markdown(), elem_classes="genapp-readout")
         with gr.Column(scale=8, min_width=480):
-            status = gr.HTML(status_html("Ready", f"Press ▶ Train. Runs on {DEVICE.type}; about {DEFAULT_SECONDS} s "
-                                         "with the defaults. Width and depth are those of each MLP.", None, "wait"),
-                             elem_id="train-status")
+            status = gr.HTML(text.ready(DEVICE.type, DEFAULT_SECONDS), elem_id="train-status")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=1, min_width=300):
                     snap_image = gr.Image(blank_snapshot(), label="Snapshot", format="jpeg", interactive=False,
@@ -578,7 +470,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 with gr.Column(scale=1, min_width=300):
                     loss = gr.Plot(figures.message_figure("The loss curve appears here.", 6.4, 3.2), label="Loss",
                                    show_label=False, elem_id="train-loss")
-                    widgets.explain(EXPLAIN_USE)
+                    widgets.explain(text.EXPLAIN_USE)
                     download_btn = gr.Button("Download the checkpoint (.zip)", size="sm",
                                              elem_id="train-download-btn")
                     download_file = gr.File(label="Checkpoint", interactive=False, visible=False,
@@ -594,7 +486,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
                         push_md = widgets.explain("", elem_id="train-push-result")
 
     gr.Markdown("### Draw your own distribution")
-    widgets.explain(EXPLAIN_DRAW)
+    widgets.explain(text.EXPLAIN_DRAW)
     with gr.Row(equal_height=True):
         sketch = gr.Sketchpad(type="numpy", image_mode="RGBA", canvas_size=(480, 480), label="Draw",
                               brush=gr.Brush(colors=["#111827"], color_mode="fixed", default_size=10),
@@ -613,18 +505,29 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 gr.update(value=d["hidden"]), gr.update(value=d["depth"]), gr.update(visible=family_ == "ddpm"),
                 gr.update(visible=family_ != "ddpm"))
 
-    def on_train(family_, dataset_, steps_, seconds_, lr_, batch_, hidden_, depth_, couplings_, num_steps_,
-                 schedule_, seed_, points, extra, version, request: gr.Request):
-        settings = TrainSettings.check(family_, dataset_, steps_, seconds_, lr_, batch_, hidden_, depth_, couplings_,
-                                       num_steps_, schedule_, seed_)
-        for u in train_session(settings, points, request.session_hash, extra):
-            # a new model in the session: bump the counter the other tabs' model pickers listen to
-            yield (u.status, gr.skip() if u.image is None else u.image, gr.skip() if u.loss is None else u.loss,
-                   gr.skip() if u.extra is None else (version or 0) + 1, gr.skip() if u.run is None else u.run)
+    def settings_of(*values) -> TrainSettings:
+        return TrainSettings.check(*values)
 
-    def on_stop(request: gr.Request):
-        if not stop_session(request.session_hash):
-            gr.Info("Nothing is training in this session.")
+    def outputs(u: Update | None, version: int | None):
+        if u is None:  # nothing trains in this session
+            return text.stopped_idle(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        # a new model in the session: bump the counter the other tabs' model pickers listen to
+        return (u.status, gr.skip() if u.image is None else u.image, gr.skip() if u.loss is None else u.loss,
+                gr.skip() if u.extra is None else (version or 0) + 1, gr.skip() if u.run is None else u.run)
+
+    def on_check(*values):  # at the click, before the queue: refuse at once what would be refused later
+        settings_of(*values[:-1])
+        if _busy(values[-1]):
+            raise widgets.refuse(text.ALREADY_TRAINING)
+        return text.waiting(MAX_TRAINING)
+
+    def on_train(*values):
+        *knob_values, points, extra, version = values
+        for u in train_session(settings_of(*knob_values), points, extra):
+            yield outputs(u, version)
+
+    def on_stop(extra, version):
+        return outputs(stop_session(extra), version)
 
     def on_draw(value, seed_):
         points = drawing_points(value, seed_)
@@ -636,17 +539,19 @@ def build_tab(ctx: widgets.AppContext) -> None:
     def on_push(run, extra, repo, token_, private_):
         return push_to_hub(run, extra, repo, token_, private_), ""  # the token field is emptied afterwards
 
-    def on_unload(request: gr.Request):
-        stop_session(request.session_hash)
-
     private_api = dict(api_visibility="private")
+    shown = [status, snap_image, loss, ctx.models_changed, run_state]
     family.change(on_family, family, [steps, lr, batch, hidden, depth, ddpm_row, flow_row], queue=False,
                   **private_api)
-    train_btn.click(on_train, [*knobs, points_state, ctx.session, ctx.models_changed],
-                    [status, snap_image, loss, ctx.models_changed, run_state], api_name="train",
-                    concurrency_id="train", concurrency_limit=TRAINER.max_running + TRAINER.max_waiting,
-                    show_progress="hidden")
-    stop_btn.click(on_stop, None, None, api_name="train_stop", queue=False)
+    # Gradio's queue is the line: at most MAX_TRAINING runs at once; a waiting event shows its place on the status.
+    train_event = train_btn.click(on_check, [*knobs, ctx.session], status, queue=False, show_progress="hidden",
+                                  **private_api).success(
+        on_train, [*knobs, points_state, ctx.session, ctx.models_changed], shown, api_name="train",
+        concurrency_id="train", concurrency_limit=MAX_TRAINING, show_progress="full", show_progress_on=status)
+    # Stop: the run's stop flag ends it after its step and shows the kept model; `cancels` takes an event still in
+    # line out of it (it also closes a running one's generator, which only stops the run: the Update comes from here)
+    stop_btn.click(on_stop, [ctx.session, ctx.models_changed], shown, api_name="train_stop", queue=False,
+                   cancels=[train_event])
     draw = dict(fn=on_draw, outputs=[points_state, drawn, dataset], concurrency_id="render", concurrency_limit=1,
                 trigger_mode="always_last", show_progress="hidden")
     sketch.change(inputs=[sketch, seed], api_name="train_drawing", **draw)
@@ -656,4 +561,3 @@ def build_tab(ctx: widgets.AppContext) -> None:
     push_btn.click(on_push, [run_state, ctx.session, repo_id, token, private], [push_md, token],
                    api_name="train_push", concurrency_id="push", concurrency_limit=2)
     ctx.demo.load(None, None, None, js=BRUSH_FIRST_JS, queue=False, **private_api)
-    ctx.demo.unload(on_unload)

@@ -1,0 +1,140 @@
+"""A training run as the Train tab watches it: the live record that a run writes while it trains (the loss after
+every `callback_every` steps, a snapshot of the model every `snapshot_every` seconds, a stop flag), and the snapshot
+itself, a cheap look at the model: a DDIM sample of a few hundred points (DDPM; DDIM is beyond the lecture, Song et
+al. 2021) or the flow's exact density p_x on a coarse grid (1.29).
+
+`start` trains on a daemon thread of its own and returns the `Live` record at once; whoever shows it reads the record
+(its lists only grow) and calls `Live.stop()` to end the run early. No gradio here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from genapp.lab.grid import density_grid
+from genapp.train import TrainResult, train
+
+SNAPSHOT_POINTS = 600  # DDPM: a quick DDIM sample of this many points
+SNAPSHOT_DDIM_STEPS = 25  # ... with this many DDIM steps (beyond the lecture)
+SNAPSHOT_GRID = 100  # flows: log p_x on a 100 x 100 grid ...
+SNAPSHOT_LIM = 4.0  # ... over [-4, 4]^2
+SNAPSHOT_SEED = 1234  # the same noise for every snapshot: successive ones show the model change, not the draw
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The model at one step: DDPM samples x_0 (n, 2), or a flow's log p_x (G, G) on [-lim, lim]^2, row 0 at the
+    top (the largest second coordinate)."""
+
+    step: int
+    points: np.ndarray | None = None
+    log_px: np.ndarray | None = None
+    lim: float = SNAPSHOT_LIM
+
+
+@torch.no_grad()
+def snapshot(model: nn.Module, step: int) -> Snapshot:
+    """A DDIM sample of SNAPSHOT_POINTS points from fixed noise (a DDPM), or log p_x = log p_z(f^{-1}(x)) +
+    log|det J_{f^-1}(x)| (1.29) on a SNAPSHOT_GRID grid (a flow). Leaves the model in the mode it found it in."""
+    was_training = model.training
+    model.eval()
+    try:
+        if hasattr(model, "ddim_chain"):
+            g = torch.Generator().manual_seed(SNAPSHOT_SEED)
+            x = model.sample(SNAPSHOT_POINTS, generator=g, ddim_steps=min(SNAPSHOT_DDIM_STEPS, model.num_steps))
+            return Snapshot(step, points=x.float().cpu().numpy())
+        grid = density_grid(model, grid=SNAPSHOT_GRID, lim=SNAPSHOT_LIM, mass_samples=0)
+        return Snapshot(step, log_px=grid.log_px, lim=grid.lim)
+    finally:
+        model.train(was_training)
+
+
+@dataclass(eq=False)
+class Live:
+    """The live record of one run. The training thread appends to `steps` / `losses` (they only grow: a reader
+    takes a prefix of `len(steps)`), replaces `snapshot`, and at the end sets `result` (or `error`), the model on the
+    CPU in eval mode with its `final` snapshot, then `ended`. `stop()` asks the run to end after its current step."""
+
+    total_steps: int
+    time_limit: float
+    model: nn.Module
+    started: float = field(default_factory=time.perf_counter)
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    final: Snapshot | None = None
+    result: TrainResult | None = None
+    error: BaseException | None = None
+    stop_flag: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+
+    def should_stop(self) -> bool:
+        return self.stop_flag.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run has ended (True) or `timeout` seconds passed (False)."""
+        return self.ended.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self.ended.is_set()
+
+    @property
+    def step(self) -> int:
+        """The last step reported so far (0 before the first report)."""
+        n = len(self.steps)
+        return self.steps[n - 1] if n else 0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def fraction(self) -> float:
+        """How far the run is towards whichever limit comes first, steps or seconds, in [0, 1]."""
+        return min(1.0, max(self.step / self.total_steps, self.elapsed / self.time_limit))
+
+
+def run(live: Live, dataset: Any, *, lr: float, batch_size: int, ema_decay: float | None, seed: int,
+        snapshot_every: float = 2.0, callback_every: int = 10, device: str = "auto") -> None:
+    """Train `live.model` on `dataset` on this thread with `genapp.train.train`, writing progress into `live` (a
+    snapshot at most every `snapshot_every` seconds) until `live.total_steps`, `live.time_limit` or `live.stop()`.
+    Never raises: an error is kept in `live.error`. Ends with `live.ended` set."""
+    last = [-float("inf")]
+
+    def callback(step: int, loss: float, model: nn.Module) -> None:
+        live.losses.append(loss)  # losses first: a reader takes len(steps) of each
+        live.steps.append(step)
+        if time.perf_counter() - last[0] >= snapshot_every:
+            live.snapshot = snapshot(model, step)
+            last[0] = time.perf_counter()
+
+    try:
+        result = train(live.model, dataset, steps=live.total_steps, lr=lr, batch_size=batch_size, ema_decay=ema_decay,
+                       device=device, seed=seed, callback=callback, callback_every=callback_every,
+                       should_stop=live.should_stop, progress=False, time_limit=live.time_limit)
+        live.model.cpu().eval()  # the tabs sample on the CPU
+        live.final = snapshot(live.model, result.steps)
+        live.result = result
+    except Exception as error:  # handed to the reader
+        live.error = error
+    finally:
+        live.ended.set()
+
+
+def start(model: nn.Module, dataset: Any, *, steps: int, seconds: float, name: str = "genapp-train",
+          **kwargs: Any) -> Live:
+    """A fresh `Live` record whose run (`run(live, dataset, **kwargs)`) trains `model` on a daemon thread."""
+    live = Live(total_steps=steps, time_limit=seconds, model=model)
+    threading.Thread(target=run, args=(live, dataset), kwargs=kwargs, name=name, daemon=True).start()
+    return live

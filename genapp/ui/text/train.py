@@ -1,0 +1,113 @@
+"""The Train tab's prose: the explanations beside its panels, and the functions that turn a run (its settings, its
+`genapp.lab.train.Live` record, its `TrainResult`) into the status line and the Markdown readouts. Every value put
+into HTML is escaped."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+
+from genapp.render import style
+from genapp.train import TrainResult
+
+INTRO = r"""
+Train your own model and watch it learn. A **DDPM** minimises $L_\text{simple}$ (1.26); a **flow** minimises the
+negative log-likelihood (1.31), which can only fall to the data's entropy $H$. Every minute-long run below reaches a
+recognisable model of moons on a laptop CPU. Finished models appear in the DDPM and flows tabs for *this browser
+session* (as `my-<family>-<dataset>-<i>`), and can be downloaded or pushed to the Hub.
+"""
+EXPLAIN_DRAW = r"""
+Draw on the canvas (the brush is ready), or upload a black-on-white picture. Every dark pixel is equally likely; a
+point is a uniform position inside one, and the drawing is scaled so its longer side spans $[-3.5, 3.5]$. Training
+draws from these points with a little Gaussian jitter (0.03), so thin strokes become thin bands. The dataset switches
+to **my drawing** when you draw; every family can train on it.
+"""
+EXPLAIN_USE = """
+**Use it.** The model joins the DDPM or flows tab's list (this session only). Download: the checkpoint folder as a
+zip (`config.json`, `model.safetensors`, a model card), as in `checkpoints/`; `genapp.io.hub.load_dir` reads it.
+Push: the same folder to a Hub repo of yours; the token serves this upload only, and is never kept or shown.
+"""
+ALREADY_TRAINING = "You already have a model training: press ■ Stop, or wait for it to end, before you train another."
+NEED_DRAWING = "Draw a shape (or upload a black-on-white image) first, then train on “my drawing”."
+NO_MODEL = "Train a model first; then it can be downloaded or pushed."
+BAD_REPO = "Repo id must look like 'your-name/genapp-my-model'."
+BAD_TOKEN = "Paste a Hugging Face access token with write permission."
+TONES = {"run": style.SAMPLES, "done": "#2a9d8f", "wait": style.MUTED, "warn": "#b45309"}
+
+
+def status_html(title: str, detail: str = "", fraction: float | None = None, tone: str = "run") -> str:
+    """A status line with a progress bar when `fraction` is given (HTML; every value is escaped)."""
+    color = TONES[tone]
+    bar = ""
+    if fraction is not None:
+        width = 100 * min(max(fraction, 0.0), 1.0)
+        bar = (f'<div style="height:8px;border-radius:4px;background:{style.GRID};overflow:hidden;margin:6px 0 4px">'
+               f'<div style="height:100%;width:{width:.1f}%;background:{color};transition:width .3s"></div></div>')
+    return (f'<div id="train-status-box" data-tone="{tone}"><div style="font-weight:600;color:{color}">'
+            f'{html.escape(title)}</div>{bar}<div style="font-size:.9em;color:{style.MUTED}">{html.escape(detail)}'
+            "</div></div>")
+
+
+def ready(device: str, seconds: float) -> str:
+    return status_html("Ready", f"Press ▶ Train. Runs on {device}; about {seconds:g} s with the defaults. Width and "
+                       "depth are those of each MLP.", None, "wait")
+
+
+def waiting(max_training: int) -> str:
+    """The line shown from the click until the run starts; Gradio's queue shows the position over it."""
+    return status_html("Waiting for a free slot", f"At most {max_training} models train at once on this machine; "
+                       "yours starts as soon as one ends (your place in line shows here).", 0.0, "wait")
+
+
+def stopped_idle() -> str:
+    return status_html("Stopped", "Nothing trains in this session now.", None, "wait")
+
+
+def describe(label: str, dataset: str, family: str, num_steps: int, schedule: str, hidden: int, depth: int,
+             couplings: int, lr: float, batch_size: int) -> str:
+    """One line naming a run's model, data and optimiser."""
+    net = (f"N = {num_steps}, {schedule}, MLP {hidden} x {depth}" if family == "ddpm"
+           else f"{couplings} couplings, MLPs {hidden} x {depth}")
+    return f"{label} on {dataset} · {net} · lr {lr:g}, batch {batch_size}"
+
+
+def training(description: str, step: int, total_steps: int, elapsed: float, time_limit: float, loss: float | None,
+             device: str, fraction: float) -> str:
+    """The status while a run trains."""
+    detail = (f"step {step:,} of at most {total_steps:,} · {elapsed:.0f} s of {time_limit:g} s · "
+              + (f"loss {loss:.4f} · " if loss is not None else "") + f"on {device}")
+    return status_html(f"Training {description}", detail, fraction)
+
+
+def finished(name: str, result: TrainResult, tab: str, dropped: list[str], max_models: int) -> str:
+    """The status once a run has ended and its model `name` is in the session (the `dropped` ones left it)."""
+    rate = result.steps / result.seconds if result.seconds > 0 else 0.0
+    detail = (f"{result.steps:,} steps in {result.seconds:.1f} s ({rate:.0f} steps/s) on {result.device}. "
+              f"Open the {tab} tab and pick {name} (this browser session only), or download / push it below.")
+    if dropped:
+        detail += (f" This session keeps its {max_models} newest models: {', '.join(dropped)} was dropped "
+                   "(download a model to keep it).")
+    if result.status == "diverged":
+        title, tone = f"{name}: the loss became NaN or infinite at step {result.steps + 1}", "warn"
+        detail = "Training ended there; the weights of the last good step were kept. Try a smaller learning rate. " \
+                 + detail
+    elif result.status == "stopped":
+        title, tone = f"{name}: stopped; the model is kept as it was", "done"
+    else:
+        title, tone = f"{name} is ready", "done"
+    return status_html(title, detail, 1.0, tone)
+
+
+def limits_markdown(limits: Mapping[str, tuple[float, float]], device: str, max_training: int) -> str:
+    """The table of every knob's bounds on this machine, and the sharing rule."""
+    rows = [("steps", "Steps"), ("seconds", "Time limit (s)"), ("lr", "Learning rate"), ("batch_size", "Batch size"),
+            ("hidden", "Width"), ("depth", "Depth (hidden layers)"), ("couplings", "Couplings (flows)"),
+            ("num_steps", "N (DDPM)")]
+    table = "".join(f"| {label} | {limits[key][0]:g} | {limits[key][1]:g} |\n" for key, label in rows)
+    return (f"| knob | lowest | highest |\n|---|---|---|\n{table}\nBounds for this machine ({device}): one run per "
+            f"browser session, at most {max_training} training at once across all users (the rest wait in line), "
+            "each ending at its step limit or its time limit, whichever comes first.")
+
+
+def pushed(name: str, repo_id: str, url: str) -> str:
+    return f"Pushed **{name}** to [`{repo_id}`]({url.split('/commit/')[0]}) ([commit]({url}))."
