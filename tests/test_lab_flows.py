@@ -1,0 +1,282 @@
+"""genapp.lab.flows: the numbers the flows tab shows, checked against the flow's own maps and direct computations.
+
+Tiny untrained flows (fast, and far from the data, so every KL is clearly positive); a tiny DDPM (10 steps) for the
+bound rows; the shipped checkpoints only where a test says so (skipped without them).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import genapp.data
+from genapp.diffusion import DDPM, DDPMConfig
+from genapp.flows import Flow, FlowConfig
+from genapp.lab import flows as lab
+from genapp.lab.bound import bound
+
+ROOT = Path(__file__).resolve().parent.parent
+MOONS = genapp.data.get("moons")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def flows() -> dict[str, Flow]:
+    torch.manual_seed(0)
+    nice = Flow(FlowConfig(kind="nice", num_couplings=3, hidden=16, dataset="moons")).eval()
+    with torch.no_grad():
+        nice.layers[-1].log_scale.copy_(torch.tensor([0.3, -0.1]))  # the scaling layer, as if trained
+    return {
+        "realnvp": Flow(FlowConfig(kind="realnvp", num_couplings=4, hidden=16, dataset="moons")).eval(),
+        "nice": nice,
+        "nice-vp": Flow(FlowConfig(kind="nice", num_couplings=4, hidden=16, nice_scaling=False,
+                                   dataset="moons")).eval(),
+    }
+
+
+@pytest.fixture(scope="module")
+def realnvp(flows) -> Flow:
+    return flows["realnvp"]
+
+
+def grid_lines(lim: float = 2.0, m: int = 5, p: int = 7) -> np.ndarray:
+    """m horizontal polylines of p points on [-lim, lim]^2, (m, p, 2)."""
+    t = np.linspace(-lim, lim, p, dtype=np.float32)
+    return np.stack([np.stack([t, np.full(p, v, dtype=np.float32)], -1) for v in np.linspace(-lim, lim, m)])
+
+
+# -- z -> x and x -> z ---------------------------------------------------------------------------------------------
+def test_sample_map_is_f_of_the_seeds_z(realnvp):
+    lines = grid_lines()
+    zx = lab.sample_map(realnvp, 300, 4, lines)
+    z = torch.randn(300, 2, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        x, log_det = realnvp.forward(z)  # (1.30)
+        lines_x = realnvp.forward(torch.from_numpy(lines.reshape(-1, 2)))[0].numpy().reshape(lines.shape)
+    np.testing.assert_array_equal(zx.z, z.numpy())
+    np.testing.assert_allclose(zx.x, x.numpy(), atol=1e-6)
+    np.testing.assert_allclose(zx.log_det, log_det.numpy(), atol=1e-6)
+    np.testing.assert_allclose(zx.lines, lines_x, atol=1e-6)
+    assert zx.mean_log_det == pytest.approx(float(log_det.mean()), abs=1e-6) and not zx.preserves_area
+    assert not np.array_equal(lab.sample_map(realnvp, 300, 5).z, zx.z)
+
+
+def test_a_volume_preserving_flow_maps_with_zero_log_det(flows):
+    zx = lab.sample_map(flows["nice-vp"], 200, 0)
+    assert zx.preserves_area and not zx.log_det.any()
+    assert not lab.sample_map(flows["nice"], 200, 0).preserves_area  # the scaling layer changes volume
+
+
+def test_gaussian_stats_of_gaussian_points_match_the_gaussian():
+    z = torch.randn(40_000, 2, generator=torch.Generator().manual_seed(0)).numpy()
+    s = lab.gaussian_stats(z)
+    assert s.gaussian == pytest.approx((0.3935, 0.8647, 0.9889), abs=1e-4)  # 1 - exp(-r^2 / 2)
+    assert s.inside == pytest.approx(s.gaussian, abs=0.01)
+    np.testing.assert_allclose(s.mean, 0, atol=0.02)
+    np.testing.assert_allclose(s.std, 1, atol=0.02)
+    assert abs(s.corr) < 0.02
+    skewed = lab.gaussian_stats(np.stack([z[:, 0], 0.5 * z[:, 0] + 2 + z[:, 1]], 1))
+    assert skewed.corr == pytest.approx(0.5 / math.sqrt(1.25), abs=0.01)
+    assert skewed.mean[1] == pytest.approx(2, abs=0.03)
+    assert skewed.inside[0] < s.inside[0]  # shifted: fewer points inside the unit circle
+
+
+def test_normalize_is_f_inverse_of_the_data(realnvp):
+    x = MOONS.sample(400, generator=torch.Generator().manual_seed(1))
+    lines = grid_lines(4.0)
+    xz = lab.normalize(realnvp, x, lines)
+    with torch.no_grad():
+        z, log_det = realnvp.inverse(x)  # (1.32-1.33)
+    np.testing.assert_allclose(xz.z, z.numpy(), atol=1e-6)
+    np.testing.assert_allclose(xz.log_det, log_det.numpy(), atol=1e-6)
+    stats = lab.gaussian_stats(z.numpy())
+    assert xz.stats.inside == pytest.approx(stats.inside, abs=1e-6) and xz.stats.corr == pytest.approx(stats.corr)
+    with torch.no_grad():  # the pulled-back grid goes forward again onto the data-space grid
+        back = realnvp.forward(torch.from_numpy(xz.lines.reshape(-1, 2)))[0].numpy().reshape(lines.shape)
+    np.testing.assert_allclose(back, lines, atol=1e-4)
+
+
+# -- layer by layer ------------------------------------------------------------------------------------------------
+def test_layers_forwards_walk_the_flows_states(realnvp):
+    z = lab.latent(200, 1)
+    K = len(realnvp.layers)
+    view = lab.layers(realnvp, z, "forward", 2, grid_lines())
+    with torch.no_grad():
+        x, log_det = realnvp.forward(z)
+    assert view.K == K and len(view.states) == K + 1 and len(view.line_states) == K + 1
+    np.testing.assert_array_equal(view.states[0], z.numpy())
+    np.testing.assert_allclose(view.states[K], x.numpy(), atol=1e-6)
+    assert view.log_dets.shape == (K,)
+    assert view.total_log_det == pytest.approx(float(log_det.mean()), abs=1e-5)  # sum_k log|det J_f_k| (1.30)
+    assert view.made_by == 2 and np.array_equal(view.previous, view.states[1])
+    assert [info["k"] for info in view.infos] == list(range(1, K + 1)) == [i["k"] for i in realnvp.layer_info()]
+    assert lab.layers(realnvp, z, "forward", 0).previous is None and lab.layers(realnvp, z, "forward").k == K
+
+
+def test_layers_backwards_start_from_the_data(realnvp):
+    x = MOONS.sample(150, generator=torch.Generator().manual_seed(2))
+    K = len(realnvp.layers)
+    view = lab.layers(realnvp, x, "inverse", 0)
+    with torch.no_grad():
+        z = realnvp.inverse(x)[0]
+    np.testing.assert_array_equal(view.states[K], x.numpy())
+    np.testing.assert_allclose(view.states[0], z.numpy(), atol=1e-5)
+    assert view.made_by == 1 and np.array_equal(view.previous, view.states[1])  # z_0 = f_1^{-1}(z_1)
+    assert lab.layers(realnvp, x, "inverse", K).previous is None
+    for bad in (dict(direction="sideways", k=0), dict(direction="forward", k=K + 1)):
+        with pytest.raises(ValueError):
+            lab.layers(realnvp, x, **bad)
+
+
+# -- density and one point -----------------------------------------------------------------------------------------
+def test_density_grid_is_the_flows_log_prob_and_kept(realnvp):
+    grid = lab.density(realnvp)
+    g = lab.DENSITY_GRID
+    assert grid.log_px.shape == grid.log_det.shape == (g, g) and grid.lim == lab.DENSITY_LIM
+    h = 2 * grid.lim / g
+    for row, col in ((0, 0), (37, 150), (199, 3)):  # row 0 is the top (largest x_2), column 0 the left
+        x = torch.tensor([[-grid.lim + (col + 0.5) * h, grid.lim - (row + 0.5) * h]])
+        with torch.no_grad():
+            assert float(realnvp.log_prob(x)) == pytest.approx(grid.log_px[row, col], abs=1e-4)  # (1.29)
+            assert float(realnvp.inverse(x)[1]) == pytest.approx(grid.log_det[row, col], abs=1e-4)
+    assert lab.density(realnvp) is grid  # kept per flow
+    assert grid.integral == pytest.approx(grid.mass_inside, abs=0.02)  # an untrained flow leaks out of the box
+    small = lab.density(realnvp, grid=50)
+    assert small is not grid and small.log_px.shape == (50, 50)
+
+
+def test_a_volume_preserving_flow_cannot_concentrate_density(flows):
+    grid = lab.density(flows["nice-vp"])
+    assert grid.volume_preserving and not grid.log_det.any()
+    assert np.exp(grid.log_px).max() <= 1 / (2 * math.pi) + 1e-6  # p_x = p_z(f^-1(x)) <= max p_z
+    assert lab.heat_scale(grid).ld_kind == "zero"
+    scaled = lab.heat_scale(lab.density(flows["nice"]))
+    assert scaled.ld_kind == "constant" and scaled.ld_constant == pytest.approx(-0.2, abs=1e-6)  # -sum(s)
+    assert scaled.ld_low < scaled.ld_constant < scaled.ld_high
+    varies = lab.heat_scale(lab.density(flows["realnvp"]))
+    assert varies.ld_kind == "varies" and varies.ld_low == -varies.ld_high < 0 and varies.px_high <= varies.px_top
+
+
+@pytest.mark.parametrize("name", ["realnvp-moons", "nice-moons"])
+def test_the_density_of_a_trained_flow_integrates_to_one(name):
+    if not (ROOT / "checkpoints" / name / "model.safetensors").is_file():
+        pytest.skip(f"checkpoints/{name} is missing")
+    grid = lab.density(genapp.load(name))
+    assert grid.integral == pytest.approx(1.0, abs=0.01)
+    assert grid.integral == pytest.approx(grid.mass_inside, abs=0.005)
+
+
+def test_inspect_point_adds_up_1_29(realnvp):
+    p = lab.inspect_point(realnvp, 0.7, -1.2, data=MOONS)
+    x = torch.tensor([[0.7, -1.2]])
+    with torch.no_grad():
+        z, log_det = realnvp.inverse(x)
+        log_px = float(realnvp.log_prob(x))
+    np.testing.assert_allclose(p.z, z[0].numpy(), atol=1e-6)
+    assert p.log_pz == pytest.approx(-0.5 * float((z**2).sum()) - math.log(2 * math.pi), abs=1e-5)
+    assert p.layer_terms.shape == (len(realnvp.layers),)
+    assert p.log_det == pytest.approx(float(log_det), abs=1e-5)  # sum of the layers' terms (1.32)
+    assert p.log_px == pytest.approx(p.log_pz + p.layer_terms.sum(), abs=1e-5)  # (1.29)
+    assert p.log_px == pytest.approx(log_px, abs=1e-5) and p.log_prob == pytest.approx(log_px, abs=1e-6)
+    assert p.p_x == pytest.approx(math.exp(log_px), rel=1e-4)
+    assert p.true_log_p == pytest.approx(float(MOONS.log_prob(x.double())), abs=1e-9)
+    assert lab.inspect_point(realnvp, 0.7, -1.2).true_log_p is None
+
+
+def test_inspect_point_layer_terms_are_each_layers_inverse_log_det(flows):
+    flow = flows["nice"]  # additive couplings: 0 each (1.34); the scaling layer x = e^s h: -sum(s) backwards
+    p = lab.inspect_point(flow, 1.0, 0.5)
+    assert not p.layer_terms[:-1].any()
+    assert p.layer_terms[-1] == pytest.approx(-0.2, abs=1e-6)
+    drawing = genapp.data.PointCloud(torch.zeros(3, 2))
+    assert lab.inspect_point(flow, 1.0, 0.5, data=drawing).true_log_p is None  # a drawing has no density
+
+
+# -- likelihood ----------------------------------------------------------------------------------------------------
+def test_eval_set_is_seeded_and_kept():
+    tests = lab.eval_set(MOONS, 300, 11)
+    np.testing.assert_array_equal(tests.x, MOONS.sample(300, generator=torch.Generator().manual_seed(11)))
+    np.testing.assert_allclose(tests.log_p, MOONS.log_prob(tests.x.double()).numpy())
+    assert lab.eval_set(MOONS, 300, 11) is tests and lab.eval_set(MOONS, 300, 12) is not tests
+    drawn = lab.eval_set(genapp.data.PointCloud(torch.randn(20, 2), jitter=0.1), 50, 0)
+    assert drawn.log_p is None and drawn.n == 50
+
+
+def test_likelihood_rows_are_paired_on_the_same_points(flows):
+    tests = lab.eval_set(MOONS, 2000, 5)
+    table = lab.likelihood({"a": flows["realnvp"], "b": flows["nice"]}, tests)
+    with torch.no_grad():
+        log_q = {name: flows[key].log_prob(tests.x).double().numpy() for name, key in (("a", "realnvp"),
+                                                                                      ("b", "nice"))}
+    h = -tests.log_p
+    assert table.n == 2000 and table.entropy.mean == pytest.approx(h.mean(), abs=1e-12)
+    assert table.entropy.stderr == pytest.approx(h.std(ddof=1) / math.sqrt(2000), rel=1e-9)
+    assert [row.name for row in table.flows] == ["a", "b"] and [r.kind for r in table.flows] == ["realnvp", "nice"]
+    for row in table.flows:
+        lq = log_q[row.name]
+        assert row.nll.mean == pytest.approx(-lq.mean(), abs=1e-5)
+        assert row.kl.mean == pytest.approx(row.nll.mean - table.entropy.mean, abs=1e-9)  # KL = NLL - H, paired
+        assert row.kl.mean > 0.1  # untrained: far from the data
+        d = tests.log_p - lq
+        assert row.kl.stderr == pytest.approx(d.std(ddof=1) / math.sqrt(2000), rel=1e-4) and row.kl.stderr > 0
+        assert row.nll.stderr > 0
+    assert table.ddpm is None and table.bounds == ()
+    assert lab.log_q(flows["realnvp"], tests) is lab.log_q(flows["realnvp"], tests)  # kept per flow and set
+
+
+def test_a_drawn_test_set_has_no_entropy_and_no_kl(realnvp):
+    tests = lab.eval_set(genapp.data.PointCloud(torch.randn(30, 2), jitter=0.1), 200, 0)
+    table = lab.likelihood([("mine", realnvp)], tests)
+    assert table.entropy is None and table.flows[0].kl is None and math.isfinite(table.flows[0].nll.mean)
+
+
+@pytest.fixture(scope="module")
+def tiny_ddpm() -> DDPM:
+    torch.manual_seed(1)
+    return DDPM(DDPMConfig(num_steps=10, hidden=16, depth=1, fourier_freqs=2, time_dim=8, dataset="moons")).eval()
+
+
+def test_the_ddpm_rows_are_its_bound_on_the_same_points(flows, tiny_ddpm, monkeypatch):
+    tests = lab.eval_set(MOONS, 600, 7)
+    calls, fractions = [], []
+    real = lab.bound
+    monkeypatch.setattr(lab, "bound", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    table = lab.likelihood({"a": flows["realnvp"]}, tests, tiny_ddpm, "tiny-ddpm", compute_bound=False)
+    assert table.bounds == () and calls == []  # nothing kept yet, nothing computed
+    table = lab.likelihood({"a": flows["realnvp"]}, tests, tiny_ddpm, "tiny-ddpm",
+                           progress=lambda f, text: fractions.append(f))
+    assert table.ddpm == "tiny-ddpm" and [b.variance for b in table.bounds] == ["beta", "beta_tilde"]
+    assert calls == ["beta", "beta_tilde"] and fractions and all(0 <= f < 1 for f in fractions)
+    again = lab.likelihood({"a": flows["realnvp"]}, tests, tiny_ddpm, "tiny-ddpm", compute_bound=False)
+    assert all(a is b for a, b in zip(again.bounds, table.bounds, strict=True))  # kept per DDPM
+    assert calls == ["beta", "beta_tilde"]
+    for b in table.bounds:
+        assert b.n == 600 and b.stderr > 0 and b.gap_stderr > 0
+        direct = real(tiny_ddpm, tests.x, b.variance, torch.Generator().manual_seed(lab.BOUND_SEED),
+                      chunks=lab.BOUND_CHUNKS)
+        np.testing.assert_allclose(b.per_point, direct.per_point)  # the same points, the same noise draws
+        assert b.gap == pytest.approx(float((direct.per_point + tests.log_p).mean()), abs=1e-9)  # L - H paired
+        assert b.entropy == pytest.approx(table.entropy.mean, abs=1e-9)  # its H is the table's H
+        # fresh noise draws on the same points: the paired gap moves by less than 3 of its standard errors
+        fresh = float(tiny_ddpm.vlb(tests.x, b.variance, generator=torch.Generator().manual_seed(99)).total)
+        assert abs(b.gap - (fresh - table.entropy.mean)) < 3 * b.gap_stderr
+        assert b.gap > 2 * b.gap_stderr  # an untrained DDPM is far above H
+
+
+def test_the_gap_uses_bound_from_lab_bound(tiny_ddpm):
+    tests = lab.eval_set(MOONS, 100, 8)
+    kept = lab.ddpm_bounds(tiny_ddpm, tests)
+    direct = bound(tiny_ddpm, tests.x, "beta", torch.Generator().manual_seed(lab.BOUND_SEED), log_p=tests.log_p,
+                   chunks=lab.BOUND_CHUNKS)
+    assert kept[0].gap == pytest.approx(direct.gap, abs=1e-12) and kept[0].total == pytest.approx(direct.total)
