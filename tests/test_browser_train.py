@@ -1,6 +1,7 @@
 """The Train tab in a real browser (Debian's chromium via playwright): draw a shape and see its points, train a
 tiny DDPM for a few seconds and watch the loss curve appear, download it, find it in the DDPM tab's list, and check
-that a second browser session does not see it.
+that a second browser session does not see it. Also, through the API of the same server: Gradio's queue runs at most
+two trainings at once and shows the third its place in line; Stop keeps the model; one run per session.
 
 Screenshots go to artifacts/train-*.png (git-ignored): look at them. Skipped when /usr/bin/chromium or
 checkpoints/ddpm-moons is missing.
@@ -12,6 +13,8 @@ import math
 import time
 
 import pytest
+from gradio_client import Client
+from gradio_client.utils import Status
 from test_app_api import need_checkpoint, serve_app
 from test_browser import ARTIFACTS, _wait_for, chromium, open_page
 
@@ -111,3 +114,42 @@ def test_draw_train_download_and_find_it_in_this_session_only():
         assert "ddpm-moons" in names and "my-ddpm-moons-1" not in names  # another session does not
         assert not errors, errors
         print(f"trained through the page in {trained_s:.1f} s (budget {SECONDS} s)")
+
+
+LONG = ("ddpm", "moons", 50_000, 60, 3e-3, 64, 16, 1, 2, 20, "linear", 0)  # the knobs, in the page's order
+
+
+def _until(job, codes, timeout: float = 60) -> None:
+    _wait_for(lambda: job.status().code in codes, timeout, f"status in {codes}, is {job.status().code}")
+
+
+def test_the_queue_runs_two_trainings_and_shows_the_third_its_place():
+    need_checkpoint()
+    with serve_app() as url:
+        # three visitors, each from its own address (as a proxy on a private address forwards them)
+        a, b, c = (Client(url, verbose=False, download_files=False, headers={"X-Forwarded-For": f"203.0.113.{i}"})
+                   for i in (1, 2, 3))
+        first, second = a.submit(*LONG, api_name="/train"), b.submit(*LONG, api_name="/train")
+        _until(first, (Status.ITERATING,))
+        _until(second, (Status.ITERATING,))
+        third = c.submit(*LONG, api_name="/train")
+        _until(third, (Status.IN_QUEUE,))
+        time.sleep(2)
+        assert third.status().code == Status.IN_QUEUE and third.status().rank == 0  # first in line, waiting
+
+        stopped = a.predict(api_name="/train_stop")[0]  # Stop answers with the kept model
+        assert "my-ddpm-moons-1: stopped; the model is kept" in stopped
+        _wait_for(first.done, 30, "the stopped run's event to end")
+        assert "stopped; the model is kept" in first.outputs()[-1][0]
+        _until(third, (Status.ITERATING,))  # its slot came free: the third trains now
+
+        assert "stopped; the model is kept" in c.predict(api_name="/train_stop")[0]  # a free slot again
+        started = time.monotonic()
+        # b trains already: a second run is refused, by the queue's per-visitor gate (HTTP 429, genapp.ui.limits) if
+        # the app has one, else by the tab as the event starts
+        again = b.submit(*LONG, api_name="/train")
+        with pytest.raises(Exception, match="already have a model training|429 Too Many Requests"):
+            again.result(timeout=60)
+        assert time.monotonic() - started < 30
+        assert "stopped; the model is kept" in b.predict(api_name="/train_stop")[0]
+        assert "Nothing trains" in a.predict(api_name="/train_stop")[0]

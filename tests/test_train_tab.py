@@ -36,7 +36,7 @@ TINY = dict(steps=60, seconds=20, lr=3e-3, batch_size=64, hidden=16, depth=1, co
 
 
 def settings(family: str = "ddpm", dataset: str = "moons", **kw) -> tab.TrainSettings:
-    return tab.TrainSettings.check(family, dataset, **(TINY | kw))
+    return tab.check_settings(family, dataset, **(TINY | kw))
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +65,7 @@ def trained(family: str, session: Session | None = None, **kw) -> tuple[list[tab
 def test_out_of_bounds_settings_are_refused_by_name(field, value, message):
     kw = dict(family="ddpm", dataset="moons") | TINY | {field: value}
     with pytest.raises(gr.Error) as info:
-        tab.TrainSettings.check(**kw)
+        tab.check_settings(**kw)
     assert message in str(info.value) and len(str(info.value)) < 200
 
 
@@ -74,7 +74,15 @@ def test_defaults_follow_the_shipped_recipes():
         d, recipe = tab.knob_defaults(family), families.get(family).recipe
         assert d["lr"] == recipe["lr"] and d["batch_size"] == recipe["batch_size"]
         assert d["seconds"] == 60
-        tab.TrainSettings.check(family, "moons", **d)  # within the bounds
+        tab.check_settings(family, "moons", **d)  # within the bounds
+
+
+def test_the_same_settings_build_the_same_model():
+    a, b = settings("realnvp").build(), settings("realnvp").build()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert len(a.layers) == TINY["couplings"] and settings("ddpm").build().num_steps == TINY["num_steps"]
+    assert settings("ddpm").ema_decay == families.get("ddpm").recipe["ema"] and settings("nice").ema_decay is None
+    assert settings("ddpm", tab.DRAWING).dataset == "drawing" == settings("ddpm", tab.DRAWING).build().config.dataset
 
 
 def test_command_reproduces_the_run_from_the_cli():
@@ -86,8 +94,7 @@ def test_command_reproduces_the_run_from_the_cli():
 
 # -- the live record and the snapshot (genapp.lab.train) ---------------------------------------------------------
 def tiny(family: str = "ddpm", dataset: str = "moons") -> torch.nn.Module:
-    torch.manual_seed(0)
-    return tab.new_model(settings(family, dataset))
+    return settings(family, dataset).build()
 
 
 def test_a_ddpm_snapshot_is_a_ddim_sample_from_fixed_noise():
@@ -117,8 +124,8 @@ def test_a_flow_snapshot_is_its_density_on_the_coarse_grid(family):
 
 
 def test_the_live_record_follows_the_run_to_its_end():
-    live = lab.start(tiny("realnvp"), data.get("moons"), steps=37, seconds=60, lr=3e-3, batch_size=64,
-                     ema_decay=None, seed=0, snapshot_every=0.0, callback_every=5)
+    live = lab.start(settings("realnvp", steps=37, seconds=60), data.get("moons"), snapshot_every=0.0,
+                     callback_every=5)
     assert live.wait(60) and live.done and live.error is None
     result = live.result
     assert result.status == "finished" and result.steps == 37 and live.step == 37 and live.fraction == 1.0
@@ -128,8 +135,7 @@ def test_the_live_record_follows_the_run_to_its_end():
 
 
 def test_the_live_record_stops_promptly_and_keeps_errors():
-    live = lab.start(tiny("ddpm"), data.get("moons"), steps=50_000, seconds=60, lr=3e-3, batch_size=64,
-                     ema_decay=None, seed=0, callback_every=5)
+    live = lab.start(settings("ddpm", steps=50_000, seconds=60), data.get("moons"), callback_every=5)
     wait_until(lambda: live.step > 0)
     start = time.perf_counter()
     live.stop()
@@ -140,7 +146,7 @@ def test_the_live_record_stops_promptly_and_keeps_errors():
         def sample(self, n, generator=None):
             raise RuntimeError("no data here")
 
-    live = lab.start(tiny("nice"), Broken(), steps=10, seconds=10, lr=3e-3, batch_size=8, ema_decay=None, seed=0)
+    live = lab.start(settings("nice", steps=10), Broken())
     assert live.wait(10) and live.result is None and "no data here" in str(live.error)
 
 

@@ -1,7 +1,8 @@
-"""A training run as the Train tab watches it: the live record that a run writes while it trains (the loss after
-every `callback_every` steps, a snapshot of the model every `snapshot_every` seconds, a stop flag), and the snapshot
-itself, a cheap look at the model: a DDIM sample of a few hundred points (DDPM; DDIM is beyond the lecture, Song et
-al. 2021) or the flow's exact density p_x on a coarse grid (1.29).
+"""A training run as the Train tab watches it: its settings (which reproduce it from the CLI), the live record that
+it writes while it trains (the loss after every `callback_every` steps, a snapshot of the model every
+`snapshot_every` seconds, a stop flag), and the snapshot itself, a cheap look at the model: a DDIM sample of a few
+hundred points (DDPM; DDIM is beyond the lecture, Song et al. 2021) or the flow's exact density p_x on a coarse grid
+(1.29).
 
 `start` trains on a daemon thread of its own and returns the `Live` record at once; whoever shows it reads the record
 (its lists only grow) and calls `Live.stop()` to end the run early. No gradio here.
@@ -9,6 +10,7 @@ al. 2021) or the flow's exact density p_x on a coarse grid (1.29).
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from genapp import families
 from genapp.lab.grid import density_grid
 from genapp.train import TrainResult, train
 
@@ -26,6 +29,50 @@ SNAPSHOT_DDIM_STEPS = 25  # ... with this many DDIM steps (beyond the lecture)
 SNAPSHOT_GRID = 100  # flows: log p_x on a 100 x 100 grid ...
 SNAPSHOT_LIM = 4.0  # ... over [-4, 4]^2
 SNAPSHOT_SEED = 1234  # the same noise for every snapshot: successive ones show the model change, not the draw
+DRAWING = "drawing"  # the dataset name (config.dataset) of a model trained on a hand-drawn point cloud
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One run's choices for 2-D points: the family, the data (a name from `genapp.data.names()`, or DRAWING), the
+    budget (at most `steps` steps and `seconds` seconds), Adam's lr and batch, each MLP's width and depth, and the
+    family's own size (a DDPM's N and beta schedule (1.10), a flow's number of couplings)."""
+
+    family: str
+    dataset: str
+    steps: int
+    seconds: float
+    lr: float
+    batch_size: int
+    hidden: int
+    depth: int
+    couplings: int = 8
+    num_steps: int = 1000
+    schedule: str = "linear"
+    seed: int = 0
+
+    def build(self) -> nn.Module:
+        """A fresh, untrained model, built by the family registry from `seed`."""
+        torch.manual_seed(self.seed)
+        return families.get(self.family).build(self.dataset, data_shape=(2,), hidden=self.hidden, depth=self.depth,
+                                               num_steps=self.num_steps, schedule=self.schedule,
+                                               couplings=self.couplings)
+
+    @property
+    def ema_decay(self) -> float | None:
+        """The EMA of the weights the family's recipe uses (DDPM), None for none."""
+        return families.get(self.family).recipe["ema"] or None
+
+    def command(self) -> str:
+        """The CLI command that trains the same model (a drawing has none)."""
+        if self.dataset == DRAWING:
+            return "genapp Train tab, on a hand-drawn point cloud (no command reproduces it)"
+        arch = (["--num-steps", self.num_steps, "--schedule", self.schedule] if self.family == "ddpm"
+                else ["--couplings", self.couplings])
+        args = ["train", self.family, "--dataset", self.dataset, "--steps", self.steps, "--seconds",
+                f"{self.seconds:g}", "--lr", f"{self.lr:g}", "--batch-size", self.batch_size, "--hidden", self.hidden,
+                "--depth", self.depth, *arch, "--seed", self.seed, "--out", "OUT"]
+        return "python -m genapp " + " ".join(shlex.quote(str(a)) for a in args)
 
 
 @dataclass(frozen=True)
@@ -132,9 +179,11 @@ def run(live: Live, dataset: Any, *, lr: float, batch_size: int, ema_decay: floa
         live.ended.set()
 
 
-def start(model: nn.Module, dataset: Any, *, steps: int, seconds: float, name: str = "genapp-train",
-          **kwargs: Any) -> Live:
-    """A fresh `Live` record whose run (`run(live, dataset, **kwargs)`) trains `model` on a daemon thread."""
-    live = Live(total_steps=steps, time_limit=seconds, model=model)
-    threading.Thread(target=run, args=(live, dataset), kwargs=kwargs, name=name, daemon=True).start()
+def start(settings: TrainSettings, dataset: Any, *, snapshot_every: float = 2.0, callback_every: int = 10,
+          device: str = "auto") -> Live:
+    """A fresh model for `settings` and its `Live` record, whose run (`run`) trains on a daemon thread."""
+    live = Live(total_steps=settings.steps, time_limit=settings.seconds, model=settings.build())
+    kwargs = dict(lr=settings.lr, batch_size=settings.batch_size, ema_decay=settings.ema_decay, seed=settings.seed,
+                  snapshot_every=snapshot_every, callback_every=callback_every, device=device)
+    threading.Thread(target=run, args=(live, dataset), kwargs=kwargs, name="genapp-train", daemon=True).start()
     return live

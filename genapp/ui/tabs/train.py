@@ -13,7 +13,6 @@ under a name like `my-ddpm-moons-1`, which the DDPM and flows tabs list for that
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import threading
 import zipfile
@@ -31,6 +30,7 @@ from genapp.data import drawing
 from genapp.io import hub
 from genapp.io.cards import model_card
 from genapp.lab import train as lab
+from genapp.lab.train import TrainSettings
 from genapp.render import canvas, figures, style
 from genapp.train import pick_device, training_record
 from genapp.ui import widgets
@@ -38,7 +38,7 @@ from genapp.ui.session import MAX_MODELS, Session
 from genapp.ui.text import train as text
 
 DRAWING = "my drawing"  # the dataset choice for the sketchpad / upload
-DRAWING_NAME = "drawing"  # config.dataset of a model trained on it
+DRAWING_NAME = lab.DRAWING  # config.dataset of a model trained on it
 DRAWING_POINTS = 20_000  # points taken from the drawing; training draws from them with replacement
 DRAWING_JITTER = 0.03  # data units of Gaussian jitter on those points: a stroke is a thin band, not a curve
 SCHEDULES = ("linear", "cosine")
@@ -65,60 +65,25 @@ _CLAIM = threading.Lock()  # one check-and-set of a Session.job at a time
 
 
 # -- settings ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainSettings:
-    """One training run's choices, checked against `LIMITS`."""
+def check_settings(family: Any, dataset: Any, steps: Any, seconds: Any, lr: Any, batch_size: Any, hidden: Any,
+                   depth: Any, couplings: Any = 8, num_steps: Any = 1000, schedule: Any = "linear",
+                   seed: Any = 0) -> TrainSettings:
+    """The page's values as checked settings ("my drawing" is the dataset DRAWING_NAME); gr.Error naming the field
+    and its range otherwise."""
+    def bound(name: str, label: str, value: Any, integer: bool = True):
+        lo, hi = LIMITS[name]
+        check = widgets.check_int if integer else widgets.check_float
+        return check(value, label, int(lo) if integer else lo, int(hi) if integer else hi)
 
-    family: str
-    dataset: str  # a name from data.names(), or DRAWING
-    steps: int
-    seconds: float
-    lr: float
-    batch_size: int
-    hidden: int
-    depth: int
-    couplings: int = 8
-    num_steps: int = 1000
-    schedule: str = "linear"
-    seed: int = 0
-
-    @classmethod
-    def check(cls, family: Any, dataset: Any, steps: Any, seconds: Any, lr: Any, batch_size: Any, hidden: Any,
-              depth: Any, couplings: Any = 8, num_steps: Any = 1000, schedule: Any = "linear",
-              seed: Any = 0) -> TrainSettings:
-        """Validated settings; gr.Error naming the field and its range otherwise."""
-        def bound(name: str, label: str, value: Any, integer: bool = True):
-            lo, hi = LIMITS[name]
-            check = widgets.check_int if integer else widgets.check_float
-            return check(value, label, int(lo) if integer else lo, int(hi) if integer else hi)
-
-        return cls(
-            family=widgets.check_choice(family, "Family", families.names()),
-            dataset=widgets.check_choice(dataset, "Dataset", [*data.names(), DRAWING]),
-            steps=bound("steps", "Steps", steps), seconds=bound("seconds", "Time limit (s)", seconds, False),
-            lr=bound("lr", "Learning rate", lr, False), batch_size=bound("batch_size", "Batch size", batch_size),
-            hidden=bound("hidden", "Width", hidden), depth=bound("depth", "Depth", depth),
-            couplings=bound("couplings", "Couplings", couplings), num_steps=bound("num_steps", "N", num_steps),
-            schedule=widgets.check_choice(schedule, "Schedule", SCHEDULES), seed=widgets.check_seed(seed))
-
-    @property
-    def data_name(self) -> str:
-        return DRAWING_NAME if self.dataset == DRAWING else self.dataset
-
-    def describe(self) -> str:
-        return text.describe(families.get(self.family).label, self.dataset, self.family, self.num_steps,
-                             self.schedule, self.hidden, self.depth, self.couplings, self.lr, self.batch_size)
-
-    def command(self) -> str:
-        """The CLI command that trains the same model (a drawing has none)."""
-        if self.dataset == DRAWING:
-            return "genapp Train tab, on a hand-drawn point cloud (no command reproduces it)"
-        arch = (["--num-steps", self.num_steps, "--schedule", self.schedule] if self.family == "ddpm"
-                else ["--couplings", self.couplings])
-        args = ["train", self.family, "--dataset", self.dataset, "--steps", self.steps, "--seconds",
-                f"{self.seconds:g}", "--lr", f"{self.lr:g}", "--batch-size", self.batch_size, "--hidden", self.hidden,
-                "--depth", self.depth, *arch, "--seed", self.seed, "--out", "OUT"]
-        return "python -m genapp " + " ".join(shlex.quote(str(a)) for a in args)
+    dataset = widgets.check_choice(dataset, "Dataset", [*data.names(), DRAWING])
+    return TrainSettings(
+        family=widgets.check_choice(family, "Family", families.names()),
+        dataset=DRAWING_NAME if dataset == DRAWING else dataset,
+        steps=bound("steps", "Steps", steps), seconds=bound("seconds", "Time limit (s)", seconds, False),
+        lr=bound("lr", "Learning rate", lr, False), batch_size=bound("batch_size", "Batch size", batch_size),
+        hidden=bound("hidden", "Width", hidden), depth=bound("depth", "Depth", depth),
+        couplings=bound("couplings", "Couplings", couplings), num_steps=bound("num_steps", "N", num_steps),
+        schedule=widgets.check_choice(schedule, "Schedule", SCHEDULES), seed=widgets.check_seed(seed))
 
 
 def knob_defaults(family: str) -> dict[str, Any]:
@@ -126,13 +91,6 @@ def knob_defaults(family: str) -> dict[str, Any]:
     recipe = families.get(widgets.check_choice(family, "Family", families.names())).recipe
     return dict(steps=recipe["steps"], seconds=DEFAULT_SECONDS, lr=recipe["lr"], batch_size=recipe["batch_size"],
                 hidden=recipe["hidden"], depth=recipe["depth"], couplings=8, num_steps=1000, schedule="linear")
-
-
-def new_model(settings: TrainSettings) -> torch.nn.Module:
-    """A fresh, untrained model for `settings` (2-D points), built by the family registry."""
-    return families.get(settings.family).build(
-        settings.data_name, data_shape=(2,), hidden=settings.hidden, depth=settings.depth,
-        num_steps=settings.num_steps, schedule=settings.schedule, couplings=settings.couplings)
 
 
 # -- drawing ----------------------------------------------------------------------------------------------------
@@ -170,7 +128,7 @@ def preview(points: np.ndarray | None) -> np.ndarray:
 
 def make_dataset(settings: TrainSettings, points: np.ndarray | None):
     """The dataset to train on: a built-in toy, or the drawing's points as a `data.PointCloud`."""
-    if settings.dataset != DRAWING:
+    if settings.dataset != DRAWING_NAME:
         return data.get(settings.dataset)
     if points is None:
         raise widgets.refuse(text.NEED_DRAWING)
@@ -179,7 +137,7 @@ def make_dataset(settings: TrainSettings, points: np.ndarray | None):
 
 def backdrop(settings: TrainSettings, points: np.ndarray | None) -> np.ndarray:
     """The data's faint density behind the snapshots."""
-    if settings.dataset == DRAWING and points is not None:
+    if settings.dataset == DRAWING_NAME and points is not None:
         return widgets.canvas().density_background(points)
     return widgets.background(settings.dataset)
 
@@ -190,7 +148,7 @@ def loss_plot(settings: TrainSettings, steps: list[int] | np.ndarray, losses: li
     """The loss curve; a flow's NLL beside the data entropy H, its floor, where the dataset has a density."""
     floor, label = None, ""
     if settings.family != "ddpm":
-        entropy = widgets.data_entropy(settings.dataset) if settings.dataset != DRAWING else None
+        entropy = widgets.data_entropy(settings.dataset) if settings.dataset != DRAWING_NAME else None
         if entropy is not None:
             floor, label = entropy[0], f"data entropy H = {entropy[0]:.3f} (the floor)"
     ylabel = "L_simple (1.26)" if settings.family == "ddpm" else "NLL, nats (1.31)"
@@ -280,10 +238,7 @@ def begin(settings: TrainSettings, points: np.ndarray | None, session: Session) 
     with _CLAIM:
         if _busy(session):
             raise widgets.refuse(text.ALREADY_TRAINING)
-        torch.manual_seed(settings.seed)
-        live = lab.start(new_model(settings), dataset, steps=settings.steps, seconds=settings.seconds, lr=settings.lr,
-                         batch_size=settings.batch_size, ema_decay=families.get(settings.family).recipe["ema"] or None,
-                         seed=settings.seed, snapshot_every=SNAPSHOT_EVERY_S, callback_every=CALLBACK_EVERY)
+        live = lab.start(settings, dataset, snapshot_every=SNAPSHOT_EVERY_S, callback_every=CALLBACK_EVERY)
         session.job = Training(settings, live, session, dataset, back)
         return session.job
 
@@ -306,7 +261,7 @@ def _follow(run: Training, every: float) -> Iterator[Update]:
     while not live.wait(0.0 if first else every):
         n = len(live.steps)
         steps, losses, snap = live.steps[:n], live.losses[:n], live.snapshot
-        status = text.training(settings.describe(), live.step, settings.steps, live.elapsed, settings.seconds,
+        status = text.training(text.describe(settings), live.step, settings.steps, live.elapsed, settings.seconds,
                                losses[-1] if n else None, DEVICE.type, live.fraction)
         image = figure = None
         if snap is not shown or first:
@@ -347,7 +302,7 @@ def stop_session(session: Any, timeout: float = STOP_WAIT_S) -> Update | None:
 
 def next_name(settings: TrainSettings, extra: Mapping[str, Any] | None) -> str:
     """my-<family>-<dataset>-<i>, with i one more than this session's highest so far."""
-    stem = f"my-{settings.family}-{settings.data_name}-"
+    stem = f"my-{settings.family}-{settings.dataset}-"
     taken = [int(name[len(stem):]) for name in (extra or {}) if name.startswith(stem) and name[len(stem):].isdigit()]
     return f"{stem}{max(taken, default=0) + 1}"
 
@@ -409,6 +364,7 @@ BRUSH_FIRST_JS = """() => {
     }
   }, 250);
 }"""
+
 
 def number(knob: str, value: float, label: str, elem_id: str) -> gr.Number:
     """A number field bounded by LIMITS[knob], its range written under the label."""
@@ -505,9 +461,6 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 gr.update(value=d["hidden"]), gr.update(value=d["depth"]), gr.update(visible=family_ == "ddpm"),
                 gr.update(visible=family_ != "ddpm"))
 
-    def settings_of(*values) -> TrainSettings:
-        return TrainSettings.check(*values)
-
     def outputs(u: Update | None, version: int | None):
         if u is None:  # nothing trains in this session
             return text.stopped_idle(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -516,14 +469,14 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 gr.skip() if u.extra is None else (version or 0) + 1, gr.skip() if u.run is None else u.run)
 
     def on_check(*values):  # at the click, before the queue: refuse at once what would be refused later
-        settings_of(*values[:-1])
+        check_settings(*values[:-1])
         if _busy(values[-1]):
             raise widgets.refuse(text.ALREADY_TRAINING)
         return text.waiting(MAX_TRAINING)
 
     def on_train(*values):
         *knob_values, points, extra, version = values
-        for u in train_session(settings_of(*knob_values), points, extra):
+        for u in train_session(check_settings(*knob_values), points, extra):
             yield outputs(u, version)
 
     def on_stop(extra, version):

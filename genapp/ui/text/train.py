@@ -7,6 +7,8 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 
+from genapp import families
+from genapp.lab.train import TrainSettings
 from genapp.render import style
 from genapp.train import TrainResult
 
@@ -63,12 +65,12 @@ def stopped_idle() -> str:
     return status_html("Stopped", "Nothing trains in this session now.", None, "wait")
 
 
-def describe(label: str, dataset: str, family: str, num_steps: int, schedule: str, hidden: int, depth: int,
-             couplings: int, lr: float, batch_size: int) -> str:
+def describe(settings: TrainSettings) -> str:
     """One line naming a run's model, data and optimiser."""
-    net = (f"N = {num_steps}, {schedule}, MLP {hidden} x {depth}" if family == "ddpm"
-           else f"{couplings} couplings, MLPs {hidden} x {depth}")
-    return f"{label} on {dataset} · {net} · lr {lr:g}, batch {batch_size}"
+    s = settings
+    net = (f"N = {s.num_steps}, {s.schedule}, MLP {s.hidden} x {s.depth}" if s.family == "ddpm"
+           else f"{s.couplings} couplings, MLPs {s.hidden} x {s.depth}")
+    return f"{families.get(s.family).label} on {s.dataset} · {net} · lr {s.lr:g}, batch {s.batch_size}"
 
 
 def training(description: str, step: int, total_steps: int, elapsed: float, time_limit: float, loss: float | None,
