@@ -42,8 +42,8 @@ def in_process(model: str, points: int, repeats: int) -> list[tuple[str, list[fl
 
     ddpm = genapp.load(model)
     N = ddpm.num_steps
-    settings = tab.ChainSettings.check(model, points, 0, "beta_tilde", "ancestral", 50)
-    tab.sample(tab.ChainSettings.check(model, 50, 0, "beta_tilde", "ddim", 5))  # warm: model, backdrop, caches
+    settings = tab.check_settings(model, points, 0, "beta_tilde", "ancestral", 50)
+    tab.sample(tab.check_settings(model, 50, 0, "beta_tilde", "ddim", 5))  # warm: model, backdrop, caches
     rows = []
 
     def bare() -> None:
@@ -70,7 +70,7 @@ def in_process(model: str, points: int, repeats: int) -> list[tuple[str, list[fl
     def row(name: str, fn, n: int, note: str = "") -> None:
         rows.append((name, timed(fn, n, name), note))
 
-    ddim = tab.ChainSettings.check(model, points, 0, "beta_tilde", "ddim", 50)
+    ddim = tab.check_settings(model, points, 0, "beta_tilde", "ddim", 50)
     row("sample: DDIM, 50 steps", lambda: tab.sample(ddim), repeats)
     ks = iter(range(0, N + 1, max(1, N // 50)))
     row("scrub: render one kept state", lambda: tab.scrub(run, next(ks)), N // max(1, N // 50) + 1, "target < 50 ms")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from test_train_tab import ring, settings
 
+from genapp.lab import diffusion as lab_diffusion
 from genapp.render import style
 from genapp.ui import trained_data, widgets
 from genapp.ui.session import Session
@@ -84,16 +85,20 @@ def test_a_named_dataset_is_read_from_the_config():
 # -- DDPM tab ------------------------------------------------------------------------------------------------------
 def test_forward_process_of_a_drawn_ddpm(extra):
     frame, text = ddpm_tab.forward_process(DDPM, 0, 300, 0, extra)
-    assert frame.shape == (SIZE, SIZE, 3)
-    assert "D_{\\mathrm{KL}}(q(x_k \\mid x_0)" in text and "nats" in text
+    assert frame.shape == (SIZE, SIZE, 3) and "nats" in text
     noisy, _ = ddpm_tab.forward_process(DDPM, 20, 300, 0, extra)
     assert not np.array_equal(frame, noisy)
+    x_0 = torch.from_numpy(trained_data.points(extra[DDPM], 300, 0, session=extra).copy())  # what the panel noises
+    assert on_ring(x_0.numpy())
+    state = lab_diffusion.forward_process(extra[DDPM], x_0, 1, torch.zeros_like(x_0))  # k = 1 of N = 20
+    assert 0 < state.kl_N < state.kl < float("inf")
 
 
 def test_the_bound_of_a_drawn_ddpm_says_why_there_is_no_entropy(extra):
     fig, text = ddpm_tab.vlb(DDPM, "beta", extra)
-    assert fig is not None and "the bound $L$" in text
-    assert "data entropy $H$" not in text
+    bound = lab_diffusion.kept_bound(extra[DDPM], "beta", ddpm_tab.VLB_POINTS)
+    assert fig is not None and bound is not None and np.isfinite(bound.total) and bound.gap is None  # no density
+    assert f"{bound.total:.3f} ± {bound.stderr:.3f}" in text and "data entropy $H$" not in text
     assert "drawing" in text and "no exact density" in text
     assert "Error" not in text and "Traceback" not in text
 

@@ -7,6 +7,7 @@ training quality. float32 where the chain runs (as in the app); tolerances cover
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -93,6 +94,30 @@ def test_run_chain_keeps_ddims_strided_steps(model):
     assert run.ks.tolist() == model.ddim_timesteps(10) and (run.sigmas == 0).all()
     expected = model.sample(64, generator=torch.Generator().manual_seed(0), ddim_steps=10)
     np.testing.assert_array_equal(run.final, expected.numpy())
+
+
+def test_a_chain_worker_runs_the_same_chain_in_the_background(model):
+    settings = lab.ChainSettings("tiny", 32, 5, "beta", "ancestral")
+    worker = lab.ChainWorker(lab.run_chain(model, settings))
+    assert worker.latest.filled >= 1  # x_N is drawn before the thread starts
+    assert worker.wait(10).filled >= 10
+    run = worker.wait(N + 1)
+    assert run.done and run is worker.latest
+    np.testing.assert_array_equal(run.final, finished(model, n=32, seed=5, variance="beta").final)
+    with pytest.raises(RuntimeError, match="stopped"):
+        worker.wait(N + 2)
+    replay = lab.ChainWorker(run)
+    assert replay.wait(N + 1) is run
+
+
+def test_a_chain_worker_hands_the_chains_error_to_its_viewer(model):
+    def failing():
+        yield from itertools.islice(lab.run_chain(model, lab.ChainSettings("tiny", 8, 0, "beta", "ancestral")), 3)
+        raise ValueError("the network broke")
+
+    worker = lab.ChainWorker(failing())
+    with pytest.raises(ValueError, match="the network broke"):
+        worker.wait(N + 1)
 
 
 # -- inside one step ---------------------------------------------------------------------------------------------

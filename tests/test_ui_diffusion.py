@@ -17,10 +17,14 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import genapp.io.hub
-from genapp.diffusion import DDPM, DDPMConfig
+from genapp.diffusion import DDPM, DDPMConfig, VLBTerms
+from genapp.lab import diffusion as lab
+from genapp.lab.bound import Bound
 from genapp.render import canvas, style
 from genapp.ui import widgets
+from genapp.ui.session import Session
 from genapp.ui.tabs import diffusion as tab
+from genapp.ui.text import diffusion as text
 
 N = 40
 SIZE = style.DEFAULT_SIZE
@@ -33,11 +37,11 @@ def extra() -> dict:
     return {"tiny-ddpm": model}
 
 
-def settings(n=64, seed=0, variance="beta_tilde", sampler="ancestral", ddim_steps=10) -> tab.ChainSettings:
-    return tab.ChainSettings.check("tiny-ddpm", n, seed, variance, sampler, ddim_steps)
+def settings(n=64, seed=0, variance="beta_tilde", sampler="ancestral", ddim_steps=10) -> lab.ChainSettings:
+    return tab.check_settings("tiny-ddpm", n, seed, variance, sampler, ddim_steps)
 
 
-def run_of(extra, **kw) -> tab.ChainRun:
+def run_of(extra, **kw) -> lab.ChainRun:
     return tab.sample(settings(**kw), extra=extra)[1]
 
 
@@ -55,6 +59,11 @@ def test_bad_settings_raise_a_clear_bounded_error(field, value, message):
     assert message in str(info.value) and len(str(info.value)) < 200
 
 
+def test_settings_check_is_kept_under_its_old_name():
+    assert tab.ChainSettings.check("m", 64, 0, "beta", "ancestral", 7) == lab.ChainSettings("m", 64, 0, "beta",
+                                                                                            "ancestral", 0)
+
+
 def test_error_messages_do_not_echo_long_input():
     with pytest.raises(gr.Error) as info:
         widgets.check_int("x" * 10_000, "Seed", 0, 10)
@@ -68,7 +77,7 @@ def test_ddim_steps_beyond_N_is_refused(extra):
 
 def test_unknown_model_is_a_clear_error(extra):
     with pytest.raises(gr.Error, match="Could not load model"):
-        tab.sample(tab.ChainSettings.check("ddpm-nope", 64, 0, "beta", "ancestral", 1), extra=extra)
+        tab.sample(tab.check_settings("ddpm-nope", 64, 0, "beta", "ancestral", 1), extra=extra)
 
 
 def test_model_choices_list_session_ddpms(extra):
@@ -77,20 +86,12 @@ def test_model_choices_list_session_ddpms(extra):
     assert "tiny-ddpm" not in widgets.model_choices(("nice", "realnvp"), extra)
 
 
-# -- the chain ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("variance", ["beta_tilde", "beta"])
-def test_kept_chain_is_the_cores_chain(extra, variance):
-    run = run_of(extra, n=64, seed=3, variance=variance)
+# -- the chain (its numbers: tests/test_lab_diffusion.py) --------------------------------------------------------
+def test_the_tab_runs_the_cores_chain(extra):
+    run = run_of(extra, n=64, seed=3, variance="beta")
+    expected = extra["tiny-ddpm"].sample(64, generator=torch.Generator().manual_seed(3), variance="beta")
     assert run.done and run.filled == N + 1
-    assert run.ks.tolist() == list(range(N, -1, -1))
-    assert run.states.shape == (N + 1, 64, 2) and run.states.dtype == np.float16
-    assert run.final.shape == (64, 2) and run.final.dtype == np.float32
-    expected = extra["tiny-ddpm"].sample(64, generator=torch.Generator().manual_seed(3), variance=variance)
-    np.testing.assert_array_equal(run.final, expected.numpy())  # the app runs Algorithm 2 itself, untouched
-    np.testing.assert_allclose(run.states[-1], run.final, rtol=1e-3, atol=1e-3)
-    sigma = extra["tiny-ddpm"].schedule.sigma(variance)
-    np.testing.assert_allclose(run.sigmas[: N - 1], sigma.numpy()[N:1:-1], rtol=1e-6)  # sigma_k, k = N..2
-    assert run.sigmas[N - 1] == 0 and run.sigmas[N] == 0  # z = 0 at k = 1
+    np.testing.assert_array_equal(run.final, expected.numpy())
 
 
 def test_variance_choice_changes_the_chain(extra):
@@ -105,20 +106,21 @@ def test_same_seed_same_chain_other_seed_other_chain(extra):
     assert not np.allclose(a.final, c.final)
 
 
-def test_ddim_keeps_its_strided_steps(extra):
-    run = run_of(extra, sampler="ddim", ddim_steps=10)
-    model = extra["tiny-ddpm"]
-    assert run.ks.tolist() == model.ddim_timesteps(10)
-    assert (run.sigmas == 0).all()
-    expected = model.sample(64, generator=torch.Generator().manual_seed(0), ddim_steps=10)
-    np.testing.assert_array_equal(run.final, expected.numpy())
-
-
 def test_sample_reuses_the_sessions_run(extra, monkeypatch):
     run = run_of(extra)
     monkeypatch.setattr(tab, "run_chain", lambda *a, **k: pytest.fail("recomputed a chain the session has"))
     image, again = tab.sample(settings(), run, extra)
     assert again is run and image.shape == (SIZE, SIZE, 3)
+
+
+def test_the_kept_chain_lives_in_the_visitors_session(extra):
+    session = Session(models={"tiny-ddpm": extra["tiny-ddpm"]})
+    assert tab.kept_chain(session) is None and tab.kept_chain(extra) is None  # a plain mapping keeps nothing
+    run = run_of(session)
+    tab._keep(session, run)
+    assert tab.kept_chain(session) is run
+    session.close()
+    assert tab.kept_chain(session) is None
 
 
 # -- streaming ---------------------------------------------------------------------------------------------------
@@ -151,7 +153,7 @@ def test_animate_replays_a_kept_run_without_recomputing(extra, monkeypatch):
 
 
 def test_animate_reports_a_bad_model_before_streaming(extra):
-    gen = tab.animate(tab.ChainSettings.check("ddpm-nope", 64, 0, "beta", "ancestral", 1), extra=extra)
+    gen = tab.animate(tab.check_settings("ddpm-nope", 64, 0, "beta", "ancestral", 1), extra=extra)
     with pytest.raises(gr.Error):
         next(gen)
 
@@ -176,24 +178,26 @@ def test_scrub_before_any_run_shows_a_hint():
 
 
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
-def test_inside_step_figure_and_readout(extra, sampler):
+def test_inside_step_figure_and_readout_show_the_labs_numbers(extra, sampler):
     run = run_of(extra, sampler=sampler, ddim_steps=10)
-    fig, text = tab.inside_step(run, N // 2, extra)
+    k = int(run.ks[3])  # a step both samplers took
+    fig, readout = tab.inside_step(run, k, extra)
+    step = lab.inside_step(extra["tiny-ddpm"], run, k)
     assert isinstance(fig, Figure) and len(fig.axes) >= 3
-    assert f"| {int(run.ks[run.index(N // 2)])} |" in text and "drift" in text
-    fig0, text0 = tab.inside_step(run, 0, extra)  # k = 0 has no step: the last one (k = 1, or DDIM's) is shown
-    assert f"| {int(run.ks[-2])} |" in text0
+    assert f"| {k} | {step.beta:.3g} | {step.alpha_bar:.4f} | {step.sigma:.4f} |" in readout
+    assert f"{step.drift:.4f} | {step.noise_size:.4f} |" in readout
+    assert ("deterministically" in readout) == (sampler == "ddim") and "You asked" not in readout
+    with pytest.raises(gr.Error):  # no step leaves x_0
+        tab.inside_step(run, 0, extra)
 
 
-def test_inside_step_recovers_the_chains_own_noise(extra):
-    run = run_of(extra, n=32, variance="beta")
-    model, k = extra["tiny-ddpm"], N // 2
-    i = run.index(k)
-    x_k = torch.from_numpy(run.states[i].astype(np.float32))
-    with torch.inference_mode():
-        mean = model.p_mean(x_k, k, model.eps_theta(x_k, k))
-    z = (run.states[i + 1].astype(np.float32) - mean.numpy()) / float(model.schedule.sigma("beta")[k])
-    assert abs(z.std() - 1) < 0.35  # x_{k-1} - mu_theta = sigma_k z with z ~ N(0, I) (1.24)
+def test_inside_a_ddim_run_says_which_step_it_shows(extra):
+    run = run_of(extra, sampler="ddim", ddim_steps=10)
+    asked = next(k for k in range(N, 0, -1) if k not in run.ks)
+    _, readout = tab.inside_step(run, asked, extra)
+    shown = lab.inside_step(extra["tiny-ddpm"], run, asked).k
+    assert f"You asked for $k = {asked}$" in readout and f"**$k = {shown}$**, is shown" in readout
+    assert f"| {shown} |" in readout and "random" not in readout
 
 
 def test_inside_step_needs_a_run():
@@ -218,35 +222,55 @@ def test_exports_are_valid_files(extra):
 
 
 # -- forward process, schedule, bound ----------------------------------------------------------------------------
-def test_forward_process_readout(extra):
-    image, text = tab.forward_process("tiny-ddpm", N // 2, 300, 0, extra)
+def test_forward_process_frame_and_readout(extra):
+    image, readout = tab.forward_process("tiny-ddpm", N // 2, 300, 0, extra)
     assert image.shape == (SIZE, SIZE, 3)
     again, _ = tab.forward_process("tiny-ddpm", N // 2, 300, 0, extra)
     np.testing.assert_array_equal(image, again)
-    _, text0 = tab.forward_process("tiny-ddpm", 0, 300, 0, extra)
-    assert "∞" in text0  # no noise at k = 0: the SNR and the KL to N(0, I) are infinite
+    x_0 = torch.from_numpy(widgets.data_points("moons", 300, 0).copy())
+    state = lab.forward_process(extra["tiny-ddpm"], x_0, N // 2, torch.randn(300, 2, generator=widgets.generator(1)))
+    assert f"{state.kl:.3g} nats" in readout and f"**{state.kl_N:.2e} nats**" in readout
+    _, readout0 = tab.forward_process("tiny-ddpm", 0, 300, 0, extra)
+    assert "∞" in readout0  # formatting: the SNR and the KL are infinite at k = 0 (the numbers: test_lab_diffusion)
     with pytest.raises(gr.Error):
         tab.forward_process("tiny-ddpm", N + 1, 300, 0, extra)
     assert isinstance(tab.schedule_plot("tiny-ddpm", 3, extra), Figure)
 
 
-def test_vlb_chart_and_table_are_cached(extra, monkeypatch):
+def test_vlb_shows_the_kept_bounds_side_by_side(monkeypatch):
+    torch.manual_seed(1)
+    fresh = {"fresh-ddpm": DDPM(DDPMConfig(num_steps=N, hidden=16, depth=1, fourier_freqs=2, time_dim=8,
+                                           dataset="moons")).eval()}  # its own model: the memo is keyed on it
     monkeypatch.setattr(tab, "VLB_POINTS", 64)
-    monkeypatch.setattr(widgets, "data_entropy", lambda name: (2.4, 0.01))
-    model = extra["tiny-ddpm"]
-    calls = []
-    original = DDPM.vlb
-    monkeypatch.setattr(DDPM, "vlb", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     ticks = []
-    fig, text = tab.vlb("tiny-ddpm", "beta", extra, progress=lambda p, desc="": ticks.append(p))
-    assert isinstance(fig, Figure) and "bits/dim" in text and "entropy" in text
-    assert len(calls) == tab.VLB_CHUNKS and ticks[0] == 0
-    terms, _ = tab.vlb_terms("tiny-ddpm", "beta", extra)
-    assert len(calls) == tab.VLB_CHUNKS  # cached per (model, variance)
-    assert terms.L_kminus1.shape == (N - 1,) and np.isfinite(terms.total)
-    tab.vlb_terms("tiny-ddpm", "beta_tilde", extra)
-    assert len(calls) == 2 * tab.VLB_CHUNKS
-    assert model in tab._VLB_CACHE
+    fig, readout = tab.vlb("fresh-ddpm", "beta", fresh, progress=lambda p, desc="": ticks.append(p))
+    b = lab.kept_bound(fresh["fresh-ddpm"], "beta", 64)
+    assert isinstance(fig, Figure) and ticks[0] == 0 and b is not None and b.gap is not None
+    assert f"**{b.total:.3f} ± {b.stderr:.3f}**" in readout and f"{b.gap:.3f} ± {b.gap_stderr:.3f}" in readout
+    assert "Switch the variance" in readout and "\\tilde\\beta_2" not in readout  # only beta computed so far
+    _, both = tab.vlb("fresh-ddpm", "beta_tilde", fresh)
+    t = lab.kept_bound(fresh["fresh-ddpm"], "beta_tilde", 64)
+    d, se = lab.paired_difference(t, b)
+    assert f"**{t.total:.3f} ± {t.stderr:.3f}**" in both and f"**{b.total:.3f} ± {b.stderr:.3f}**" in both
+    assert f"**{d:.3f} ± {se:.3f} nats**" in both and "looser" in both
+    decoder = fresh["fresh-ddpm"].decoder_variance("beta_tilde")
+    assert f"\\tilde\\beta_2 = {decoder:.3g}" in both
+
+
+def bound_with_gap(gap: float, stderr: float) -> Bound:
+    per_point = np.array([2.0, 2.2, 1.8, 2.1])
+    terms = VLBTerms(L_N=0.01, L_kminus1=torch.full((3,), 0.5), L_0=0.4, data_dim=2)
+    return Bound("beta", terms, per_point, gap, stderr)
+
+
+def test_a_gap_within_noise_of_0_is_called_consistent_with_0():
+    decoder = {"beta": 1e-4, "beta_tilde": 5e-5}
+    below = text.bound_readout({"beta": bound_with_gap(-0.016, 0.02)}, "beta", decoder)
+    assert "-0.016 ± 0.020 nats: consistent with 0" in below and "upper bound on" not in below
+    above = text.bound_readout({"beta": bound_with_gap(0.3, 0.02)}, "beta", decoder)
+    assert "0.300 ± 0.020 nats: an upper bound on" in above and "consistent with 0" not in above
+    impossible = text.bound_readout({"beta": bound_with_gap(-0.3, 0.02)}, "beta", decoder)
+    assert "upper bound on" not in impossible and "no model can be" in impossible
 
 
 # -- the renderer ------------------------------------------------------------------------------------------------
@@ -273,7 +297,7 @@ def test_canvas_background_shows_the_data():
 def test_loaded_checkpoint_animates():
     if "ddpm-moons" not in [e["name"] for e in genapp.io.hub.available()]:
         pytest.skip("checkpoints/ddpm-moons is not there (the shipped checkpoints land with the lead's issue)")
-    s = tab.ChainSettings.check("ddpm-moons", 200, 0, "beta_tilde", "ddim", 20)
+    s = tab.check_settings("ddpm-moons", 200, 0, "beta_tilde", "ddim", 20)
     out = list(tab.animate(s, fps=None, frames=8))
     run = out[-1][2]
     assert run.done and np.abs(run.final).max() < 4.5

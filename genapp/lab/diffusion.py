@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,6 +107,47 @@ def run_chain(model: DDPM, settings: ChainSettings) -> Iterator[ChainRun]:
             yield dataclasses.replace(run, filled=i + 1, final=x_k.copy(), seconds=time.perf_counter() - start)
         else:
             yield dataclasses.replace(run, filled=i + 1)
+
+
+class ChainWorker:
+    """A chain run on a daemon thread, every step at full speed whatever its viewer does: `latest` is the newest
+    ChainRun; `wait(filled)` blocks until that many states are computed and returns the run (the chain's error, if
+    it failed, is raised there); `stop()` ends it early. Given a finished ChainRun instead, it replays that run.
+    The first state (x_N) is drawn on the caller's thread, so bad input fails before any thread starts."""
+
+    def __init__(self, chain: Iterator[ChainRun] | ChainRun) -> None:
+        self._stop, self._finished, self._failure = threading.Event(), threading.Event(), []
+        if isinstance(chain, ChainRun):
+            self.latest = chain
+            self._finished.set()
+            return
+        self.latest = next(chain)
+        self._chain = chain
+        threading.Thread(target=self._work, name="genapp-chain", daemon=True).start()
+
+    def _work(self) -> None:
+        try:
+            for run in self._chain:
+                self.latest = run
+                if self._stop.is_set():
+                    break
+        except BaseException as error:  # handed to the viewer in `wait`
+            self._failure.append(error)
+        finally:
+            self._chain.close()
+            self._finished.set()
+
+    def wait(self, filled: int) -> ChainRun:
+        while self.latest.filled < filled and not self._finished.is_set():
+            time.sleep(0.002)
+        if self._failure:
+            raise self._failure[0]
+        if self.latest.filled < filled:
+            raise RuntimeError(f"the chain stopped after {self.latest.filled} states, before {filled}")
+        return self.latest
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 # -- inside one step ---------------------------------------------------------------------------------------------
