@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from genapp.families import family_of_name
+from genapp.io.cards import card_metrics
 from genapp.io.checkpoint import (  # noqa: F401  (re-exported: the public API names them under genapp.io.hub)
     FILES,
     MAX_CONFIG_INT,
@@ -158,8 +159,9 @@ def _local_names() -> list[str]:
 
 
 def available() -> list[dict[str, Any]]:
-    """The local checkpoints, sorted by name: dicts of name, family, dataset, path and metrics (the card's
-    `genapp_metrics`), plus `error` when config.json is unreadable (then family and dataset come from the name)."""
+    """The local checkpoints, sorted by name: dicts of name, family, dataset, path and metrics (the numbers of the
+    card's model-index, `genapp.io.cards.card_metrics`), plus `error` when config.json is unreadable (then family
+    and dataset come from the name)."""
     entries = []
     for name in _local_names():
         folder = checkpoints_dir() / name
@@ -171,22 +173,9 @@ def available() -> list[dict[str, Any]]:
             entry["dataset"] = raw.get("dataset") or entry["dataset"]
         except CheckpointError as error:
             entry["error"] = str(error)
-        entry["metrics"] = _card_metrics(folder / "README.md")
+        entry["metrics"] = card_metrics(folder / "README.md")
         entries.append(entry)
     return entries
-
-
-def _card_metrics(path: Path) -> dict[str, float]:
-    """The numbers under `genapp_metrics:` in a model card's YAML header (as genapp.cards writes them)."""
-    from huggingface_hub.repocard import metadata_load
-
-    try:
-        metrics = (metadata_load(path) or {}).get("genapp_metrics") if path.is_file() else None
-    except Exception:  # a card with a broken header still lists; it just has no metrics
-        return {}
-    if not isinstance(metrics, dict):
-        return {}
-    return {str(k): v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _not_found(name: str | None, what: str) -> str:

@@ -1,0 +1,94 @@
+"""Model cards through huggingface_hub's ModelCard: every shipped card parses, is titled with its repo id, carries
+the Hub metadata, and its model-index holds exactly the numbers of the folder's training.json; the shipped cards
+are what `rewrite_card` makes of their folders (regenerated, not hand-edited)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from genapp.diffusion import DDPM, DDPMConfig
+from genapp.io import cards, hub
+
+ROOT = hub.checkpoints_dir()
+SHIPPED = sorted(p.name for p in ROOT.iterdir() if (p / "config.json").is_file())
+
+
+@pytest.fixture(autouse=True)
+def default_namespace(monkeypatch):
+    monkeypatch.delenv("GENAPP_HUB_NAMESPACE", raising=False)
+
+
+def _card_numbers(card: ModelCard) -> dict[str, float]:
+    return {r.metric_type: r.metric_value for r in card.data.eval_results or []}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_card_metadata_and_metrics_match_the_training_record(name):
+    card = ModelCard.load(ROOT / name / "README.md")
+    data, repo_id = card.data, f"genapp-lab/genapp-{name}"
+    assert data.library_name == "genapp" and data.license == "mit" and data.model_name == repo_id
+    assert card.text.lstrip().splitlines()[0] == f"# {repo_id}"
+    family, dataset = name.split("-", 1)
+    assert {"genapp", family, dataset} <= set(data.tags) and "genapp_metrics" not in data.to_dict()
+    assert {r.dataset_type for r in data.eval_results} == {f"genapp-{dataset}"}
+    numbers = _card_numbers(card)
+    if name == "ddpm-digits":  # no training.json: the numbers of its hand-measured table
+        assert data.pipeline_tag == "unconditional-image-generation" and "images" in data.tags
+        assert numbers == {"frechet_ratio": 1.24, "bits_per_dim": 2.06}
+        assert re.search(r"\| ratio \(target <= 3\) \| 1\.24 \|", card.text)
+        assert re.search(r"512 images \| 2\.06 bits/dim \|", card.text)
+        return
+    record = json.loads((ROOT / name / "training.json").read_text())
+    assert data.pipeline_tag is None and "toy-2d" in data.tags  # the Hub has no task for 2-D points
+    assert numbers == record["metrics"]  # every number, exactly: the model-index is the record
+    assert ("vlb_gap" if family == "ddpm" else "kl") in numbers
+    assert record["training"]["command"] in card.text
+    assert hub.card_metrics(ROOT / name / "README.md") == numbers
+
+
+def test_available_reads_metrics_from_the_model_index():
+    entries = {e["name"]: e for e in hub.available()}
+    assert set(entries) == set(SHIPPED)
+    moons = json.loads((ROOT / "ddpm-moons" / "training.json").read_text())["metrics"]
+    assert entries["ddpm-moons"]["metrics"] == moons
+    assert entries["ddpm-digits"]["metrics"]["bits_per_dim"] == 2.06
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_cards_are_regenerated_from_their_folders(tmp_path, name):
+    folder = shutil.copytree(ROOT / name, tmp_path / name)
+    cards.rewrite_card(folder)
+    assert (folder / "README.md").read_text() == (ROOT / name / "README.md").read_text()
+
+
+def _tiny() -> DDPM:
+    torch.manual_seed(0)
+    return DDPM(DDPMConfig(num_steps=10, hidden=8, depth=1, dataset="moons"))
+
+
+def test_model_card_round_trip_and_retitle(monkeypatch):
+    metrics = {"vlb_gap": 0.0123456789, "sliced_w2_ratio": 1.5, "support_fraction": 1, "converged": True, "note": "x"}
+    text = cards.model_card("ddpm-moons", _tiny(), None, metrics)
+    card = ModelCard(text)
+    assert card.data.model_name == "genapp-lab/genapp-ddpm-moons" and card.data.pipeline_tag is None
+    assert _card_numbers(card) == {"vlb_gap": 0.0123456789, "sliced_w2_ratio": 1.5, "support_fraction": 1}
+    moved = ModelCard(cards.retitle(text, "someone/genapp-ddpm-moons"))
+    assert moved.data.model_name == "someone/genapp-ddpm-moons" and _card_numbers(moved) == _card_numbers(card)
+    assert moved.text.lstrip().startswith("# someone/genapp-ddpm-moons\n") and "genapp-lab" not in str(moved)
+    monkeypatch.setenv("GENAPP_HUB_NAMESPACE", "someone")
+    assert ModelCard(cards.model_card("ddpm-moons", _tiny())).data.model_name == "someone/genapp-ddpm-moons"
+    assert ModelCard(cards.model_card("My Run", _tiny())).data.model_name == "My Run"  # not a checkpoint name
+    assert ModelCard(cards.model_card("ddpm-moons", _tiny())).data.eval_results is None  # nothing measured
+
+
+def test_image_ddpm_card_has_the_image_pipeline_tag():
+    model = DDPM(DDPMConfig(data_shape=(1, 8, 8), net="unet", channels=8, num_steps=10, dataset="digits"))
+    data = ModelCard(cards.model_card("ddpm-digits", model, None, {"bits_per_dim": 2.5})).data
+    assert data.pipeline_tag == "unconditional-image-generation" and "images" in data.tags
+    assert data.eval_results[0].task_type == "unconditional-image-generation"
