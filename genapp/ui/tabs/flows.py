@@ -21,11 +21,9 @@ from PIL import Image
 
 from genapp import families
 from genapp.lab import flows as lab
-from genapp.lab.grid import DensityGrid
 from genapp.render import canvas, style
 from genapp.ui import trained_data, widgets
 from genapp.ui.text import flows as text
-from genapp.ui.text.flows import NO_MODELS, layer_caption
 
 DEFAULT_MODEL = "realnvp-moons"
 DEFAULT_POINTS = 2000
@@ -130,7 +128,7 @@ def layer_view(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any =
 
 
 # -- density and the point inspector -----------------------------------------------------------------------------
-def _density_images(grid: DensityGrid, model_name: str, marker: tuple[float, float] | None,
+def _density_images(grid: lab.DensityGrid, model_name: str, marker: tuple[float, float] | None,
                     size: int) -> tuple[np.ndarray, np.ndarray]:
     cv, scale = widgets.canvas(size), lab.heat_scale(grid)
     if marker is not None and not (abs(marker[0]) <= grid.lim and abs(marker[1]) <= grid.lim):
@@ -219,8 +217,7 @@ def export_files(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any
         images["x-to-z"] = x_to_z(model_name, n, seed, extra)[0]
     paths = []
     for name, image in images.items():
-        path = folder / f"{stem}_{name}.png"
-        Image.fromarray(image).save(path)
+        Image.fromarray(image).save(path := folder / f"{stem}_{name}.png")
         paths.append(str(path))
     zx = lab.sample_map(flow, n, seed)
     return paths + [*widgets.export_points(zx.x, f"{stem}_x"), *widgets.export_points(zx.z, f"{stem}_z")]
@@ -233,18 +230,15 @@ def export_gif(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: M
     flow = _flow(model_name, extra)
     n, seed = widgets.check_points(n), widgets.check_seed(seed)
     view = lab.layers(flow, lab.latent(n, seed), "forward")
-    states, colors = view.states, canvas.angle_radius_colors(view.states[0])
-    cv = widgets.canvas(GIF_SIZE)
-    K = len(states) - 1
-    frames = []
-    for k in range(1, K + 1):
-        for t in np.linspace(0, 1, frames_per_layer, endpoint=False):
-                        frames.append(canvas.render_colored(cv, (1 - t) * states[k - 1] + t * states[k], colors,
-                                               widgets.background("", GIF_SIZE), title=text.step_title(k),
-                                               subtitle=layer_caption(view.infos[k - 1]), corner=str(model_name)))
-    frames.append(canvas.render_colored(cv, states[K], colors, trained_data.backdrop(flow, GIF_SIZE, session=extra),
-                                        title=text.step_title(K, last=True), subtitle="the samples",
-                                        corner=str(model_name)))
+    states, colors, cv, corner = view.states, canvas.angle_radius_colors(view.states[0]), widgets.canvas(GIF_SIZE), \
+        str(model_name)
+    frames = [canvas.render_colored(cv, (1 - t) * states[k - 1] + t * states[k], colors,
+                                    widgets.background("", GIF_SIZE), title=text.step_title(k),
+                                    subtitle=text.layer_caption(view.infos[k - 1]), corner=corner)
+              for k in range(1, view.K + 1) for t in np.linspace(0, 1, frames_per_layer, endpoint=False)]
+    frames.append(canvas.render_colored(cv, states[-1], colors, trained_data.backdrop(flow, GIF_SIZE, session=extra),
+                                        title=text.step_title(view.K, last=True), subtitle="the samples",
+                                        corner=corner))
     return widgets.export_gif(frames, widgets.file_stem(model_name, f"seed{seed}", "layers"), fps=12)
 
 
@@ -265,7 +259,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
                             scale=3, elem_id="flow-model")
         n = gr.Slider(widgets.MIN_POINTS, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=10, label="Points", scale=3)
         seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed", scale=1)
-    info = widgets.explain(NO_MODELS if default is None else "", elem_id="flow-info")
+    info = widgets.explain(text.NO_MODELS if default is None else "", elem_id="flow-info")
     image = dict(format="png", interactive=False, show_label=False, buttons=["download", "fullscreen"],
                  elem_classes="genapp-frame")
 
@@ -329,13 +323,13 @@ def build_tab(ctx: widgets.AppContext) -> None:
     # -- wiring: thin adapters from components to the callbacks above --
     def on_model(model, extra):
         if not model:
-            return gr.update(), NO_MODELS
+            return gr.update(), text.NO_MODELS
         flow = _flow(model, extra)
         K = len(flow.layers)
         return gr.update(maximum=K, value=K), text.describe_model(model, flow, trained_data.describe(flow, extra))
 
     def on_z_to_x(model, points, seed, extra):
-        return z_to_x(model, points, seed, extra) if model else (blank("no flow checkpoint", 2), NO_MODELS)
+        return z_to_x(model, points, seed, extra) if model else (blank("no flow checkpoint", 2), text.NO_MODELS)
 
     def on_x_to_z(model, points, seed, extra):
         if model and trained_data.of(_flow(model, extra), session=extra) is None:
