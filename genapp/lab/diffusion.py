@@ -159,7 +159,8 @@ class StepInside:
     DDIM the strided step nearest to it (DDIM never visits the others); k_next: where the step lands (k - 1, or DDIM's
     next strided step). eps: eps_theta(x_k, k); x0_pred: x_0 implied by x_k (1.21 solved for x_0; DDIM clips it to
     the data box). Algorithm 2: mean = mu_theta(x_k, k) (1.23), x_next = mean + sigma_k z (1.24), the kept x_{k-1}
-    itself, so noise = x_next - mean = sigma_k z is the noise the chain drew (z = 0 at k = 1). DDIM (eta = 0):
+    itself, so noise = x_next - mean = sigma_k z is the noise the chain drew (z = 0 at k = 1), up to the float16
+    rounding of the kept states. DDIM (eta = 0):
     x_next = sqrt(alpha_bar_{k_next}) x0_pred + sqrt(1 - alpha_bar_{k_next}) eps' (eps' recomputed from the clipped
     x0_pred), with sigma = 0 and mean = x_next. grid, eps_grid: eps_theta(., k) on a lattice of points."""
 
