@@ -333,10 +333,21 @@ def theme() -> gr.themes.Base:
 
 
 CSS = """
-.gradio-container { max-width: 1280px !important; margin: auto; }
-#genapp-title h1 { margin-bottom: 0.2em; }
+.gradio-container { max-width: 1280px !important; width: 100% !important; min-width: 0 !important; margin: auto; }
+.gradio-container > .main { padding-left: clamp(6px, 3vw, 32px) !important; padding-right: clamp(6px, 3vw, 32px) !important; }
+#genapp-title h1 { margin-bottom: 0.2em; font-size: clamp(1.4em, 5vw, 2.2em); }
 .genapp-explain { font-size: 0.92em; color: var(--body-text-color-subdued); }
 .genapp-explain p { margin: 0.2em 0 0.4em 0; }
 .genapp-readout table { font-size: 0.92em; }
-.genapp-frame img { image-rendering: auto; }
+.genapp-frame img { image-rendering: auto; max-width: 100%; height: auto; }
+/* tables and formulas scroll sideways inside their panel instead of breaking words or widening the page */
+.prose table { display: block; overflow-x: auto; max-width: 100%; }
+.prose td, .prose th { word-break: normal; overflow-wrap: normal; }
+.prose { overflow-x: auto; max-width: 100%; }
+/* phones (Gradio scopes rules inside @media to the page's content): every row stacks its panels at full width */
+@media (max-width: 640px) {
+  .row { flex-direction: column !important; flex-wrap: nowrap !important; }
+  .row > *, .column, .block, .form { min-width: 0 !important; max-width: 100% !important; }
+  .row > * { width: 100% !important; flex: 1 1 auto !important; }
+}
 """
