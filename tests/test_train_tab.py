@@ -27,6 +27,7 @@ from genapp.ui import widgets
 from genapp.ui.session import Session
 from genapp.ui.tabs import diffusion as ddpm_tab
 from genapp.ui.tabs import train as tab
+from genapp.ui.text import train as train_text
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer  # noqa: E402
@@ -134,6 +135,44 @@ def test_the_live_record_follows_the_run_to_its_end():
     assert not live.model.training and next(live.model.parameters()).device.type == "cpu"
 
 
+def loop_batches(steps: int, batch_size: int = 64, seed: int = 0) -> torch.Tensor:
+    """The minibatch the loop draws at `steps` (genapp.train draws from a generator seeded with `seed`)."""
+    g, moons = torch.Generator().manual_seed(seed), data.get("moons")
+    for _ in range(steps):
+        x = moons.sample(batch_size, generator=g)
+    return x
+
+
+def test_the_loop_step_is_algorithm_1_on_the_loops_own_minibatch():
+    live = lab.start(settings("ddpm", steps=20), data.get("moons"), snapshot_every=0.0, callback_every=5)
+    assert live.wait(60) and live.result.steps == 20
+    loop, model = live.loop, live.model
+    assert loop.step == 20 and loop.z is None and loop.x_0.shape == (lab.LOOP_POINTS, 2)
+    np.testing.assert_array_equal(loop.x_0, loop_batches(20)[: lab.LOOP_POINTS].double().numpy())
+    assert ((1 <= loop.k) & (loop.k <= model.num_steps)).all()
+    a = model.alpha_bar[torch.from_numpy(loop.k)].numpy()[:, None]
+    np.testing.assert_allclose(loop.x_k, np.sqrt(a) * loop.x_0 + np.sqrt(1 - a) * loop.eps, atol=1e-6)  # (1.21)
+    with torch.no_grad():
+        eps_pred = model.eps_theta(torch.from_numpy(loop.x_k).float(), torch.from_numpy(loop.k)).double().numpy()
+    np.testing.assert_allclose(loop.eps_pred, eps_pred, atol=1e-5)
+    np.testing.assert_allclose(loop.loss, ((loop.eps - loop.eps_pred) ** 2).sum(1), rtol=1e-6)  # (1.26)
+    assert "Algorithm 1 at step 20" in train_text.loop_markdown(loop)
+
+
+def test_the_loop_step_of_a_flow_is_its_nll():
+    live = lab.start(settings("realnvp", steps=15), data.get("moons"), snapshot_every=0.0, callback_every=5)
+    assert live.wait(60)
+    loop, flow = live.loop, live.model
+    assert loop.step == 15 and loop.k is None
+    np.testing.assert_array_equal(loop.x_0, loop_batches(15)[: lab.LOOP_POINTS].double().numpy())
+    with torch.no_grad():
+        x = torch.from_numpy(loop.x_0).float()
+        np.testing.assert_allclose(loop.loss, -flow.log_prob(x).double().numpy(), rtol=1e-5)  # (1.29), (1.31)
+        np.testing.assert_allclose(loop.z, flow.inverse(x)[0].double().numpy(), atol=1e-6)
+    np.testing.assert_allclose(loop.log_pz, -0.5 * (loop.z**2).sum(1) - np.log(2 * np.pi), rtol=1e-5)  # N(0, I)
+    np.testing.assert_allclose(loop.loss, -(loop.log_pz + loop.log_det), rtol=1e-6)  # float32 sums
+
+
 def test_the_live_record_stops_promptly_and_keeps_errors():
     live = lab.start(settings("ddpm", steps=50_000, seconds=60), data.get("moons"), callback_every=5)
     wait_until(lambda: live.step > 0)
@@ -163,6 +202,7 @@ def test_progress_arrives_then_the_model_joins_the_session(family):
     updates, session, run = trained(family)
     live = [u for u in updates[:-1] if u.run is None]
     assert live and any(isinstance(u.loss, Figure) for u in live) and any(u.image is not None for u in live)
+    assert any(u.loop for u in live) and updates[-1].loop  # the loop's body on its minibatch, live and at the end
     name = f"my-{family}-moons-1"
     assert run.name == name and list(session) == [name] and session.data_of(session[name]) is not None
     assert run.training["steps"] == 60 and run.training["status"] == "finished" and run.training["device"] == "cpu"
@@ -326,6 +366,9 @@ def test_an_uploaded_black_on_white_image_works_like_a_drawing():
 
 
 # -- download and push ------------------------------------------------------------------------------------------
+CHECKPOINT_FILES = ("README.md", "config.json", "model.safetensors")
+
+
 def outputs(model) -> torch.Tensor:
     x = torch.linspace(-2, 2, 14).reshape(7, 2)
     with torch.no_grad():
@@ -338,8 +381,9 @@ def test_the_zip_is_a_checkpoint_folder_that_loads_back(family, tmp_path):
     path = Path(tab.export_checkpoint(run, extra))
     assert path.name == f"{run.name}.zip"
     with zipfile.ZipFile(path) as z:
-        assert sorted(z.namelist()) == sorted(f"{run.name}/{f}" for f in ("README.md", "config.json",
-                                                                          "model.safetensors"))
+        names = z.namelist()  # the folder as hub.save writes it (a DDPM may add its scheduler_config.json)
+        assert {f"{run.name}/{f}" for f in CHECKPOINT_FILES} <= set(names)
+        assert all(name.startswith(f"{run.name}/") and name.count("/") == 1 for name in names)
         z.extractall(tmp_path)
     folder = tmp_path / run.name
     model = hub.load_dir(folder)
@@ -370,7 +414,7 @@ def test_push_publishes_the_checkpoint_with_its_card(server):
     token = "hf_secret_test_token_123"
     text = tab.push_to_hub(run, extra, " someone/genapp-mine ", token)
     pushed = server.root / "someone" / "genapp-mine"
-    assert sorted(p.name for p in pushed.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert set(CHECKPOINT_FILES) <= {p.name for p in pushed.iterdir()}
     assert "library_name: genapp" in (pushed / "README.md").read_text()
     assert torch.equal(outputs(hub.load_dir(pushed, family="ddpm")), outputs(extra[run.name]))
     assert "someone/genapp-mine" in text and "commit" in text and token not in text

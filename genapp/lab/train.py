@@ -30,6 +30,7 @@ SNAPSHOT_GRID = 100  # flows: log p_x on a 100 x 100 grid ...
 SNAPSHOT_LIM = 4.0  # ... over [-4, 4]^2
 SNAPSHOT_SEED = 1234  # the same noise for every snapshot: successive ones show the model change, not the draw
 DRAWING = "drawing"  # the dataset name (config.dataset) of a model trained on a hand-drawn point cloud
+LOOP_POINTS = 4  # points of the loop's minibatch shown going through its body
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,67 @@ def snapshot(model: nn.Module, step: int) -> Snapshot:
         model.train(was_training)
 
 
+@dataclass(frozen=True)
+class LoopStep:
+    """The training loop's body on the first LOOP_POINTS points x_0 of the minibatch it drew at `step`, with the
+    model as it is after that step. A DDPM (Algorithm 1 of Ho et al. 2020, the loss L_simple (1.26)): k ~ U{1..N},
+    eps ~ N(0, I), x_k (1.21), eps_theta(x_k, k), and `loss` = |eps - eps_theta(x_k, k)|^2 per point. A flow (1.31):
+    z = f^{-1}(x_0), log p_z(z), log|det J_{f^-1}(x_0)|, and `loss` = -log p_x(x_0) (1.29) per point. The fields of
+    the other family are None; k and eps are drawn here, from `seed`, the way the loop draws them."""
+
+    step: int
+    x_0: np.ndarray
+    loss: np.ndarray
+    k: np.ndarray | None = None
+    eps: np.ndarray | None = None
+    x_k: np.ndarray | None = None
+    eps_pred: np.ndarray | None = None
+    z: np.ndarray | None = None
+    log_pz: np.ndarray | None = None
+    log_det: np.ndarray | None = None
+
+
+@torch.no_grad()
+def loop_step(model: nn.Module, x_0: torch.Tensor, step: int, seed: int = 0) -> LoopStep:
+    """One pass of the loop's body on the points `x_0` (see `LoopStep`), on the model's device, in float64 out."""
+    p = next(model.parameters())
+    x = x_0.to(device=p.device, dtype=p.dtype)
+    def out(t: torch.Tensor) -> np.ndarray:
+        return t.double().cpu().numpy()
+
+    if hasattr(model, "eps_theta"):
+        g = torch.Generator().manual_seed(seed)
+        k = torch.randint(1, model.num_steps + 1, (len(x),), generator=g)  # k ~ Uniform{1..N}
+        eps = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)  # eps ~ N(0, I)
+        x_k = model.q_sample(x, k.to(x.device), eps)  # (1.21)
+        eps_pred = model.eps_theta(x_k, k.to(x.device))
+        loss = (eps - eps_pred).pow(2).sum(1)  # (1.26), per point
+        return LoopStep(step, out(x), out(loss), k=k.numpy(), eps=out(eps), x_k=out(x_k), eps_pred=out(eps_pred))
+    z, log_det = model.inverse(x)  # (1.32-1.33)
+    log_pz = model.base_log_prob(z)
+    nll = -(log_pz + log_det)  # -log p_x(x_0) (1.29), the term of (1.31)
+    return LoopStep(step, out(x), out(nll), z=out(z), log_pz=out(log_pz), log_det=out(log_det))
+
+
+class _Recorder:
+    """The dataset as the loop sees it: the same batches (from the loop's own generator), the first few of the last
+    one kept for `loop_step`."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset, self.last = dataset, None
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = self.dataset.sample(n, generator=generator)
+        self.last = x[:LOOP_POINTS].detach().cpu().clone()
+        return x
+
+
 @dataclass(eq=False)
 class Live:
     """The live record of one run. The training thread appends to `steps` / `losses` (they only grow: a reader
-    takes a prefix of `len(steps)`), replaces `snapshot`, and at the end sets `result` (or `error`), the model on the
-    CPU in eval mode with its `final` snapshot, then `ended`. `stop()` asks the run to end after its current step."""
+    takes a prefix of `len(steps)`), replaces `snapshot` and `loop` (the loop's body on its latest minibatch), and
+    at the end sets `result` (or `error`), the model on the CPU in eval mode with its `final` snapshot, then `ended`.
+    `stop()` asks the run to end after its current step."""
 
     total_steps: int
     time_limit: float
@@ -116,6 +173,7 @@ class Live:
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     snapshot: Snapshot | None = None
+    loop: LoopStep | None = None
     final: Snapshot | None = None
     result: TrainResult | None = None
     error: BaseException | None = None
@@ -157,17 +215,20 @@ def run(live: Live, dataset: Any, *, lr: float, batch_size: int, ema_decay: floa
     """Train `live.model` on `dataset` on this thread with `genapp.train.train`, writing progress into `live` (a
     snapshot at most every `snapshot_every` seconds) until `live.total_steps`, `live.time_limit` or `live.stop()`.
     Never raises: an error is kept in `live.error`. Ends with `live.ended` set."""
-    last = [-float("inf")]
+    last, recorder = [-float("inf")], _Recorder(dataset)
 
     def callback(step: int, loss: float, model: nn.Module) -> None:
         live.losses.append(loss)  # losses first: a reader takes len(steps) of each
         live.steps.append(step)
         if time.perf_counter() - last[0] >= snapshot_every:
+            was_training = model.training
+            live.loop = loop_step(model.eval(), recorder.last, step, seed=step)
+            model.train(was_training)
             live.snapshot = snapshot(model, step)
             last[0] = time.perf_counter()
 
     try:
-        result = train(live.model, dataset, steps=live.total_steps, lr=lr, batch_size=batch_size, ema_decay=ema_decay,
+        result = train(live.model, recorder, steps=live.total_steps, lr=lr, batch_size=batch_size, ema_decay=ema_decay,
                        device=device, seed=seed, callback=callback, callback_every=callback_every,
                        should_stop=live.should_stop, progress=False, time_limit=live.time_limit)
         live.model.cpu().eval()  # the tabs sample on the CPU

@@ -195,6 +195,7 @@ class Update:
     image: np.ndarray | None = None
     extra: Session | None = None
     run: TrainedRun | None = None
+    loop: str | None = None  # the loop's body on its latest minibatch (Markdown)
 
 
 @dataclass(eq=False)
@@ -263,12 +264,13 @@ def _follow(run: Training, every: float) -> Iterator[Update]:
         steps, losses, snap = live.steps[:n], live.losses[:n], live.snapshot
         status = text.training(text.describe(settings), live.step, settings.steps, live.elapsed, settings.seconds,
                                losses[-1] if n else None, DEVICE.type, live.fraction)
-        image = figure = None
+        image = figure = loop = None
         if snap is not shown or first:
             image, shown = render_snapshot(settings, snap, run.back, live.fraction), snap
             figure = loss_plot(settings, steps, losses) if n else None
+            loop = text.loop_markdown(live.loop)
         first = False
-        yield Update(status, figure, image)
+        yield Update(status, figure, image, loop=loop)
 
 
 def _finish(run: Training) -> Update:
@@ -287,7 +289,7 @@ def _finish(run: Training) -> Update:
     image = render_snapshot(settings, live.final, run.back, 1.0, final=True)
     return Update(text.finished(name, result, tab, dropped, MAX_MODELS),
                   loss_plot(settings, np.arange(1, result.steps + 1), result.losses, result.steps),
-                  image, session, trained)
+                  image, session, trained, text.loop_markdown(live.loop))
 
 
 def stop_session(session: Any, timeout: float = STOP_WAIT_S) -> Update | None:
@@ -423,6 +425,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
                     snap_image = gr.Image(blank_snapshot(), label="Snapshot", format="jpeg", interactive=False,
                                           show_label=False, buttons=["download", "fullscreen"],
                                           elem_id="train-snapshot", elem_classes="genapp-frame")
+                    loop_md = widgets.explain(text.LOOP_WAIT, elem_classes="genapp-readout", elem_id="train-loop")
                 with gr.Column(scale=1, min_width=300):
                     loss = gr.Plot(figures.message_figure("The loss curve appears here.", 6.4, 3.2), label="Loss",
                                    show_label=False, elem_id="train-loss")
@@ -463,10 +466,11 @@ def build_tab(ctx: widgets.AppContext) -> None:
 
     def outputs(u: Update | None, version: int | None):
         if u is None:  # nothing trains in this session
-            return text.stopped_idle(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return text.stopped_idle(), *[gr.skip()] * 5
+        skip = [gr.skip() if v is None else v for v in (u.image, u.loss, u.loop)]
         # a new model in the session: bump the counter the other tabs' model pickers listen to
-        return (u.status, gr.skip() if u.image is None else u.image, gr.skip() if u.loss is None else u.loss,
-                gr.skip() if u.extra is None else (version or 0) + 1, gr.skip() if u.run is None else u.run)
+        return (u.status, *skip, gr.skip() if u.extra is None else (version or 0) + 1,
+                gr.skip() if u.run is None else u.run)
 
     def on_check(*values):  # at the click, before the queue: refuse at once what would be refused later
         check_settings(*values[:-1])
@@ -493,7 +497,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
         return push_to_hub(run, extra, repo, token_, private_), ""  # the token field is emptied afterwards
 
     private_api = dict(api_visibility="private")
-    shown = [status, snap_image, loss, ctx.models_changed, run_state]
+    shown = [status, snap_image, loss, loop_md, ctx.models_changed, run_state]
     family.change(on_family, family, [steps, lr, batch, hidden, depth, ddpm_row, flow_row], queue=False,
                   **private_api)
     # Gradio's queue is the line: at most MAX_TRAINING runs at once; a waiting event shows its place on the status.

@@ -7,8 +7,10 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 
+import numpy as np
+
 from genapp import families
-from genapp.lab.train import TrainSettings
+from genapp.lab.train import LoopStep, TrainSettings
 from genapp.render import style
 from genapp.train import TrainResult
 
@@ -113,3 +115,38 @@ def limits_markdown(limits: Mapping[str, tuple[float, float]], device: str, max_
 
 def pushed(name: str, repo_id: str, url: str) -> str:
     return f"Pushed **{name}** to [`{repo_id}`]({url.split('/commit/')[0]}) ([commit]({url}))."
+
+
+LOOP_WAIT = "*The training loop's body, on a few points of its latest minibatch, appears here while a model trains.*"
+ALGORITHM_1 = (r"repeat: $x_0 \sim q(x_0)$ (a minibatch of the data) · $k \sim \mathcal U\{1, \dots, N\}$ · "
+               r"$\varepsilon \sim \mathcal N(0, I)$ · a gradient step on "
+               r"$\Vert \varepsilon - \varepsilon_\theta(\sqrt{\bar\alpha_k}\, x_0 + \sqrt{1 - \bar\alpha_k}\,"
+               r"\varepsilon,\ k) \Vert^2$ (1.26)")
+FLOW_LOOP = (r"repeat: $x \sim$ a minibatch of the data · a gradient step on the NLL $-\frac1B \sum_b \log p_x(x_b)$ "
+             r"(1.31), where $\log p_x(x) = \log p_z(f^{-1}(x)) + \log|\det J_{f^{-1}}(x)|$ (1.29)")
+
+
+def _pair(v: np.ndarray) -> str:
+    return "(" + ", ".join(f"{a:+.2f}" for a in v) + ")"
+
+
+def loop_markdown(loop: LoopStep | None) -> str:
+    """The loop that runs, with `loop`'s points going through its body: Algorithm 1 for a DDPM, the NLL for a flow."""
+    if loop is None:
+        return LOOP_WAIT
+    if loop.k is not None:
+        head = (f"**The loop as it runs: Algorithm 1 at step {loop.step:,}** (Ho et al. 2020)  \n{ALGORITHM_1}\n\n"
+                r"| $x_0$ | $k$ | $\varepsilon$ | $x_k$ (1.21) | $\varepsilon_\theta(x_k, k)$ | "
+                r"$\Vert\varepsilon - \varepsilon_\theta\Vert^2$ |" "\n|---|---|---|---|---|---|\n")
+        rows = [f"| {_pair(x)} | {k} | {_pair(e)} | {_pair(xk)} | {_pair(ep)} | {loss:.3f} |"
+                for x, k, e, xk, ep, loss in zip(loop.x_0, loop.k, loop.eps, loop.x_k, loop.eps_pred, loop.loss)]
+        note = ("$x_0$: points of the minibatch the loop drew at this step; $k$ and $\\varepsilon$ drawn here the way "
+                "the loop draws them; $\\varepsilon_\\theta$ is the network after the step.")
+    else:
+        head = (f"**The loop as it runs at step {loop.step:,}**  \n{FLOW_LOOP}\n\n"
+                r"| $x$ | $z = f^{-1}(x)$ | $\log p_z(z)$ | $\log|\det J_{f^{-1}}(x)|$ | $-\log p_x(x)$ |"
+                "\n|---|---|---|---|---|\n")
+        rows = [f"| {_pair(x)} | {_pair(z)} | {lp:.3f} | {ld:+.3f} | {loss:.3f} |"
+                for x, z, lp, ld, loss in zip(loop.x_0, loop.z, loop.log_pz, loop.log_det, loop.loss)]
+        note = "$x$: points of the minibatch the loop drew at this step, through the flow as it is after the step."
+    return head + "\n".join(rows) + "\n\n" + note
