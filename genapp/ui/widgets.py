@@ -334,7 +334,8 @@ def theme() -> gr.themes.Base:
 
 CSS = """
 .gradio-container { max-width: 1280px !important; width: 100% !important; min-width: 0 !important; margin: auto; }
-.gradio-container > .main { padding-left: clamp(6px, 3vw, 32px) !important; padding-right: clamp(6px, 3vw, 32px) !important; }
+.gradio-container > .main { padding-left: clamp(6px, 3vw, 32px) !important;
+                            padding-right: clamp(6px, 3vw, 32px) !important; }
 #genapp-title h1 { margin-bottom: 0.2em; font-size: clamp(1.4em, 5vw, 2.2em); }
 .genapp-explain { font-size: 0.92em; color: var(--body-text-color-subdued); }
 .genapp-explain p { margin: 0.2em 0 0.4em 0; }
