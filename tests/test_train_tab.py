@@ -468,6 +468,16 @@ def test_gradio_queue_runs_the_training_and_stop_reaches_it():
     assert train.show_progress == "full" and [b._id for b in train.show_progress_on] == [status._id]
     check = next(fn for fn in demo.fns.values() if fn.fn is not None and fn.fn.__name__ == "on_check")
     assert not check.queue and check.api_visibility == "private"
+    ids = {getattr(b, "elem_id", None): b._id for b in demo.blocks.values()}
+    assert [b._id for b in check.outputs] == [ids["train-status"], ids["train-download"], ids["train-push-result"]]
+    knobs = ["ddpm", "moons", *tab.knob_defaults("ddpm").values(), 0]  # the page's knobs, in its order
+    shown, cleared, push_text = check.fn(*knobs, Session())  # a new run clears the last run's zip (issue 15)
+    assert "Waiting" in shown and cleared["value"] is None and cleared["visible"] is False and push_text == ""
+    busy = Session()
+    next(tab.train_session(settings("ddpm", steps=50_000, seconds=60), None, busy, every=0.05))
+    with pytest.raises(gr.Error, match="already have a model training"):  # refused at the click, not in line
+        check.fn(*knobs, busy)
+    assert tab.stop_session(busy).run.training["status"] == "stopped"
     _, stop = by_name["train_stop"]
     assert not stop.queue and stop.outputs == train.outputs  # Stop shows the kept model itself
     cancel = [fn for fn in demo.fns.values() if fn.is_cancel_function and fn.targets == stop.targets]

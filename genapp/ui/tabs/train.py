@@ -476,7 +476,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
         check_settings(*values[:-1])
         if _busy(values[-1]):
             raise widgets.refuse(text.ALREADY_TRAINING)
-        return text.waiting(MAX_TRAINING)
+        # the previous run's zip and push result go: they belong to another model
+        return text.waiting(MAX_TRAINING), gr.update(value=None, visible=False), ""
 
     def on_train(*values):
         *knob_values, points, extra, version = values
@@ -501,8 +502,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
     family.change(on_family, family, [steps, lr, batch, hidden, depth, ddpm_row, flow_row], queue=False,
                   **private_api)
     # Gradio's queue is the line: at most MAX_TRAINING runs at once; a waiting event shows its place on the status.
-    train_event = train_btn.click(on_check, [*knobs, ctx.session], status, queue=False, show_progress="hidden",
-                                  **private_api).success(
+    train_event = train_btn.click(on_check, [*knobs, ctx.session], [status, download_file, push_md], queue=False,
+                                  show_progress="hidden", **private_api).success(
         on_train, [*knobs, points_state, ctx.session, ctx.models_changed], shown, api_name="train",
         concurrency_id="train", concurrency_limit=MAX_TRAINING, show_progress="full", show_progress_on=status)
     # Stop: the run's stop flag ends it after its step and shows the kept model; `cancels` takes an event still in
