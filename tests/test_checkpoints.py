@@ -61,3 +61,69 @@ def test_from_pretrained_reads_every_shipped_folder_as_load_does(name):
     assert type(model) is type(reference) and model.config == reference.config and not model.training
     assert model.state_dict().keys() == reference.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+# -- diffusers reads each DDPM's schedule (scheduler_config.json; diffusers' t = our k - 1) ---------------------
+DDPMS = [name for name in SHIPPED if name.startswith("ddpm")]
+
+
+@pytest.mark.parametrize("name", DDPMS)
+def test_diffusers_reads_each_shipped_ddpm_schedule(name):
+    import json
+
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from genapp.io.checkpoint import scheduler_config
+
+    folder = hub.checkpoints_dir() / name
+    model = genapp.load(name)
+    assert json.loads((folder / "scheduler_config.json").read_text()) == scheduler_config(model.config)
+    scheduler = DDPMScheduler.from_pretrained(folder)
+    assert scheduler.config.variance_type == "fixed_small" and not scheduler.config.clip_sample
+    assert len(scheduler.alphas_cumprod) == model.num_steps
+    torch.testing.assert_close(scheduler.betas.double(), model.beta[1:], rtol=0, atol=1e-7)
+    torch.testing.assert_close(scheduler.alphas_cumprod.double(), model.alpha_bar[1:], rtol=0, atol=1e-6)
+    ddim = DDIMScheduler.from_pretrained(folder)  # the same file serves diffusers' DDIM
+    torch.testing.assert_close(ddim.alphas_cumprod.double(), model.alpha_bar[1:], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("schedule", "num_steps"), [("linear", 20), ("cosine", 50)])
+def test_saved_ddpm_schedule_is_diffusers_schedule(tmp_path, schedule, num_steps):
+    """Beyond N = 1000: linear rescaled by 1000 / N and the cosine schedule (squaredcos_cap_v2)."""
+    from diffusers import DDPMScheduler
+
+    from genapp.diffusion import DDPM, DDPMConfig
+
+    model = DDPM(DDPMConfig(num_steps=num_steps, schedule=schedule, hidden=8, depth=1))
+    scheduler = DDPMScheduler.from_pretrained(hub.save(model, tmp_path / "ddpm-x"))
+    torch.testing.assert_close(scheduler.alphas_cumprod.double(), model.alpha_bar[1:], rtol=0, atol=1e-6)
+    assert scheduler.betas[0].item() == pytest.approx(float(model.beta[1]), rel=1e-6)
+    if schedule == "linear":  # rescaled by 1000 / N
+        assert (scheduler.betas[0].item(), scheduler.betas[-1].item()) == pytest.approx((5e-3, 0.4), rel=1e-6)
+
+
+@pytest.mark.parametrize("variance", ["beta_tilde", "beta"])
+@pytest.mark.parametrize("k", [1, 2, 137, 1000])
+def test_one_diffusers_step_is_one_p_step(variance, k):
+    """DDPMScheduler.step(eps, t = k - 1, x_k) with the same noise is (1.24): x_{k-1} = mu_theta(x_k, k) + sigma_k z."""
+    from diffusers import DDPMScheduler
+
+    model = genapp.load("ddpm-moons")
+    variance_type = {"beta_tilde": "fixed_small", "beta": "fixed_large"}[variance]
+    scheduler = DDPMScheduler.from_pretrained(hub.checkpoints_dir() / "ddpm-moons", variance_type=variance_type)
+    x_k = torch.randn(64, 2, generator=torch.Generator().manual_seed(k))
+    with torch.no_grad():
+        eps = model.eps_theta(x_k, k)
+        theirs = scheduler.step(eps, k - 1, x_k, generator=torch.Generator().manual_seed(7)).prev_sample
+        z = torch.randn(64, 2, generator=torch.Generator().manual_seed(7)) if k > 1 else torch.zeros(64, 2)
+        ours = model.p_step(x_k, k, z, variance, eps)
+    # diffusers keeps alphas_cumprod in float32: at k = 2, 1 - alpha_bar_2 = 2.2e-4 carries its 3e-8 rounding
+    tolerance = 3e-4 if k == 2 else 2e-5
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=tolerance)
+    if 1 < k < 1000:  # the index shift matters: diffusers' t = k (no shift) is 8x further off
+        with torch.no_grad():
+            unshifted = scheduler.step(eps, k, x_k, generator=torch.Generator().manual_seed(7)).prev_sample
+        assert (unshifted - ours).abs().max() > 8 * tolerance
+    if k == 137:  # sigma_k^2 = beta_k and beta_tilde_k differ by 1.3% here: the other choice is off too
+        other = model.p_step(x_k, k, z, "beta" if variance == "beta_tilde" else "beta_tilde", eps)
+        assert (theirs - other).abs().max() > 20 * tolerance

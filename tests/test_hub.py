@@ -85,7 +85,8 @@ def publish(srv: HubServer, name: str, model: torch.nn.Module) -> Path:
 # -- format and round trips ------------------------------------------------------------------------------------
 def test_save_writes_the_mixin_folder_with_family_and_card(tmp_path):
     folder = hub.save(tiny_ddpm(), tmp_path / "ddpm-moons", card=CARD)
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                        "scheduler_config.json"]
     config = json.loads((folder / "config.json").read_text())
     assert config["family"] == "ddpm" and config["hidden"] == 16 and config["data_shape"] == [2]
     assert (folder / "README.md").read_text() == CARD
@@ -502,7 +503,8 @@ def test_push_then_load_from_the_hub(server, tmp_path, monkeypatch):
     url = hub.push("ddpm-moons", token="hf_test")
     assert url.endswith(f"/genapp-lab/genapp-ddpm-moons/commit/{COMMIT}")
     pushed = server.root / "genapp-lab" / "genapp-ddpm-moons"
-    assert sorted(p.name for p in pushed.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in pushed.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                        "scheduler_config.json"]
     assert (pushed / "README.md").read_text() == CARD
     monkeypatch.setenv("GENAPP_CHECKPOINTS", str(tmp_path / "elsewhere"))
     assert torch.equal(outputs(hub.load("ddpm-moons")), outputs(model))

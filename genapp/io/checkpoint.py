@@ -27,6 +27,7 @@ from genapp import families
 from genapp.families import family_of, family_of_name
 
 FILES = ("config.json", "model.safetensors", "README.md")
+SCHEDULER_FILE = "scheduler_config.json"  # DDPMs only: the schedule for diffusers (not read by genapp)
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_INT = 16_384  # any integer in config.json (widths, steps, layers, dims)
 MAX_PARAMETERS = 50_000_000  # numbers in the state dict: 200 MB of float32
@@ -41,7 +42,8 @@ class CheckpointError(ValueError):
 
 # -- save and strict load --------------------------------------------------------------------------------------
 def save(model: nn.Module, directory: str | Path, card: str | None = None) -> Path:
-    """Write `model` as a checkpoint folder: config.json (+ "family"), model.safetensors, README.md.
+    """Write `model` as a checkpoint folder: config.json (+ "family"), model.safetensors, README.md, and for a DDPM
+    scheduler_config.json (`scheduler_config`).
 
     README.md is `card` if given, else the mixin's default card; an older README.md in the folder is replaced.
     """
@@ -49,10 +51,36 @@ def save(model: nn.Module, directory: str | Path, card: str | None = None) -> Pa
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "README.md").unlink(missing_ok=True)
+    (directory / SCHEDULER_FILE).unlink(missing_ok=True)
     if card is not None:
         (directory / "README.md").write_text(card, encoding="utf-8")
     model.save_pretrained(directory, config={**dataclasses.asdict(model.config), "family": family})
+    if family == "ddpm":
+        (directory / SCHEDULER_FILE).write_text(json.dumps(scheduler_config(model.config), indent=2) + "\n")
     return directory
+
+
+def scheduler_config(config: Any, variance: str = "beta_tilde") -> dict[str, Any]:
+    """A `diffusers.DDPMScheduler` config with this DDPM's schedule (beyond the lecture: for diffusers users).
+
+    linear: beta_1..beta_N = linspace(beta_start, beta_end, N), the ends of `schedules.linear_betas(N)` (1e-4, 0.02
+    rescaled by 1000 / N); cosine: diffusers' "squaredcos_cap_v2", the same alpha_bar(t) with s = 0.008, capped at
+    0.999. variance_type: "fixed_small" is sigma_k^2 = beta_tilde_k, "fixed_large" is beta_k (1.18); the default
+    is `DDPM.sample`'s. No clipping (Algorithm 2 has none); diffusers' timestep t is our k - 1.
+    """
+    from genapp.schedules import linear_betas
+
+    types = {"beta_tilde": "fixed_small", "beta": "fixed_large"}
+    if variance not in types:
+        raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
+    out: dict[str, Any] = {"_class_name": "DDPMScheduler", "num_train_timesteps": config.num_steps}
+    if config.schedule == "linear":
+        betas = linear_betas(config.num_steps)
+        out |= {"beta_schedule": "linear", "beta_start": float(betas[0]), "beta_end": float(betas[-1])}
+    else:
+        out |= {"beta_schedule": "squaredcos_cap_v2"}
+    return out | {"variance_type": types[variance], "prediction_type": "epsilon", "clip_sample": False,
+                  "timestep_spacing": "leading", "steps_offset": 0}
 
 
 def load_dir(path: str | Path, map_location: str | torch.device = "cpu", *, family: str | None = None,

@@ -25,6 +25,7 @@ from genapp.io.checkpoint import (  # noqa: F401  (re-exported: the public API n
     FILES,
     MAX_CONFIG_INT,
     MAX_PARAMETERS,
+    SCHEDULER_FILE,
     CheckpointError,
     load_dir,
     read_config,
@@ -351,7 +352,7 @@ def push(name_or_dir: str | Path, repo_id: str | None = None, token: str | None 
     api = HfApi(endpoint=_endpoint(), token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=list(FILES),
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=[*FILES, SCHEDULER_FILE],
                                  commit_message=f"Upload {folder.name} (genapp)")
     except HfHubHTTPError as error:
         raise HubError(f"pushing {folder} to {repo_id} on {_endpoint()} failed: {error}") from error
