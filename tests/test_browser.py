@@ -102,3 +102,41 @@ def test_animate_then_scrub_in_chromium():
         page.screenshot(path=ARTIFACTS / "browser-4-scrubbed.png", full_page=True)
         assert not errors, errors
         print(f"first frame {first_frame_s:.2f} s after the click")
+
+
+TAB_PANELS = {"Diffusion": "#chain-frame", "Flows": "#flow-zx", "Train": "#train-snapshot"}
+
+
+def open_tab(page, name: str) -> None:
+    """Click the tab called `name`, directly or, where the bar is too narrow for it, through Gradio's tab menu."""
+    import re
+
+    tab = page.get_by_role("tab", name=re.compile(name))
+    if tab.count() and tab.first.is_visible():
+        tab.first.click()
+    else:
+        page.get_by_label("More tabs").click()
+        page.locator(".overflow-dropdown button", has_text=name).click()
+
+
+@pytest.mark.parametrize("width", [400, 1280])
+def test_every_tab_fits_the_screen_and_can_be_reached(width):
+    """At a phone's 400 px and a laptop's 1280 px: the page is no wider than the screen, every tab can be opened,
+    and its main picture is at least 85% of the content width on a phone (panels stack). Screenshots: artifacts/."""
+    need_checkpoint()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve_app() as url, chromium() as browser:
+        page, errors = open_page(browser, {"width": width, "height": 900})
+        page.goto(url, wait_until="load")
+        page.wait_for_selector("#animate-btn", timeout=30_000)
+        for name, panel in TAB_PANELS.items():
+            open_tab(page, name)
+            picture = page.locator(panel)
+            picture.wait_for(state="visible", timeout=30_000)
+            page.wait_for_timeout(500)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} is wider than {width}"
+            if width < 640:
+                box = picture.bounding_box()
+                assert box["width"] >= 0.85 * (width - 24), f"{name}'s picture is {box['width']:.0f} px wide"
+            page.screenshot(path=ARTIFACTS / f"layout-{width}-{name.lower()}.png")
+        assert not errors, errors
