@@ -41,6 +41,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _checkpoint_folder(text: str) -> Path:
+    """`train --out`: a folder that exists or can be made, and takes files; checked before training starts."""
+    import tempfile
+
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {text[:200]} is a file; give a folder for the checkpoint")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {text[:200]}: cannot write a checkpoint there ({error.strerror or error})") from None
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -49,6 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from genapp.io.cards import model_card
     from genapp.train import train, training_record
 
+    out = _checkpoint_folder(args.out)
     dataset = data.get(args.dataset)
     images = len(dataset.data_shape) > 1
     family = families.get(args.family)
@@ -60,7 +77,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = family.build(args.dataset, hidden=args.hidden, depth=args.depth, num_steps=args.num_steps,
                          schedule=args.schedule, channels=args.channels, couplings=args.couplings,
                          nice_scaling=not args.no_nice_scaling)
-    out = Path(args.out)
     # The card names the shipped location, wherever this run wrote to.
     argv = [f"checkpoints/{out.name}" if a == args.out else a for a in args.argv if a not in ("--quiet",)]
     # ... with every recipe value spelled out, so the command still reproduces the model if the recipe changes.

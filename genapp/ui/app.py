@@ -5,7 +5,11 @@ Each tab is a module in this package with `build_tab(ctx: widgets.AppContext)`; 
 (Gradio 6 takes them in `launch`, not in `Blocks`):
 
     demo = build_demo()
-    demo.queue(default_concurrency_limit=1).launch(**launch_kwargs())
+    demo.queue(default_concurrency_limit=1, max_size=64).launch(**launch_kwargs())
+
+`build_demo` also puts `genapp.ui.limits` on the app (issue 16): at most a few compute events per visitor, the
+queue's max_size kept, events of clients that left dropped, exports and gradio's cache swept, uploads checked
+from their header.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import importlib
 import os
 from typing import Any
 
+import gradio as gr
 from PIL import Image
 
-# Gradio decodes an uploaded picture with PIL before any of our checks run: cap it so a small file that expands to
-# a huge image (a decompression bomb) is refused while decoding. PIL raises above twice this many pixels;
-# genapp.drawing itself takes at most 16M pixels.
-Image.MAX_IMAGE_PIXELS = 16_000_000
+from genapp.ui import limits
+
+# An uploaded picture's size is checked from its header before gradio decodes it (`limits.check_uploads`, in
+# `widgets.guard_inputs`); PIL's own cap is a second line for any decode that path does not see: PIL raises above
+# twice this many pixels while decoding.
+Image.MAX_IMAGE_PIXELS = limits.MAX_UPLOAD_PIXELS
 
 TITLE = "genapp — a lab for diffusion and normalizing flows"
 INTRO = """
@@ -49,14 +56,14 @@ def _tab_module(name: str):
 
 def build_demo():
     """The whole app as a gr.Blocks (not launched). Importing and building loads no model and downloads nothing."""
-    import gradio as gr
     import torch
 
     from genapp.ui import session, widgets
 
     # Small matrices: one thread is as fast as two and never fights the other event for the 2 cores.
     torch.set_num_threads(int(os.environ.get("GENAPP_TORCH_THREADS", "1")))
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    # Gradio's copies of outputs and the uploads are deleted after limits.FILE_AGE_S (its own sweeper).
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=limits.cache_schedule()) as demo:
         gr.Markdown(INTRO, elem_id="genapp-title")
         ctx = widgets.AppContext(demo=demo, session=session.state(), models_changed=gr.State(0))
         with gr.Tabs():
@@ -66,7 +73,13 @@ def build_demo():
                     continue
                 with gr.Tab(label, id=module_name.rsplit(".", 1)[-1]):
                     module.build_tab(ctx)
-    return widgets.guard_inputs(demo)  # unreadable input values: a short error naming the field
+
+        def on_unload(request: gr.Request):
+            limits.remove_exports(request.session_hash)  # this visitor's export folder
+
+        demo.unload(on_unload)
+    limits.install(demo)  # per-visitor caps on the queue, max_size kept, events of clients that left dropped
+    return widgets.guard_inputs(demo)  # unreadable input values and oversize pictures: a short error
 
 
 MAX_UPLOAD = "10mb"  # an uploaded drawing is a few hundred kB; gradio refuses larger files before storing them

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ import torch
 from genapp import families as families_
 from genapp.render import canvas as raster
 from genapp.render import export, style
+from genapp.ui import limits
 
 MIN_POINTS, MAX_POINTS = 10, 20_000
 MAX_SEED = 2**31 - 1
@@ -138,10 +138,12 @@ def guard_inputs(demo: gr.Blocks) -> gr.Blocks:
     belongs, null or a list end in its generic "the upstream app has raised an exception", and its messages echo
     the whole value (a 100 kB string comes back whole). This wraps `demo.preprocess_data` (the one place every
     event's inputs pass through) so each of those becomes `input_error`'s message; callbacks then check what they
-    receive as before (check_int, check_choice, ...). Returns `demo`."""
+    receive as before (check_int, check_choice, ...). Uploaded pictures are checked from their header first
+    (`limits.check_uploads`). Returns `demo`."""
     preprocess_data = demo.preprocess_data
 
     async def guarded(block_fn, inputs, state, *args, **kwargs):
+        limits.check_uploads(block_fn, inputs)  # a picture's size from its header, before gradio decodes it
         try:
             return await preprocess_data(block_fn, inputs, state, *args, **kwargs)
         except Exception as error:  # a gr.Error from gradio's own checks, a TypeError, ...
@@ -282,10 +284,9 @@ def background(dataset: str, size: int = style.DEFAULT_SIZE) -> np.ndarray:
 
 # -- exports -----------------------------------------------------------------------------------------------
 def export_dir() -> Path:
-    """A fresh folder for one export, under GRADIO_TEMP_DIR (or the system temp dir), which gradio may serve."""
-    root = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "genapp-exports"
-    root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=root))
+    """A fresh folder for one export, in this session's folder under GRADIO_TEMP_DIR/genapp-exports (removed when
+    the page closes, and swept after `limits.FILE_AGE_S`: gradio serves its own copy of what an event returns)."""
+    return Path(tempfile.mkdtemp(dir=limits.session_folder()))
 
 
 def export_points(points: np.ndarray, stem: str) -> tuple[str, str]:

@@ -1,0 +1,379 @@
+"""What one visitor may cost the public app (issue 16): compute, disk and memory, each bounded.
+
+- **Compute.** `Gate` sits on Gradio's queue (`Queue.push`, the one place `/gradio_api/queue/join` and
+  `/gradio_api/call/*` put an event in line). Per group ("compute", "train", "push") each visitor may have at most
+  `PER_VISITOR[group]` events queued or running, counted per client address and per session: a further one is
+  refused at once (HTTP 429, the message says to wait). The queue holds at most `max_size` events queued *or
+  running* (Gradio counts only the queued ones, so one more ran past it). An event nobody listens for (no open
+  result stream for its session `GRACE_S` after it was sent: a client that posted and left) is dropped before it
+  runs and, if it is already running, stopped at its next yield (a generator; a plain function runs to its end,
+  which `check_cost` bounds). `check_cost(points, steps)` caps one request's work.
+- **Disk.** Exports go to a folder per session (`session_folder()`; Gradio serves them from there, so its name is a
+  keyed hash, not the session hash), removed when the page closes
+  (`remove_exports`, on `demo.unload`) and by a sweeper for anything older than `FILE_AGE_S` (API sessions never
+  close); Gradio's own cache and uploads are deleted by `gr.Blocks(delete_cache=cache_schedule())`.
+- **Memory.** An uploaded picture's size is read from its header (`check_image_file`, PIL reads it lazily) and one
+  over `MAX_UPLOAD_PIXELS` is refused before Gradio decodes it.
+
+`install(demo)` puts the gate and the listener tracking on a Blocks (build_demo does it; tabs need no change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import gradio as gr
+
+# -- cost of one request ---------------------------------------------------------------------------------------
+MAX_POINT_STEPS = 2_000_000  # points x denoising steps: about 5 s of sampling, 10-15 s with the app's frames, 2 cores
+
+
+def check_cost(points: int, steps: int) -> None:
+    """Refuse a chain of `points` points over `steps` denoising steps that costs more than one request may."""
+    if points * steps > MAX_POINT_STEPS:
+        raise gr.Error(f"{points:,} points x {steps:,} steps is more than one request may compute here "
+                       f"(points x steps at most {MAX_POINT_STEPS:,}, about 20 s on this Space's 2 CPU cores): "
+                       "take fewer points, or DDIM with fewer steps.", print_exception=False)
+
+
+# -- uploads -----------------------------------------------------------------------------------------------------
+MAX_UPLOAD_SIDE = 2048
+MAX_UPLOAD_PIXELS = MAX_UPLOAD_SIDE**2  # decoded as RGBA by gradio: ~32 MB (7.6 bytes a pixel measured)
+IMAGE_BLOCKS = (gr.Image, gr.ImageEditor)  # gr.Sketchpad is an ImageEditor
+
+
+def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the picture at `path`, read from its header without decoding it; gr.Error when it is
+    not a picture PIL reads or has more than MAX_UPLOAD_PIXELS pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:  # lazy: reads the header only
+            width, height = image.size
+    except Image.DecompressionBombError:  # PIL's own cap (app.py: twice MAX_UPLOAD_PIXELS) refused the header
+        width = height = None
+    except (OSError, ValueError, SyntaxError):  # PIL's "cannot identify image file", truncated headers
+        raise gr.Error("The upload is not a picture (PNG, JPEG, GIF, WebP, ...).", print_exception=False) from None
+    if width is None or width * height > MAX_UPLOAD_PIXELS:
+        size = (f"over {2 * Image.MAX_IMAGE_PIXELS:,} pixels" if width is None
+                else f"{width * height:,} pixels ({width} x {height})")
+        raise gr.Error(f"The picture has {size}; at most {MAX_UPLOAD_PIXELS:,} ({MAX_UPLOAD_SIDE} x "
+                       f"{MAX_UPLOAD_SIDE}) are taken. Scale it down first.", print_exception=False)
+    return width, height
+
+
+def _file_paths(value: Any) -> Iterator[str]:
+    """The `path` of every file object (a dict with a path) in an input value, however nested."""
+    if isinstance(value, dict):
+        if isinstance(value.get("path"), str):
+            yield value["path"]
+        for item in value.values():
+            yield from _file_paths(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _file_paths(item)
+
+
+def check_uploads(block_fn: Any, inputs: list[Any]) -> None:
+    """Check the header of every uploaded picture an event's inputs name, before Gradio decodes any. Paths outside
+    Gradio's upload folder are left to Gradio, which refuses them."""
+    from gradio.utils import get_upload_folder, is_in_or_equal
+
+    folder = get_upload_folder()
+    for block, value in zip(block_fn.inputs, inputs):
+        if isinstance(block, IMAGE_BLOCKS):
+            for path in _file_paths(value):
+                if is_in_or_equal(path, folder) and os.path.isfile(path):
+                    check_image_file(path)
+
+
+# -- disk ----------------------------------------------------------------------------------------------------------
+FILE_AGE_S = int(os.environ.get("GENAPP_FILE_AGE_S", "900"))  # a download link lives 15 min; then the file goes
+_SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def cache_schedule() -> tuple[int, int]:
+    """(frequency, age) in seconds for gr.Blocks(delete_cache=...): Gradio's copies of outputs, and uploads."""
+    return max(1, FILE_AGE_S // 4), FILE_AGE_S
+
+
+def export_root() -> Path:
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "genapp-exports"
+
+
+_SECRET = secrets.token_bytes(16)
+
+
+def _folder_name(session_hash: Any) -> str | None:
+    """A session's export folder name: a keyed hash of its session hash. Gradio serves exports from where they
+    are, so the name is in every download link, and a link must not tell the session hash (which opens the
+    visitor's state to whoever sends it)."""
+    if not isinstance(session_hash, str) or not _SESSION.match(session_hash):
+        return None
+    return hmac.new(_SECRET, session_hash.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def session_folder() -> Path:
+    """This event's session's export folder (made if missing); 'shared' outside an event."""
+    from gradio.context import LocalContext
+
+    request = LocalContext.request.get(None)
+    folder = export_root() / (_folder_name(getattr(request, "session_hash", None)) or "shared")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def remove_exports(session_hash: Any) -> None:
+    """Delete a session's export folder (the page was closed)."""
+    if (name := _folder_name(session_hash)) is not None:
+        shutil.rmtree(export_root() / name, ignore_errors=True)
+
+
+def sweep(root: Path, age_s: float) -> int:
+    """Remove every file and folder under the session folders of `root` untouched for `age_s` seconds, and
+    session folders left empty; returns how many entries went."""
+    removed, now = 0, time.time()
+    for session in list(root.iterdir()) if root.is_dir() else []:
+        entries = list(session.iterdir()) if session.is_dir() else [session]
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if now - entry.lstat().st_mtime > age_s:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                    removed += 1
+        with contextlib.suppress(OSError):
+            if session.is_dir() and not any(session.iterdir()) and now - session.lstat().st_mtime > age_s:
+                session.rmdir()
+    return removed
+
+
+# -- who is asking --------------------------------------------------------------------------------------------------
+def _internal(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_private or address.is_loopback
+
+
+def client_address(request: Any) -> str:
+    """The visitor's address: the first X-Forwarded-For address when the connection comes from a proxy on a
+    private or loopback address (as on Spaces), else the connection's own address."""
+    client = getattr(request, "client", None)
+    peer = getattr(client, "host", None) or ""
+    headers = getattr(request, "headers", None) or {}
+    forwarded = headers.get("x-forwarded-for", "") if _internal(peer) else ""
+    first = forwarded.split(",")[0].strip()
+    return first[:64] if first else peer
+
+
+# -- the gate ---------------------------------------------------------------------------------------------------------
+PER_VISITOR = {"compute": 2, "train": 1, "push": 1}  # events queued or running, per address and per session
+GRACE_S = float(os.environ.get("GENAPP_LISTEN_GRACE_S", "10"))  # time a client has to open its result stream
+WAIT = ("You already have {n} {group} request(s) waiting or running; wait for them to finish, then try again.")
+DROPPED = "Dropped: nobody read this request's result within {grace:g} s of sending it."
+_CALL_STREAM = re.compile(r"/gradio_api/call/(?:v2/)?[^/]+/([A-Za-z0-9_-]+)/?$")
+
+
+class Gate:
+    """Per-visitor caps and the listener check on one Blocks' queue; `counts` says what it refused and dropped."""
+
+    def __init__(self, per_visitor: dict[str, int] | None = None, grace_s: float = GRACE_S):
+        self.per_visitor = dict(PER_VISITOR if per_visitor is None else per_visitor)
+        self.grace_s = grace_s
+        self.listening: Counter[str] = Counter()  # session -> open result streams (set by `Listeners`)
+        self.tracking = False  # True once `Listeners` is in the app: only then is "nobody listens" known
+        self.counts: Counter[str] = Counter()
+        self.queue: Any = None
+        self._lock: asyncio.Lock | None = None
+
+    # -- what is in line --
+    def in_flight(self) -> list[Any]:
+        """Every event queued or running (not those whose result was sent: Gradio keeps them a moment longer)."""
+        queue = self.queue
+        waiting = [e for q in list(queue.event_queue_per_concurrency_id.values()) for e in list(q.queue)]
+        running = [e for job in list(queue.active_jobs) if job for e in job]
+        return [e for e in waiting + running if not getattr(e, "_genapp_done", False)]
+
+    def attach(self, queue: Any) -> None:
+        """Wrap `queue.push` and `queue.send_message` (once per queue)."""
+        from gradio.server_messages import ProcessCompletedMessage
+
+        if getattr(queue, "_genapp_gate", None) is self:
+            return
+        self.queue, original, send = queue, queue.push, queue.send_message
+
+        async def push(body, request, username):
+            return await self._push(original, body, request, username)
+
+        def send_message(event, message):
+            if isinstance(message, ProcessCompletedMessage):
+                event._genapp_done = True
+            return send(event, message)
+
+        queue.push, queue.send_message, queue._genapp_gate = push, send_message, self
+
+    async def _push(self, original, body, request, username):
+        from fastapi import HTTPException
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # one push at a time: the checks below and Gradio's append see the same line
+            fn = self.queue.blocks.fns.get(body.fn_index) if body.fn_index is not None else None
+            events = self.in_flight()
+            max_size = self.queue.max_size
+            if fn is not None and fn.queue and max_size is not None and len(events) >= max_size:
+                self.counts["refused_full"] += 1
+                return False, f"The app is busy ({len(events)} requests in line); try again in a minute.", "queue_full"
+            cap = self.per_visitor.get(fn.concurrency_id) if fn is not None else None
+            if cap is not None:
+                address, session = client_address(request), body.session_hash
+                mine = [e for e in events if e.concurrency_id == fn.concurrency_id
+                        and ((session and e.session_hash == session) or client_address(e.request) == address)]
+                if len(mine) >= cap:
+                    self.counts["refused_visitor"] += 1
+                    raise HTTPException(status_code=429, detail=WAIT.format(n=len(mine), group=fn.concurrency_id))
+            return await original(body, request, username)
+
+    # -- clients that left --
+    def abandoned(self, event: Any, now: float) -> bool:
+        return (self.tracking and event.concurrency_id in self.per_visitor and not self.listening[event.session_hash]
+                and now - event.enqueue_time > self.grace_s)
+
+    async def drop_abandoned(self) -> None:
+        """Drop waiting events nobody listens for (a late reader gets DROPPED); stop running ones."""
+        from gradio.server_messages import ProcessCompletedMessage
+        from gradio.utils import error_payload
+
+        queue, now = self.queue, time.monotonic()
+        for job in list(queue.active_jobs):
+            for event in job or []:
+                if event.alive and self.abandoned(event, now):
+                    event.alive = False  # a generator ends at its next yield; its output goes nowhere
+                    self.counts["stopped_abandoned"] += 1
+                    _log(f"stopped {event.fn.api_name or event.fn._id}: nobody listened for {self.grace_s:g} s")
+        async with queue.delete_lock:
+            for line in list(queue.event_queue_per_concurrency_id.values()):
+                for event in [e for e in line.queue if self.abandoned(e, now)]:
+                    line.queue.remove(event)
+                    queue.event_ids_to_events.pop(event._id, None)
+                    message = gr.Error(DROPPED.format(grace=self.grace_s), print_exception=False)
+                    queue.send_message(event, ProcessCompletedMessage(output=error_payload(message, True),
+                                                                      success=False))
+                    self.counts["dropped_abandoned"] += 1
+                    _log(f"dropped {event.fn.api_name or event.fn._id}: nobody listened for {self.grace_s:g} s")
+
+    def prune(self) -> None:
+        """Forget pending event ids of sessions whose message queue Gradio already let go (its LRU of 2,000):
+        nobody can read them, and Gradio keeps them forever for a client that never reads."""
+        queue = self.queue
+        live = set(queue.event_ids_to_events)
+        for session, ids in list(queue.pending_event_ids_session.items()):
+            if session not in queue.pending_messages_per_session and not self.listening[session] and not ids & live:
+                queue.pending_event_ids_session.pop(session, None)
+
+    async def watch(self, period_s: float = 0.25) -> None:
+        """Every `period_s`: drop abandoned events; every FILE_AGE_S / 4: sweep old exports, prune."""
+        last_sweep = time.monotonic()
+        while True:
+            await asyncio.sleep(period_s)
+            if self.queue is None:
+                continue
+            try:
+                await self.drop_abandoned()
+                if time.monotonic() - last_sweep >= cache_schedule()[0]:
+                    last_sweep = time.monotonic()
+                    self.prune()
+                    self.counts["swept"] += await asyncio.to_thread(sweep, export_root(), FILE_AGE_S)
+            except Exception as error:  # the watcher must outlive any one bad round
+                _log(f"watcher: {type(error).__name__}: {error}")
+
+    # -- result streams: who listens --
+    def stream_session(self, scope: dict) -> str | None:
+        """The session a GET of a result stream reads (/gradio_api/queue/data, /gradio_api/call/NAME/EVENT)."""
+        path = scope.get("path", "")
+        if path.endswith("/gradio_api/queue/data"):
+            values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash")
+            return values[0] if values else None
+        match = _CALL_STREAM.search(path)
+        if match and self.queue is not None:
+            event_id = match.group(1)
+            event = self.queue.event_ids_to_events.get(event_id)
+            return event.session_hash if event is not None else event_id
+        return None
+
+
+class Listeners:
+    """ASGI middleware: counts the open result streams per session in `gate.listening`."""
+
+    def __init__(self, app: Any, gate: Gate):
+        self.app, self.gate = app, gate
+        gate.tracking = True
+
+    async def __call__(self, scope, receive, send):
+        session = (self.gate.stream_session(scope)
+                   if scope.get("type") == "http" and scope.get("method") == "GET" else None)
+        if session is None:
+            return await self.app(scope, receive, send)
+        self.gate.listening[session] += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.gate.listening[session] -= 1
+            if self.gate.listening[session] <= 0:
+                del self.gate.listening[session]
+
+
+def _log(message: str) -> None:
+    print(f"genapp.limits: {message}", file=sys.stderr, flush=True)
+
+
+def install(demo: gr.Blocks, gate: Gate | None = None) -> Gate:
+    """Put `gate` (a new Gate by default) on `demo`: its queue's push is gated at launch (whichever queue
+    `demo.queue(...)` made), the listener middleware and the watcher join the app. Returns the gate."""
+    from contextlib import asynccontextmanager
+
+    from starlette.middleware import Middleware
+
+    gate = gate or Gate()
+    launch = demo.launch
+
+    def gated_launch(*args, **kwargs):
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", ()), Middleware(Listeners, gate=gate)]
+        user_lifespan = app_kwargs.get("lifespan")
+
+        @asynccontextmanager
+        async def lifespan(app):
+            task = asyncio.create_task(gate.watch())
+            try:
+                if user_lifespan is None:
+                    yield
+                else:
+                    async with user_lifespan(app) as state:
+                        yield state
+            finally:
+                task.cancel()
+
+        app_kwargs["lifespan"] = lifespan
+        gate.attach(demo._queue)
+        return launch(*args, app_kwargs=app_kwargs, **kwargs)
+
+    demo.launch = gated_launch
+    demo.genapp_gate = gate
+    return gate
