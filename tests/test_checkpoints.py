@@ -98,8 +98,8 @@ def test_saved_ddpm_schedule_is_diffusers_schedule(tmp_path, schedule, num_steps
     scheduler = DDPMScheduler.from_pretrained(hub.save(model, tmp_path / "ddpm-x"))
     torch.testing.assert_close(scheduler.alphas_cumprod.double(), model.alpha_bar[1:], rtol=0, atol=1e-6)
     assert scheduler.betas[0].item() == pytest.approx(float(model.beta[1]), rel=1e-6)
-    if schedule == "linear":  # rescaled by 1000 / N
-        assert (scheduler.betas[0].item(), scheduler.betas[-1].item()) == pytest.approx((5e-3, 0.4), rel=1e-6)
+    if schedule == "linear":  # rescaled by 1000 / N: 1e-4 * 50 and 0.02 * 50 capped at 0.999
+        assert (scheduler.betas[0].item(), scheduler.betas[-1].item()) == pytest.approx((5e-3, 0.999), rel=1e-6)
 
 
 @pytest.mark.parametrize("variance", ["beta_tilde", "beta"])
