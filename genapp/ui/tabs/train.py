@@ -157,8 +157,8 @@ def loss_plot(settings: TrainSettings, steps: list[int] | np.ndarray, losses: li
                              title=f"{families.get(settings.family).label} on {settings.dataset}")
 
 
-def render_snapshot(settings: TrainSettings, snap: lab.Snapshot | None, back: np.ndarray, fraction: float,
-                    final: bool = False) -> np.ndarray:
+def render_snapshot(settings: TrainSettings, snap: lab.Snapshot | None, back: np.ndarray,
+                    fraction: float) -> np.ndarray:
     """The snapshot as a frame: DDPM samples over the data, or a flow's density p_x."""
     cv = widgets.canvas()
     if snap is None:
@@ -166,14 +166,12 @@ def render_snapshot(settings: TrainSettings, snap: lab.Snapshot | None, back: np
                          progress=fraction)
     when = f"step {snap.step:,}"
     if snap.points is not None:
-        what = "samples x₀" if final else f"DDIM, {lab.SNAPSHOT_DDIM_STEPS} steps"
-        return cv.render(snap.points, back, title=when, subtitle=f"{what}: {len(snap.points)} points",
-                         progress=fraction)
+        return cv.render(snap.points, back, title=when, progress=fraction,
+                         subtitle=f"samples x₀ by DDIM, {lab.SNAPSHOT_DDIM_STEPS} steps: {len(snap.points)} points")
     px = np.exp(snap.log_px)
     top = float(np.nanmax(px)) if np.isfinite(px).any() else 1.0
     return canvas.heatmap_frame(cv, px, cmap=style.DENSITY_CMAP, vmin=0.0, vmax=top, title=when,
                                subtitle="density pₓ(x) (1.29)", bar_label="pₓ(x)", bar_ticks=("0", f"{top:.3g}"))
-
 
 
 # -- training ---------------------------------------------------------------------------------------------------
@@ -286,20 +284,20 @@ def _finish(run: Training) -> Update:
     dropped = session.add(name, live.model, run.dataset)
     trained = TrainedRun(name, settings, training_record(result, settings.command()))
     tab = "Diffusion (DDPM)" if settings.family == "ddpm" else "Flows"
-    image = render_snapshot(settings, live.final, run.back, 1.0, final=True)
+    image = render_snapshot(settings, live.final, run.back, 1.0)
     return Update(text.finished(name, result, tab, dropped, MAX_MODELS),
                   loss_plot(settings, np.arange(1, result.steps + 1), result.losses, result.steps),
                   image, session, trained, text.loop_markdown(live.loop))
 
 
 def stop_session(session: Any, timeout: float = STOP_WAIT_S) -> Update | None:
-    """The Stop button: end the session's run and return its final Update (the model is kept); None if nothing
-    trains in this session."""
+    """The Stop button: end the session's run and return its final Update (the model is kept; a status saying it
+    is stopping if it has not ended within `timeout` s); None if nothing trains in this session."""
     run = session.job if isinstance(session, Session) else None
     if run is None:
         return None
     run.stop()
-    return run.finish(timeout)
+    return run.finish(timeout) or Update(text.stopping())
 
 
 def next_name(settings: TrainSettings, extra: Mapping[str, Any] | None) -> str:

@@ -63,6 +63,11 @@ def waiting(max_training: int) -> str:
                        "yours starts as soon as one ends (your place in line shows here).", 0.0, "wait")
 
 
+def stopping() -> str:
+    return status_html("Stopping…", "The run ends after its current step; its model then joins this session.", None,
+                       "wait")
+
+
 def stopped_idle() -> str:
     return status_html("Stopped", "Nothing trains in this session now.", None, "wait")
 
