@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -78,7 +79,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                          schedule=args.schedule, channels=args.channels, couplings=args.couplings,
                          nice_scaling=not args.no_nice_scaling)
     # The card names the shipped location, wherever this run wrote to.
-    argv = [f"checkpoints/{out.name}" if a == args.out else a for a in args.argv if a not in ("--quiet",)]
+    argv = [f"checkpoints/{out.name}" if a == args.out else a for a in args.argv if a not in ("--quiet", "--resume")]
+    if "--save-every" in argv:  # how often a resume state is written does not change the model
+        del argv[argv.index("--save-every"):argv.index("--save-every") + 2]
     # ... with every recipe value spelled out, so the command still reproduces the model if the recipe changes.
     resolved = {"--steps": args.steps, "--lr": args.lr, "--batch-size": args.batch_size, "--ema": args.ema}
     if not family.is_flow:
@@ -88,11 +91,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         resolved |= {"--couplings": args.couplings, "--hidden": args.hidden, "--depth": args.depth}
     argv += [str(v) for flag, v in resolved.items() if flag not in argv for v in (flag, v)]
     command = "python -m genapp " + " ".join(shlex.quote(a) for a in argv)
-    print(f"training {args.family} on {args.dataset}: {args.steps} steps, lr {args.lr}, batch {args.batch_size}")
+    main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch` / torchrun only rank 0 speaks
+    if main_process:
+        print(f"training {args.family} on {args.dataset}: {args.steps} steps, lr {args.lr}, batch {args.batch_size}")
+    state = out / "resume" if args.resume or args.save_every else None  # optimiser, EMA, step, RNG (genapp.train)
+    if args.resume and not (out / "resume" / "state.json").is_file():
+        raise ValueError(f"--resume: no resume state in {out / 'resume'} (start the run with --save-every N)")
     result = train(model, dataset, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                    ema_decay=args.ema or None, device=args.device, seed=args.seed, progress=not args.quiet,
-                   time_limit=args.seconds)
-    print(f"{result.status} after {result.steps} steps in {result.seconds:.1f} s on {result.device}; "
+                   time_limit=args.seconds, precision=args.precision, resume=out / "resume" if args.resume else None,
+                   save_state=state, save_every=args.save_every)
+    if result.process_index != 0:  # the other processes hold the same weights; only the main process writes
+        return 0 if result.status != "diverged" else 1
+    print(f"{result.status} after {result.steps} steps in {result.seconds:.1f} s on {result.device}"
+          f"{f' x {result.num_processes} processes' if result.num_processes > 1 else ''}; "
           f"final loss (mean of last 100) {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
     model.cpu()
     training = training_record(result, command)
@@ -222,7 +234,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--couplings", type=_positive_int, help="flows: number of coupling layers")
     p.add_argument("--no-nice-scaling", action="store_true", help="NICE: leave out the diagonal scaling layer")
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda; under `accelerate "
+                   "launch` each process takes the device the launcher gives it")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="bf16 autocast: auto = on CUDA for DDPM, float32 on the CPU and for flows")
+    p.add_argument("--save-every", type=_positive_int,
+                   help="write a resume state (optimiser, EMA, step, RNG) to OUT/resume every N steps and at the end")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run whose resume state is in OUT/resume (same settings; --steps is the total)")
     p.add_argument("--threads", type=_threads, default=1, help="torch CPU threads")
     p.add_argument("--eval", action="store_true", help="measure quality afterwards and put it in the card")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,21 +1,44 @@
-"""One training loop for both families: anything with `loss(batch) -> scalar` and `sample(n)` trains here.
+"""One training loop for every family, driven by Hugging Face Accelerate: one CPU, one GPU, several GPUs or nodes.
 
-Adam with cosine learning-rate decay, gradient clipping, optional EMA of the weights (used for DDPM, as Ho et al.
-do), a progress callback for the UI, a tqdm bar for the terminal, a stop hook, and NaN/inf detection that keeps
-the last good weights.
+Anything with `loss(batch) -> scalar` and `sample(n)` trains here. Beyond the lecture (engineering, not the
+method): Adam with a cosine learning-rate decay (a `LambdaLR`), gradient clipping, an optional EMA of the weights
+(torch's `AveragedModel`; used for DDPM, as Ho et al. do), bf16 autocast on CUDA, a progress callback for the UI,
+a tqdm bar for the terminal, a stop hook, NaN/inf detection that keeps the last good weights, and a resume state.
+
+Processes. `python -m genapp train ...` is one process on the device asked for. `accelerate launch --num_processes
+K -m genapp train ...` (or torchrun) runs K processes under DDP, the model and optimiser prepared by the
+`Accelerator`: `batch_size` is the *global* batch, and since the toy datasets are samplers, not DataLoaders, each
+process draws its own shard of batch_size / K points from its own generator, seeded from the run's seed and its
+`process_index` (`process_seed`; process 0 keeps the run's seed, so one process is exactly the run it always was).
+The loss's own draws (k, eps of L_simple (1.26)) use each process's global generator, seeded the same way. DDP
+averages the gradients, so every step follows the gradient of the global batch's mean loss and the replicas stay
+identical (checked at the end); the recorded loss is that global mean. Every decision (non-finite loss, stop
+hook, time limit) is taken on values all processes agree on, so they leave the loop at the same step. EMA is kept
+on every process (same weights everywhere); only the main process writes (checkpoints, the resume state).
+
+Resume state: a folder with `state.safetensors` (model, EMA, Adam moments, the losses so far, every process's RNG
+states) and `state.json` (step, seconds, the run's settings, Adam's param groups): no pickle anywhere.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
+import os
+import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 
@@ -28,18 +51,26 @@ class Trainable(Protocol):
 
 
 Status = Literal["finished", "stopped", "diverged"]
+Precision = Literal["auto", "fp32", "bf16"]
 MAX_BATCH_SIZE = 65_536  # 64 x the largest recipe's batch; beyond it one step could exhaust memory
 MAX_LR = 1.0  # Adam moves each weight by about lr per step: beyond 1 nothing trains (1e300 overflows float32)
+STATE_FORMAT = 1
+STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"
 
 
 @dataclass
 class TrainResult:
-    """What a run did: the loss after every step, how it ended, where and how long it ran."""
+    """What a run did: the loss after every step (a resumed run's earlier steps included), how it ended, where and
+    how long it ran, in which precision, as which of how many processes, and the step it resumed from (0: fresh)."""
 
     losses: list[float] = field(default_factory=list)
     status: Status = "finished"
     device: str = "cpu"
     seconds: float = 0.0
+    precision: str = "fp32"
+    process_index: int = 0
+    num_processes: int = 1
+    resumed_from: int = 0
 
     @property
     def steps(self) -> int:
@@ -60,33 +91,120 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
-class EMA:
-    """Exponential moving average of a model's parameters: theta_ema <- d_t theta_ema + (1 - d_t) theta.
+# -- EMA, cosine, seeds -----------------------------------------------------------------------------------------
+def ema_decay_at(decay: float, t: int) -> float:
+    """d_t = min(decay, (1 + t) / (10 + t)) at update t (the warm-up of TensorFlow's ExponentialMovingAverage), so
+    a short run is not dragged back towards its random initial weights; after a few thousand updates d_t = decay."""
+    return min(decay, (1 + t) / (10 + t))
 
-    d_t = min(decay, (1 + t) / (10 + t)) at update t (the warm-up of TensorFlow's ExponentialMovingAverage), so a
-    short run is not dragged back towards its random initial weights; after a few thousand updates d_t = decay.
+
+def ema_of(model: nn.Module, decay: float) -> AveragedModel:
+    """An EMA of `model`'s parameters, theta_ema <- d_t theta_ema + (1 - d_t) theta at update t = 1, 2, ...
+
+    torch's `AveragedModel` with the warm-up `ema_decay_at` as its `multi_avg_fn`. It starts from the model's
+    current weights: that copy counts as n_averaged = 1, so `update_parameters` number t sees n_averaged = t.
+    Buffers (the DDPM schedule) follow the model. `ema.module` holds the averaged weights.
     """
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema decay must lie in (0, 1), got {decay}")
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema decay must lie in (0, 1), got {decay}")
-        self.decay = decay
-        self.updates = 0
-        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters()}
+    def warm_ema(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        weight = 1.0 - ema_decay_at(decay, int(n_averaged))
+        for a, c in zip(averaged, current):
+            a.lerp_(c, weight)
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for name, p in model.named_parameters():
-            self.shadow[name].lerp_(p.detach(), 1.0 - decay)
-
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        for name, p in model.named_parameters():
-            p.copy_(self.shadow[name])
+    ema = AveragedModel(model, multi_avg_fn=warm_ema, use_buffers=False)
+    ema.update_parameters(model)  # n_averaged 0 -> 1: the copy of the starting weights
+    return ema
 
 
+@torch.no_grad()
+def copy_ema_to(ema: AveragedModel, model: nn.Module) -> None:
+    """Load the averaged parameters into `model` (buffers untouched)."""
+    for p, q in zip(model.parameters(), ema.module.parameters()):
+        p.copy_(q)
+
+
+def cosine_factor(done: float) -> float:
+    """The learning rate's factor 0.5 (1 + cos(pi done)) at progress done in [0, 1] (cosine decay to 0)."""
+    return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+
+def process_seed(seed: int, process_index: int, step: int = 0) -> int:
+    """The seed of process `process_index`'s generators (data and global) at the start of a run or of a resume
+    at `step` onto a different number of processes: process 0 of a fresh run keeps `seed`, any other gets a
+    63-bit hash of (seed, process_index, step), so no two processes draw the same stream."""
+    if process_index == 0 and step == 0:
+        return seed
+    digest = hashlib.sha256(f"genapp/{seed}/{process_index}/{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class _Loss(nn.Module):
+    """`model.loss` as a forward: DDP synchronises the gradients of calls that go through its forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(batch)
+
+
+def _accelerator():
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    threads = torch.get_num_threads()
+    # device_placement=False: the device is chosen per call (pick_device), not once per process; the precision is
+    # ours (`precision`), not the launcher's; the DDPM buffers are constants, so DDP need not broadcast them.
+    accelerator = Accelerator(device_placement=False, mixed_precision="no",
+                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    torch.set_num_threads(threads)  # accelerate sets its own count when OMP_NUM_THREADS is unset; the caller's stands
+    env = os.environ
+    launched = int(env.get("WORLD_SIZE", "1")) > 1 or (  # `accelerate launch --cpu --num_processes K` without mpirun:
+        env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and "MASTER_PORT" in env and "WORLD_SIZE" not in env)
+    if launched and accelerator.num_processes == 1:  # K copies that would each train alone and each write
+        raise ValueError("launched as several processes, but Accelerate sees one (`accelerate launch --cpu "
+                         "--num_processes K` starts one process without mpirun, accelerate issue #2741; torchrun on "
+                         "a machine without GPUs needs ACCELERATE_USE_CPU=1): on the CPU run `ACCELERATE_USE_CPU=1 "
+                         "accelerate launch --multi_gpu --num_processes K ...` (see docs/scaling.md)")
+    return accelerator
+
+
+def _use_bf16(precision: str, dev: torch.device, model: nn.Module) -> bool:
+    """bf16 autocast: "auto" on CUDA for losses without log-dets (DDPM's L_simple); never on the CPU (6x slower
+    there) nor for a flow, whose loss is the log-likelihood (1.29) with its log-det sums (kept in float32)."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r:.40}")
+    flow = hasattr(model, "log_prob")
+    if precision == "bf16" and (dev.type != "cuda" or flow):
+        raise ValueError("bf16 autocast runs only on CUDA (on the CPU it is ~6x slower than float32) and never for "
+                         "a flow (its loss is a sum of log-determinants, kept in float32)")
+    return precision == "bf16" or (precision == "auto" and dev.type == "cuda" and not flow)
+
+
+def _agree(accelerator, loss: torch.Tensor, stop: bool, elapsed: float) -> tuple[float, bool, float]:
+    """The global batch's mean loss, whether any process was asked to stop, the processes' mean clock."""
+    if accelerator.num_processes == 1:
+        return loss.item(), stop, elapsed
+    values = torch.stack([loss.detach().double(), torch.tensor(float(stop), dtype=torch.float64, device=loss.device),
+                          torch.tensor(elapsed, dtype=torch.float64, device=loss.device)])
+    total, stops, clocks = accelerator.reduce(values, reduction="sum").tolist()
+    return total / accelerator.num_processes, stops > 0, clocks / accelerator.num_processes
+
+
+def _check_replicas(accelerator, model: nn.Module) -> None:
+    """DDP keeps the processes' weights bitwise identical; a difference means the gradients were not synchronised."""
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    reference = flat.clone()
+    torch.distributed.broadcast(reference, src=0)
+    differs = torch.tensor([float(not torch.equal(reference, flat))], device=flat.device)
+    if accelerator.reduce(differs, reduction="sum").item() > 0:
+        raise RuntimeError("the processes' weights differ after training: gradients were not synchronised")
+
+
+# -- the loop ---------------------------------------------------------------------------------------------------
 def train(
     model: nn.Module,
     dataset: Dataset,
@@ -103,15 +221,25 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
     time_limit: float | None = None,
+    precision: Precision = "auto",
+    resume: str | Path | None = None,
+    save_state: str | Path | None = None,
+    save_every: int | None = None,
 ) -> TrainResult:
     """Train `model` in place by minimising `model.loss(batch)` on batches drawn from `dataset`.
 
     Adam, learning rate decayed from `lr` to 0 on a cosine over `steps`, or over `time_limit` seconds when that
     is given and comes first (the cosine then follows max(step / steps, elapsed / time_limit), so a wall-clock
     budget still ends with a fully decayed learning rate). With `ema_decay` the model ends holding
-    the EMA weights. `callback(step, loss, model)` runs every `callback_every` steps and at the end;
-    `should_stop()` is polled every step and ends training early, keeping the model as it is. A non-finite
-    loss ends training with status "diverged" and the weights of the last finite step restored.
+    the EMA weights. `callback(step, loss, model)` runs every `callback_every` steps and at the end (on every
+    process); `should_stop()` is polled every step and ends training early, keeping the model as it is. A
+    non-finite loss ends training with status "diverged" and the weights of the last finite step restored.
+
+    `batch_size` is the global batch (a multiple of the number of processes; see the module docstring for the
+    sharding). `precision` "auto" is bf16 autocast on CUDA for a DDPM, float32 otherwise. `save_state`: a folder
+    the resume state is written to every `save_every` steps and at the end (not after a divergence); `resume`: a
+    folder to continue from (same lr, batch size, seed, EMA and clipping; `steps` is the run's total; the elapsed
+    time carries on against `time_limit`; the RNG states carry on when the number of processes is the same).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -121,60 +249,186 @@ def train(
         raise ValueError(f"lr must be a positive number at most {MAX_LR:g}, got {lr}")
     if time_limit is not None and not (time_limit > 0 and math.isfinite(time_limit)):
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
-    dev = pick_device(device)
+    if save_every is not None and save_every < 1:
+        raise ValueError(f"save_every must be >= 1, got {save_every}")
+    accelerator = _accelerator()
+    n_proc, rank = accelerator.num_processes, accelerator.process_index
+    if batch_size % n_proc:
+        raise ValueError(f"batch_size {batch_size} is the global batch: it must be a multiple of the {n_proc} "
+                         "processes")
+    if n_proc == 1:
+        dev = pick_device(device)
+    elif device in ("auto", accelerator.device.type):  # launched: each process has the device the launcher gave it
+        dev = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")
+    else:
+        raise ValueError(f"launched as {n_proc} processes on {accelerator.device.type}: device must be 'auto' or "
+                         f"{accelerator.device.type!r}, got {device!r:.40}")
+    bf16 = _use_bf16(precision, dev, model)
     model.to(dev).train()
-    torch.manual_seed(seed)  # the loss's own draws (k, eps) use the global generator
-    data_generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(process_seed(seed, rank))  # the loss's own draws (k, eps) use the global generator
+    data_generator = torch.Generator().manual_seed(process_seed(seed, rank))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    ema = EMA(model, ema_decay) if ema_decay else None
-    result = TrainResult(device=str(dev))
+    ema = ema_of(model, ema_decay) if ema_decay else None
+    result = TrainResult(device=str(dev), precision="bf16" if bf16 else "fp32", process_index=rank,
+                         num_processes=n_proc)
+    run = dict(lr=lr, batch_size=batch_size, seed=seed, ema_decay=ema_decay or None, grad_clip=grad_clip or None)
+    start_step, seconds_before = 0, 0.0
+    if resume is not None:
+        start_step, seconds_before, result.losses = _load_state(Path(resume), run, model, optimizer, ema,
+                                                                data_generator, accelerator, dev)
+        result.resumed_from = start_step
+    done = {"progress": _progress(start_step, steps, seconds_before, time_limit)}
+    scheduler = LambdaLR(optimizer, lambda _: cosine_factor(done["progress"]))  # reads the loop's progress
+    with warnings.catch_warnings():  # torch 2.14 renames broadcast_buffers; accelerate 1.16 cannot pass the new name
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning)
+        loss_module, prepared_optimizer = accelerator.prepare(_Loss(model), optimizer)
+    local_batch = batch_size // n_proc
     last_good = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
-    bar = tqdm(range(1, steps + 1), disable=not progress, desc=f"train {type(model).__name__}", leave=False)
+    bar = tqdm(range(start_step + 1, steps + 1), disable=not progress or not accelerator.is_main_process,
+               desc=f"train {type(model).__name__}", leave=False)
     for step in bar:
-        if should_stop is not None and should_stop():
-            result.status = "stopped"
-            break
-        done = (step - 1) / steps
-        if time_limit is not None:
-            done = max(done, (time.perf_counter() - start) / time_limit)
-            if done >= 1:
-                break
-        for group in optimizer.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * done))  # cosine decay
-        batch = dataset.sample(batch_size, generator=data_generator).to(dev)
-        loss = model.loss(batch)
-        if not torch.isfinite(loss):
+        rng = _rng_states(data_generator, dev)  # what a resume needs if this step is abandoned (stop, time limit)
+        batch = dataset.sample(local_batch, generator=data_generator).to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_module(batch)
+        prepared_optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        stop = should_stop is not None and should_stop()
+        loss_value, stop, elapsed = _agree(accelerator, loss, stop, seconds_before + time.perf_counter() - start)
+        if not math.isfinite(loss_value):
             model.load_state_dict(last_good)
             result.status = "diverged"
             break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if stop:
+            result.status = "stopped"
+            break
+        if time_limit is not None and elapsed >= time_limit:
+            break
         if grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+            accelerator.clip_grad_norm_(loss_module.parameters(), grad_clip)
+        prepared_optimizer.step()
         if ema is not None:
-            ema.update(model)
-        result.losses.append(loss.item())
+            ema.update_parameters(model)
+        result.losses.append(loss_value)
+        done["progress"] = _progress(step, steps, elapsed, time_limit)
+        scheduler.step()  # the learning rate of the next step
         if step % callback_every == 0:
             if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # a finite loss, a NaN gradient
                 model.load_state_dict(last_good)
                 result.status = "diverged"
                 break
             last_good = copy.deepcopy(model.state_dict())
-            bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+            bar.set_postfix(loss=f"{loss_value:.4f}")
             if callback is not None:
-                callback(step, result.losses[-1], model)
+                callback(step, loss_value, model)
+        if save_state is not None and save_every and step % save_every == 0:
+            _save_state(Path(save_state), run, model, optimizer, ema, _rng_states(data_generator, dev), accelerator,
+                        result, seconds_before + time.perf_counter() - start)
+    else:
+        rng = _rng_states(data_generator, dev)  # every step done: the streams as they stand
     bar.close()
+    result.seconds = seconds_before + time.perf_counter() - start
+    if n_proc > 1:
+        _check_replicas(accelerator, model)
+    if save_state is not None and result.status != "diverged":
+        _save_state(Path(save_state), run, model, optimizer, ema, rng, accelerator, result, result.seconds)
     if ema is not None and result.status != "diverged":
-        ema.copy_to(model)
+        copy_ema_to(ema, model)
     model.eval()
-    result.seconds = time.perf_counter() - start
     if callback is not None and result.losses:
         callback(len(result.losses), result.losses[-1], model)
     return result
 
 
+def _progress(step: int, steps: int, elapsed: float, time_limit: float | None) -> float:
+    """How far the cosine has gone after `step` steps: max(step / steps, elapsed / time_limit)."""
+    return max(step / steps, elapsed / time_limit) if time_limit is not None else step / steps
+
+
+# -- resume state: safetensors + JSON -------------------------------------------------------------------------
+def _rng_states(data_generator: torch.Generator, dev: torch.device) -> dict[str, torch.Tensor]:
+    """This process's generators' states: the global one (the loss's draws), the data's, and CUDA's on a GPU."""
+    rng = {"torch": torch.get_rng_state(), "data": data_generator.get_state()}
+    if dev.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(dev)
+    return rng
+
+
+def _save_state(folder: Path, run: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+                ema: AveragedModel | None, rng: dict[str, torch.Tensor], accelerator, result: TrainResult,
+                seconds: float) -> None:
+    """Write the resume state into `folder` (every process calls this: the RNG states `rng` are gathered; the main
+    process writes, into folder.tmp first, then swaps it in)."""
+    from safetensors.torch import save_file
+
+    rng = {key: value[None] for key, value in rng.items()}
+    if accelerator.num_processes > 1:  # one row per process
+        rng = {key: accelerator.gather(value.to(accelerator.device)).cpu() for key, value in rng.items()}
+    if not accelerator.is_main_process:
+        return
+    opt = optimizer.state_dict()
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v for k, v in ema.module.named_parameters()} if ema is not None else {}
+    tensors |= {f"optimizer.{i}.{k}": v for i, state in opt["state"].items() for k, v in state.items()}
+    tensors |= {f"rng.{k}": v for k, v in rng.items()}
+    tensors["losses"] = torch.tensor(result.losses, dtype=torch.float64)
+    meta = dict(format=STATE_FORMAT, step=len(result.losses), seconds=seconds, num_processes=accelerator.num_processes,
+                model=type(model).__name__, ema_updates=int(ema.n_averaged) if ema is not None else 0,
+                param_groups=opt["param_groups"], **run)
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, tmp / STATE_TENSORS)
+    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_state(folder: Path, run: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+                ema: AveragedModel | None, data_generator: torch.Generator, accelerator,
+                dev: torch.device) -> tuple[int, float, list[float]]:
+    """Restore what `_save_state` wrote; return (step, seconds, losses). ValueError if it is another run's."""
+    from safetensors.torch import load_file
+
+    if not (folder / STATE_JSON).is_file() or not (folder / STATE_TENSORS).is_file():
+        raise ValueError(f"{folder}: no resume state ({STATE_JSON} + {STATE_TENSORS}) to continue from")
+    meta = json.loads((folder / STATE_JSON).read_text())
+    if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+        raise ValueError(f"{folder / STATE_JSON}: not a genapp resume state of format {STATE_FORMAT}")
+    for key, value in run.items() | {"model": type(model).__name__}.items():
+        if meta.get(key) != value:
+            raise ValueError(f"{folder}: written by a run with {key}={meta.get(key)!r}; this run has {value!r}, and "
+                             f"resuming needs the same {key}")
+    tensors = load_file(folder / STATE_TENSORS)  # safetensors: never unpickles
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    if ema is not None:
+        with torch.no_grad():
+            for name, p in ema.module.named_parameters():
+                p.copy_(tensors[f"ema.{name}"])
+        ema.n_averaged.fill_(meta["ema_updates"])
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    rank = accelerator.process_index
+    if meta["num_processes"] == accelerator.num_processes:  # each process carries on with its own streams
+        torch.set_rng_state(tensors["rng.torch"][rank].clone())  # clone: set_state reads a row's storage from 0
+        data_generator.set_state(tensors["rng.data"][rank].clone())
+        if dev.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"][rank].clone(), dev)
+    else:  # another number of processes: fresh streams, the run continues statistically, not bit for bit
+        torch.manual_seed(process_seed(run["seed"], rank, meta["step"]))
+        data_generator.manual_seed(process_seed(run["seed"], rank, meta["step"]))
+    return meta["step"], float(meta["seconds"]), tensors["losses"].tolist()
+
+
+# -- the record of a run ----------------------------------------------------------------------------------------
 def hardware() -> str:
     """The CPU model and the number of cores visible, for the record of a run (benchmarks differ 2x by CPU brand)."""
     import os
@@ -191,8 +445,14 @@ def hardware() -> str:
 
 def training_record(result: TrainResult, command: str) -> dict:
     """The `training` entry of a model card and of training.json: how to reproduce the run, where and how it ran,
-    how it ended, and its final loss (the mean of the last 100 steps)."""
+    how it ended, and its final loss (the mean of the last 100 steps). `processes` and `precision` appear only
+    when they are not the plain one process in float32."""
     last = result.losses[-100:]
-    return dict(command=command, seconds=round(result.seconds, 1), steps=result.steps, device=result.device,
-                threads=torch.get_num_threads(), hardware=hardware(), torch=torch.__version__, status=result.status,
-                final_loss=sum(last) / len(last) if last else float("nan"), date=time.strftime("%Y-%m-%d"))
+    record = dict(command=command, seconds=round(result.seconds, 1), steps=result.steps, device=result.device,
+                  threads=torch.get_num_threads(), hardware=hardware(), torch=torch.__version__, status=result.status,
+                  final_loss=sum(last) / len(last) if last else float("nan"), date=time.strftime("%Y-%m-%d"))
+    if result.num_processes > 1:
+        record["processes"] = result.num_processes
+    if result.precision != "fp32":
+        record["precision"] = result.precision
+    return record

@@ -1,11 +1,14 @@
-"""The one training loop: loss falls, device choice, EMA, stop hook, NaN handling, determinism."""
+"""The one training loop: loss falls, device choice, EMA, cosine, stop hook, NaN handling, determinism, resume."""
+
+import json
+import math
 
 import pytest
 import torch
 
 from genapp import data
 from genapp.diffusion import DDPM, DDPMConfig
-from genapp.train import EMA, pick_device, train
+from genapp.train import copy_ema_to, cosine_factor, ema_decay_at, ema_of, pick_device, process_seed, train
 
 
 def small_ddpm() -> DDPM:
@@ -37,28 +40,29 @@ def test_train_runs_on_cpu_and_reports_it():
 
 def test_ema_ends_with_averaged_weights():
     model = small_ddpm()
-    ema = EMA(model, decay=0.1)  # below the warm-up's (1 + t) / (10 + t) = 2/11 at the first update
+    ema = ema_of(model, decay=0.1)  # below the warm-up's (1 + t) / (10 + t) = 2/11 at the first update
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    ema.update(model)
+    ema.update_parameters(model)
     before = {n: p.clone() for n, p in model.named_parameters()}
-    ema.copy_to(model)
+    copy_ema_to(ema, model)
     for name, p in model.named_parameters():
         torch.testing.assert_close(p, before[name] - 0.1)
 
 
 def test_ema_warms_up_so_short_runs_keep_what_they_learned():
     model = small_ddpm()
-    ema = EMA(model, decay=0.999)
+    ema = ema_of(model, decay=0.999)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
     for _ in range(100):
-        ema.update(model)
+        ema.update_parameters(model)
     # without the warm-up the average would still sit at 0.999^100 ~ 90% of the way back to the start
+    shadow = {n: p.detach() for n, p in ema.module.named_parameters()}
     for name, p in model.named_parameters():
-        assert float((p.detach() - ema.shadow[name]).abs().max()) < 0.01
+        assert float((p.detach() - shadow[name]).abs().max()) < 0.01
 
 
 def test_stop_hook_ends_early_and_keeps_weights():
@@ -149,3 +153,114 @@ def test_bad_arguments_are_refused():
 def test_time_limit_ends_training_with_a_decayed_learning_rate():
     result = train(small_ddpm(), data.get("moons"), steps=10**6, batch_size=16, progress=False, time_limit=0.5)
     assert result.status == "finished" and 1 <= result.steps < 10**6 and result.seconds < 5
+
+
+def test_ema_follows_the_warm_up_recursion_update_by_update():
+    """AveragedModel with the warm-up: shadow_t = d_t shadow_{t-1} + (1 - d_t) theta_t, d_t = min(decay, (1+t)/(10+t)),
+    through the warm-up (t < 8 for decay 0.5) and past it, against the recursion written out here in float64."""
+    model, decay = small_ddpm(), 0.5
+    ema = ema_of(model, decay)
+    shadow = {n: p.detach().double().clone() for n, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(1)
+    for t in range(1, 13):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen))
+        ema.update_parameters(model)
+        d = min(decay, (1 + t) / (10 + t))
+        assert d == ema_decay_at(decay, t)
+        for n, p in model.named_parameters():
+            shadow[n] = d * shadow[n] + (1 - d) * p.detach().double()
+    for n, p in ema.module.named_parameters():
+        torch.testing.assert_close(p.double(), shadow[n], rtol=1e-5, atol=1e-5)
+    assert ema_decay_at(0.5, 1) == 2 / 11 and ema_decay_at(0.5, 100) == 0.5
+
+
+class RecordingAdam(torch.optim.Adam):
+    """Adam that remembers the learning rate of every step it takes."""
+
+    lrs: list[float] = []
+
+    def step(self, closure=None):
+        RecordingAdam.lrs.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def test_learning_rate_follows_the_cosine_step_by_step(monkeypatch):
+    RecordingAdam.lrs = []
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    steps, lr = 12, 2e-3
+    train(small_ddpm(), data.get("moons"), steps=steps, lr=lr, batch_size=16, progress=False)
+    expected = [lr * 0.5 * (1 + math.cos(math.pi * (s - 1) / steps)) for s in range(1, steps + 1)]
+    assert RecordingAdam.lrs == pytest.approx(expected, rel=1e-12, abs=0)
+    assert cosine_factor(0.0) == 1.0 and cosine_factor(0.5) == pytest.approx(0.5) and cosine_factor(1.0) == 0.0
+
+
+def test_time_limited_cosine_ends_near_zero(monkeypatch):
+    RecordingAdam.lrs = []
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    result = train(small_ddpm(), data.get("moons"), steps=10**6, lr=1e-3, batch_size=16, progress=False,
+                   time_limit=0.5)
+    lrs = RecordingAdam.lrs
+    assert len(lrs) == result.steps >= 5
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # non-increasing
+    assert lrs[-1] < 0.05 * 1e-3  # the clock, not the 10^6 steps, drove the cosine to (near) 0
+
+
+def _stop_after(n):
+    calls = []
+    return lambda: calls.append(1) or len(calls) > n  # polled once per step
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_continues_the_same_run_bit_for_bit(tmp_path, ema_decay):
+    kwargs = dict(steps=30, batch_size=32, lr=3e-3, seed=5, ema_decay=ema_decay, progress=False)
+    straight = small_ddpm()
+    whole = train(straight, data.get("moons"), **kwargs)
+    first = train(small_ddpm(), data.get("moons"), **kwargs, save_state=tmp_path / "resume",
+                  should_stop=_stop_after(12))  # interrupted after 12 steps (as a preempted job would be)
+    assert first.status == "stopped" and first.steps == 12
+    model = small_ddpm()
+    second = train(model, data.get("moons"), **kwargs, resume=tmp_path / "resume", save_state=tmp_path / "resume")
+    assert second.resumed_from == 12 and second.steps == 30 and second.status == "finished"
+    assert second.losses == whole.losses  # the same draws, the same Adam moments, the same lr
+    for a, b in zip(straight.parameters(), model.parameters()):
+        assert torch.equal(a.detach(), b.detach())
+    assert sorted(p.name for p in (tmp_path / "resume").iterdir()) == ["state.json", "state.safetensors"]
+    assert not (tmp_path / "resume.tmp").exists() and not (tmp_path / "resume.old").exists()
+
+
+def test_resume_state_is_written_every_save_every_steps(tmp_path):
+    folder = tmp_path / "resume"
+    seen = []
+
+    def look(step, loss, model):
+        if (folder / "state.json").is_file():
+            seen.append((step, json.loads((folder / "state.json").read_text())["step"]))
+
+    train(small_ddpm(), data.get("moons"), steps=9, batch_size=16, progress=False, save_state=folder, save_every=4,
+          callback=look, callback_every=1)
+    # a step's callback runs before that step's save; the end writes step 9 before the final callback
+    assert seen == [(5, 4), (6, 4), (7, 4), (8, 4), (9, 8), (9, 9)]
+    assert json.loads((folder / "state.json").read_text())["step"] == 9
+
+
+def test_resume_refuses_another_runs_state(tmp_path):
+    train(small_ddpm(), data.get("moons"), steps=3, batch_size=16, progress=False, save_state=tmp_path / "r")
+    with pytest.raises(ValueError, match="lr"):
+        train(small_ddpm(), data.get("moons"), steps=6, lr=1e-3, batch_size=16, progress=False, resume=tmp_path / "r")
+    with pytest.raises(ValueError, match="no resume state"):
+        train(small_ddpm(), data.get("moons"), steps=6, batch_size=16, progress=False, resume=tmp_path / "none")
+
+
+def test_bf16_only_on_cuda_and_never_by_default_on_the_cpu():
+    with pytest.raises(ValueError, match="only on CUDA"):
+        train(small_ddpm(), data.get("moons"), steps=1, batch_size=16, device="cpu", precision="bf16", progress=False)
+    result = train(small_ddpm(), data.get("moons"), steps=2, batch_size=16, device="cpu", progress=False)
+    assert result.precision == "fp32" and result.num_processes == 1 and result.process_index == 0
+
+
+def test_process_seeds_keep_the_runs_seed_on_process_0_and_differ_elsewhere():
+    assert process_seed(7, 0) == 7  # one process is exactly the run it always was
+    seeds = {process_seed(7, i) for i in range(8)} | {process_seed(7, i, 100) for i in range(8)}
+    assert len(seeds) == 16 and all(0 <= s < 2**63 for s in seeds)
