@@ -232,6 +232,8 @@ def run(live: Live, dataset: Any, *, lr: float, batch_size: int, ema_decay: floa
                        device=device, seed=seed, callback=callback, callback_every=callback_every,
                        should_stop=live.should_stop, progress=False, time_limit=live.time_limit)
         live.model.cpu().eval()  # the tabs sample on the CPU
+        if recorder.last is not None and result.status != "diverged":  # a diverged run's last batch never trained
+            live.loop = loop_step(live.model, recorder.last, result.steps, seed=result.steps)
         live.final = snapshot(live.model, result.steps)
         live.result = result
     except Exception as error:  # handed to the reader

@@ -423,7 +423,6 @@ def build_tab(ctx: widgets.AppContext) -> None:
                     snap_image = gr.Image(blank_snapshot(), label="Snapshot", format="jpeg", interactive=False,
                                           show_label=False, buttons=["download", "fullscreen"],
                                           elem_id="train-snapshot", elem_classes="genapp-frame")
-                    loop_md = widgets.explain(text.LOOP_WAIT, elem_classes="genapp-readout", elem_id="train-loop")
                 with gr.Column(scale=1, min_width=300):
                     loss = gr.Plot(figures.message_figure("The loss curve appears here.", 6.4, 3.2), label="Loss",
                                    show_label=False, elem_id="train-loss")
@@ -441,6 +440,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
                             private = gr.Checkbox(False, label="private repo", min_width=100)
                             push_btn = gr.Button("Push to Hub", size="sm", elem_id="train-push-btn")
                         push_md = widgets.explain("", elem_id="train-push-result")
+            loop_md = widgets.explain(text.LOOP_WAIT, elem_classes="genapp-readout", elem_id="train-loop")
 
     gr.Markdown("### Draw your own distribution")
     widgets.explain(text.EXPLAIN_DRAW)
