@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import genapp.data
-from genapp.diffusion import DDPM, DDPMConfig
+from genapp.diffusion import DDPM, DDPMConfig, gaussian_kl
 from genapp.lab import diffusion as lab
 from genapp.lab.bound import Bound
 
@@ -264,3 +264,63 @@ def test_a_bound_without_a_density_has_no_gap():
     x_0 = genapp.data.get("moons").sample(50, generator=torch.Generator().manual_seed(0))
     b = lab.model_bound(model, x_0, "beta")
     assert b.gap is None and b.entropy is None and np.isfinite(b.total) and b.stderr > 0
+
+
+# -- the chain packed for the page's scrubber --------------------------------------------------------------------
+def test_scrub_pack_keeps_about_100_states_evenly_with_x_N_and_x_0():
+    model = DDPM(DDPMConfig(num_steps=300, hidden=8, depth=1, fourier_freqs=2, time_dim=8, dataset="moons")).eval()
+    run = finished(model, n=50, seed=1)
+    pack = lab.scrub_pack(run, lim=4.0)
+    assert pack.ks[0] == 300 and pack.ks[-1] == 0 and 95 <= len(pack.ks) <= lab.SCRUB_STATES
+    gaps = -np.diff(pack.ks)
+    assert gaps.min() >= 2 and gaps.max() <= 4  # evenly spaced: 300 / 99 ~ 3 steps apart
+    assert pack.positions.dtype == np.int16 and pack.positions.shape == (len(pack.ks), 50, 2)
+    kept = run.states[[int(np.flatnonzero(run.ks == k)[0]) for k in pack.ks]].astype(np.float32)
+    decoded, inside = pack.decode(), np.abs(kept) <= 4.0
+    np.testing.assert_allclose(decoded[inside], kept[inside], atol=4.0 / 32767)  # int16 steps of lim / 32767
+    assert np.isnan(decoded[~inside]).all()  # an untrained chain leaves the box: off the picture, not on its edge
+    np.testing.assert_array_equal(pack.sigmas, run.sigmas[[int(np.flatnonzero(run.ks == k)[0]) for k in pack.ks]])
+    assert pack.ks[pack.nearest(151)] in (150, 151, 152, 153)
+
+
+def test_scrub_pack_of_a_short_chain_keeps_every_state(model):
+    run = finished(model, n=16)
+    pack = lab.scrub_pack(run, lim=1e6)
+    assert pack.ks.tolist() == run.ks.tolist()
+    np.testing.assert_allclose(pack.decode(), run.states.astype(np.float32), atol=1e6 / 32767)
+    with pytest.raises(ValueError, match="not finished"):
+        lab.scrub_pack(dataclasses.replace(run, final=None), lim=4.0)
+
+
+# -- what L_simple drops (Lemma 3) -------------------------------------------------------------------------------
+def test_dropped_weight_follows_its_definition_and_a_pinned_value():
+    model = DDPM(DDPMConfig(num_steps=1000, hidden=8, depth=1, fourier_freqs=2, time_dim=8))
+    w = lab.dropped_weights(model)
+    s = model.schedule
+    assert w.ks[0] == 2 and w.ks[-1] == 1000  # from k = 2: beta_tilde_1 = 0 would give w_1 = inf
+    for v in ("beta", "beta_tilde"):
+        k = w.ks
+        expected = (s.beta[k].double() ** 2 / (2 * s.sigma_squared(v)[k].double() * s.alpha[k].double()
+                                               * (1 - s.alpha_bar[k].double()))).numpy()  # (1.25)
+        np.testing.assert_allclose(w.weights[v], expected, rtol=1e-6)
+        assert np.isfinite(w.weights[v]).all() and (w.weights[v] > 0).all()
+    # linear 1e-4..0.02, N = 1000: w_500 = beta / (2 alpha (1 - alpha_bar)) under beta; w_2 under beta_tilde
+    assert w.weights["beta"][500 - 2] == pytest.approx(0.0055034, rel=1e-4)
+    assert w.weights["beta_tilde"][0] == pytest.approx(0.59967, rel=1e-4)
+    assert (w.weights["beta_tilde"] >= w.weights["beta"]).all()  # beta_tilde <= beta: a smaller sigma, more weight
+
+
+def test_the_kl_term_is_the_dropped_weight_times_the_noise_error():
+    """Lemma 3: with sigma_k^2 = beta_tilde_k, L_{k-1} = KL(q(x_{k-1} | x_k, x_0) || p_theta(x_{k-1} | x_k)) equals
+    w_k ||eps - eps_theta(x_k, k)||^2 point by point (1.19, 1.20, 1.22, 1.25)."""
+    net = tiny(1).double()
+    w = lab.dropped_weights(net).weights["beta_tilde"]
+    g = torch.Generator().manual_seed(0)
+    x_0, eps = (torch.randn(64, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    with torch.no_grad():
+        for k in (2, 17, N):
+            x_k = net.q_sample(x_0, k, eps)  # (1.21)
+            eps_pred = net.eps_theta(x_k, k)
+            mu_tilde, var = net.q_posterior(x_k, x_0, k)  # (1.15-1.16)
+            kl = gaussian_kl(mu_tilde, var, net.p_mean(x_k, k, eps_pred), var)  # (1.19), equal variances
+            np.testing.assert_allclose(kl.numpy(), w[k - 2] * (eps - eps_pred).pow(2).sum(1).numpy(), rtol=1e-6)

@@ -150,6 +150,47 @@ class ChainWorker:
         self._stop.set()
 
 
+# -- the kept chain, packed for the browser -----------------------------------------------------------------------
+SCRUB_STATES = 100  # kept states sent to the page for scrubbing there (always x_N and x_0)
+SCRUB_SCALE = 32767  # int16 positions: x / lim * SCRUB_SCALE, a step of lim / 32767 (~1e-4 data units)
+SCRUB_OFF = -32768  # a coordinate outside [-lim, lim]: the point is off the picture
+
+
+@dataclass(frozen=True, eq=False)
+class ScrubPack:
+    """About SCRUB_STATES kept states of a run, evenly spread over the kept ones (x_N and x_0 always among them), for
+    the page to redraw while k is dragged with no server call. positions[j] holds x_k at k = ks[j] as int16:
+    round(x / lim * SCRUB_SCALE), SCRUB_OFF where |x| > lim (100 states of 2,000 points: 800 kB). sigmas[j]: sigma_k
+    of the step that leaves x_k."""
+
+    ks: np.ndarray
+    sigmas: np.ndarray
+    positions: np.ndarray
+    lim: float
+
+    def decode(self) -> np.ndarray:
+        """The positions back in data units, float32 (m, n, 2); NaN off the picture."""
+        x = self.positions.astype(np.float32) * (self.lim / SCRUB_SCALE)
+        x[self.positions == SCRUB_OFF] = np.nan
+        return x
+
+    def nearest(self, k: int) -> int:
+        """Index of the packed state nearest to step k (what the page draws for k)."""
+        return int(np.argmin(np.abs(self.ks - int(k))))
+
+
+def scrub_pack(run: ChainRun, lim: float, states: int = SCRUB_STATES) -> ScrubPack:
+    """The finished `run`'s kept states, thinned to about `states` evenly spaced in their index and quantised."""
+    if not run.done:
+        raise ValueError("the chain has not finished: run it first")
+    m = len(run.ks)
+    idx = np.unique(np.linspace(0, m - 1, max(2, min(states, m))).round().astype(np.int64))
+    x = run.states[idx].astype(np.float32)
+    q = np.rint(np.clip(x, -lim, lim) / lim * SCRUB_SCALE).astype(np.int16)
+    q[~(np.abs(x) <= lim)] = SCRUB_OFF  # NaN and beyond the box
+    return ScrubPack(run.ks[idx].copy(), run.sigmas[idx].copy(), q, float(lim))
+
+
 # -- inside one step ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class StepInside:
@@ -286,6 +327,27 @@ def forward_process(model: DDPM, x_0: torch.Tensor, k: int, eps: torch.Tensor) -
         x_k = model.q_sample(x_0, k, eps)  # (1.21)
     return ForwardState(k, model.num_steps, x_k.float().cpu().numpy(), float(model.schedule.alpha_bar[k]),
                         kl_to_prior(model, x_0, k), kl_to_prior(model, x_0, model.num_steps))
+
+
+# -- what L_simple drops (Lemma 3) --------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class DroppedWeights:
+    """w_k = beta_k^2 / (2 sigma_k^2 alpha_k (1 - alpha_bar_k)) for k = 2..N (1.25): the weight of
+    E||eps - eps_theta(x_k, k)||^2 in L_{k-1}, which L_simple (1.26) replaces by 1. k starts at 2: L_0 is the
+    decoder's term, not a KL of this form, and under sigma_k^2 = beta_tilde_k the weight at k = 1 is infinite
+    (beta_tilde_1 = 0). One array per variance in `weights`, float64 (N - 1,)."""
+
+    ks: np.ndarray
+    weights: dict[str, np.ndarray]
+
+
+def dropped_weights(model: DDPM) -> DroppedWeights:
+    """The per-k weight of (1.25) that L_simple (1.26) drops, for both reverse variances (1.18)."""
+    sched = model.schedule
+    beta, alpha, alpha_bar = (t.double().cpu().numpy()[2:] for t in (sched.beta, sched.alpha, sched.alpha_bar))
+    weights = {v: beta**2 / (2 * sched.sigma_squared(v).double().cpu().numpy()[2:] * alpha * (1 - alpha_bar))
+               for v in VARIANCES}  # (1.25), k = 2..N
+    return DroppedWeights(np.arange(2, model.num_steps + 1), weights)
 
 
 # -- the bound ---------------------------------------------------------------------------------------------------
