@@ -323,3 +323,76 @@ def test_common_serves_the_flows_tab_too(extra):
     assert widgets.get_model("my-flow", mixed, family=("nice", "realnvp")) is flow
     with pytest.raises(gr.Error, match="not a ddpm model"):
         widgets.get_model("my-flow", mixed, family="ddpm")
+
+
+# -- issue 15: the page scrubs by itself; panels follow the current model and run -------------------------------
+def test_the_page_gets_the_kept_chain_compactly_once_per_run(extra):
+    import base64
+    import json
+
+    run = run_of(extra, n=2000)
+    data = tab.scrub_data(run)
+    assert tab.scrub_data(None) is None
+    pack = lab.scrub_pack(run, style.DEFAULT_LIM)
+    assert data["ks"] == pack.ks.tolist() and data["ks"][0] == N and data["ks"][-1] == 0
+    positions = np.frombuffer(base64.b64decode(data["positions"]), dtype="<i2").reshape(data["m"], data["n"], 2)
+    np.testing.assert_array_equal(positions, pack.positions)
+    assert data["size"] == SIZE and data["lim"] == style.DEFAULT_LIM and data["background"].startswith("data:image/png")
+    assert len(json.dumps(data)) < 2_000_000  # ~100 states x 2,000 points x 2 int16, base64: ~1.1 MB at most
+
+
+def test_releasing_the_scrub_slider_says_the_inside_panel_is_busy(extra):
+    """Issue 15: slider k = 37 while the panel still showed x_963, with no sign that it was catching up."""
+    run = run_of(extra)
+    k, pending = tab.inside_pending(run, 37)
+    assert k == 37 and "37" in pending and pending == text.inside_pending(37)
+    assert tab.inside_pending(run, 0)[0] == 1  # no step leaves x_0
+    assert tab.inside_pending(None, 12) == (12, None)  # nothing will be computed: nothing is promised
+
+
+def test_a_new_model_forgets_the_previous_models_chain(extra):
+    """Issue 15: panels showed the previous model's run after another model was picked."""
+    other = DDPM(DDPMConfig(num_steps=30, hidden=8, depth=1, fourier_freqs=2, time_dim=8, dataset="8gaussians"))
+    session = Session(models={"tiny-ddpm": extra["tiny-ddpm"], "other-ddpm": other.eval()})
+    tab._keep(session, run_of(session))
+    assert tab.inside_step(tab.kept_chain(session), 5, session)[1]
+    assert tab.switch_model("other-ddpm", session) == (30, "8gaussians")
+    assert tab.kept_chain(session) is None
+    with pytest.raises(gr.Error, match="Run the chain first"):
+        tab.inside_step(tab.kept_chain(session), 5, session)
+    with pytest.raises(gr.Error, match="Run the chain first"):
+        tab.export_gif(tab.kept_chain(session))
+    assert tab.scrub_data(tab.kept_chain(session)) is None
+
+
+def test_the_schedule_marker_and_the_forward_table_show_the_same_k(extra):
+    """Issue 15: the marker moved only on release, so table and marker disagreed while dragging."""
+    for k in (3, N // 2):
+        frame, readout, fig = tab.forward_with_schedule("tiny-ddpm", k, 200, 0, extra)
+        assert f"| {k} | " in readout and frame.shape == (SIZE, SIZE, 3)
+        marker = [line.get_xdata()[0] for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata()) <= 2]
+        assert marker and all(x == k for x in marker)
+
+
+def test_the_weight_plot_shows_both_variances_and_the_kept_bound(extra, monkeypatch):
+    torch.manual_seed(2)
+    fresh = {"w-ddpm": DDPM(DDPMConfig(num_steps=N, hidden=8, depth=1, fourier_freqs=2, time_dim=8,
+                                       dataset="moons")).eval()}
+    monkeypatch.setattr(tab, "VLB_POINTS", 32)
+    before = tab.weights_plot("w-ddpm", "beta", fresh)
+    w = lab.dropped_weights(fresh["w-ddpm"])
+    curves = [line.get_ydata() for line in before.axes[0].get_lines()]
+    assert any(np.allclose(c, w.weights["beta"]) for c in curves)
+    assert any(np.allclose(c, w.weights["beta_tilde"]) for c in curves) and any(np.allclose(c, 1.0) for c in curves)
+    assert not before.axes[1].get_lines()  # no bound computed yet
+    tab.vlb("w-ddpm", "beta", fresh)
+    after = tab.weights_plot("w-ddpm", "beta", fresh)
+    terms = lab.kept_bound(fresh["w-ddpm"], "beta", 32).terms.L_kminus1.numpy()
+    np.testing.assert_allclose(after.axes[1].get_lines()[0].get_ydata(), np.maximum(terms, 1e-8))
+
+
+def test_a_cosine_schedule_is_marked_beyond_the_lecture():
+    cosine = {"cos-ddpm": DDPM(DDPMConfig(num_steps=N, hidden=8, depth=1, fourier_freqs=2, time_dim=8,
+                                          schedule="cosine", dataset="moons")).eval()}
+    fig = tab.schedule_plot("cos-ddpm", 3, cosine)
+    assert "beyond the lecture" in fig._suptitle.get_text()

@@ -105,9 +105,13 @@ def inside_step_figure(
     return fig
 
 
-def schedule_figure(beta: np.ndarray, alpha_bar: np.ndarray, beta_tilde: np.ndarray, k: int | None = None) -> Figure:
-    """beta_k and beta_tilde_k (log scale, (1.16), (1.18)) and alpha_bar_k with the SNR (1.9-1.10) over k."""
-    fig, (ax1, ax2) = _figure(9.0, 3.0, ncols=2)
+def schedule_figure(beta: np.ndarray, alpha_bar: np.ndarray, beta_tilde: np.ndarray, k: int | None = None,
+                    name: str = "") -> Figure:
+    """beta_k and beta_tilde_k (log scale, (1.16), (1.18)) and alpha_bar_k with the SNR (1.9-1.10) over k; `name`
+    (the schedule, e.g. "cosine schedule (beyond the lecture)") above both."""
+    fig, (ax1, ax2) = _figure(9.0, 3.2 if name else 3.0, ncols=2)
+    if name:
+        fig.suptitle(name, color=MUTED, fontsize=10)
     ks = np.arange(len(beta))
     ax1.semilogy(ks[1:], beta[1:], color=SAMPLES, lw=2, label=r"$\beta_k$")
     positive = beta_tilde > 0
@@ -154,6 +158,34 @@ def vlb_figure(
     ax2.set_ylabel(unit, color=MUTED)
     ax2.set_title("accumulated from k = N down to 0")
     ax2.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def dropped_weight_figure(ks: np.ndarray, weights: dict[str, np.ndarray], L_kminus1: np.ndarray | None = None,
+                          variance: str = "beta_tilde") -> Figure:
+    """Left: the weight w_k = beta_k^2 / (2 sigma_k^2 alpha_k (1 - alpha_bar_k)) of (1.25) over k = 2..N for each
+    variance in `weights`, against L_simple's flat 1 (1.26). Right: the terms L_{k-1} of a computed bound under
+    `variance` (a hint where there is none yet)."""
+    fig, (ax1, ax2) = _figure(9.5, 3.3, ncols=2)
+    styles = {"beta": (SAMPLES, "-", r"$\sigma_k^2 = \beta_k$"),
+              "beta_tilde": (X0_PRED, "--", r"$\sigma_k^2 = \tilde\beta_k$")}
+    for v, w in weights.items():
+        color, ls, label = styles[v]
+        ax1.semilogy(ks, w, color=color, lw=2, ls=ls, label=label)
+    ax1.axhline(1.0, color=DATA, lw=1.5, ls=":", label=r"$L_{\mathrm{simple}}$: 1 (1.26)")
+    ax1.set_xlabel("k", color=MUTED)
+    ax1.set_title(r"$w_k$ that $L_{\mathrm{simple}}$ drops (1.25)")
+    ax1.legend(fontsize=8, frameon=False)
+    if L_kminus1 is None:
+        ax2.axis("off")
+        ax2.text(0.5, 0.5, "compute the bound L to see\nthis model's terms here", ha="center", va="center",
+                 color=MUTED, fontsize=11, transform=ax2.transAxes)
+    else:
+        color, _, label = styles[variance]
+        ax2.semilogy(ks, np.maximum(np.asarray(L_kminus1, dtype=np.float64), 1e-8), color=color, lw=1.2)
+        ax2.set_xlabel("k", color=MUTED)
+        ax2.set_ylabel("nats", color=MUTED)
+        ax2.set_title(rf"this model's terms $L_{{k-1}}$ (1.12), {label}")
     return fig
 
 

@@ -19,6 +19,7 @@ import torch
 import genapp
 from genapp.lab import diffusion as lab
 from genapp.render import figures, style
+from genapp.render import scrub as page_scrub
 from genapp.ui import trained_data, widgets
 from genapp.ui.session import Session
 from genapp.ui.text import diffusion as text
@@ -72,14 +73,33 @@ def run_chain(settings: lab.ChainSettings, extra: Mapping[str, Any] | None = Non
     return lab.run_chain(model, settings)
 
 
+def _subtitle(s: lab.ChainSettings, k: int, sigma: float) -> str:
+    return ("DDIM: deterministic step, σ = 0" if s.sampler == "ddim" else "x₀: the samples" if k == 0 else
+            f"σₖ = {sigma:.4f}   ({text.VARIANCE_LABEL[s.variance]})")
+
+
+def _corner(s: lab.ChainSettings) -> str:
+    return f"{s.model} · seed {s.seed} · {s.n} points"
+
+
 def render_state(run: lab.ChainRun, i: int, size: int = style.DEFAULT_SIZE) -> np.ndarray:
     """The frame of kept state i: points over the data's faint density, with k, sigma_k and a progress bar."""
     k, s = int(run.ks[i]), run.settings
-    subtitle = ("DDIM: deterministic step, σ = 0" if s.sampler == "ddim" else "x₀: the samples" if k == 0 else
-                f"σₖ = {float(run.sigmas[i]):.4f}   ({text.VARIANCE_LABEL[s.variance]})")
     return widgets.canvas(size).render(
-        run.states[i], widgets.background(run.dataset, size), title=f"k = {k}", subtitle=subtitle,
-        corner=f"{s.model} · seed {s.seed} · {s.n} points", progress=1 - k / max(run.num_steps, 1))
+        run.states[i], widgets.background(run.dataset, size), title=f"k = {k}",
+        subtitle=_subtitle(s, k, float(run.sigmas[i])), corner=_corner(s), progress=1 - k / max(run.num_steps, 1))
+
+
+def scrub_data(run: lab.ChainRun | None) -> dict | None:
+    """The finished run's kept states for the page's own scrubber (genapp.render.scrub): about lab.SCRUB_STATES
+    states as int16, drawn there on every step of a drag with no server call; None before a run."""
+    if run is None or not run.done:
+        return None
+    pack = lab.scrub_pack(run, style.DEFAULT_LIM)
+    subtitles = [_subtitle(run.settings, int(k), float(sigma)) for k, sigma in zip(pack.ks, pack.sigmas)]
+    return page_scrub.page_data(f"{id(run):x}", pack.ks, pack.sigmas, pack.positions, pack.lim,
+                                widgets.background(run.dataset), num_steps=run.num_steps, corner=_corner(run.settings),
+                                subtitles=subtitles)
 
 
 def blank_frame(message: str = "press Animate", dataset: str = "") -> np.ndarray:
@@ -184,6 +204,22 @@ def inside_step(run: lab.ChainRun | None, k: Any, extra: Mapping[str, Any] | Non
     return inside_figure(step), text.inside_readout(step)
 
 
+def inside_pending(run: lab.ChainRun | None, k: Any) -> tuple[int, str | None]:
+    """On releasing the scrub slider at k: the inside-step k to ask for, and the readout to show while that step is
+    computed (None without a finished run: nothing will be computed), so the panel never passes off another k's
+    numbers as the current ones."""
+    k = max(1, widgets.check_int(k, "k", 0, 4000))
+    return k, (text.inside_pending(k) if run is not None and run.done else None)
+
+
+def switch_model(model_name: Any, extra: Mapping[str, Any] | None = None) -> tuple[int, str]:
+    """A new model is picked: forget the visitor's kept chain (it was another model's: scrubbing, inside one step and
+    the exports must not show it under this model's name). Returns (N, dataset) of the new model."""
+    model = widgets.get_model(model_name, extra, family="ddpm")
+    _keep(extra, None)
+    return model.num_steps, widgets.dataset_name(model)
+
+
 # -- forward process ---------------------------------------------------------------------------------------------
 def _model_with_data(model_name: Any, extra: Mapping[str, Any] | None, needs: str):
     """The DDPM and the data it was trained on (a named toy, or this session's drawing); gr.Error if there is none."""
@@ -210,11 +246,21 @@ def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any 
 
 
 def schedule_plot(model_name: Any, k: Any = None, extra: Mapping[str, Any] | None = None):
-    """beta_k, beta_tilde_k and alpha_bar_k over k (1.10, 1.16, 1.18), with a marker at k."""
+    """beta_k, beta_tilde_k and alpha_bar_k over k (1.10, 1.16, 1.18), with a marker at k; a cosine schedule is
+    named as beyond the lecture."""
     model = widgets.get_model(model_name, extra, family="ddpm")
     sched = model.schedule
     k = None if k is None else widgets.check_int(k, "k", 0, model.num_steps)
-    return figures.schedule_figure(sched.beta.numpy(), sched.alpha_bar.numpy(), sched.beta_tilde.numpy(), k)
+    return figures.schedule_figure(sched.beta.numpy(), sched.alpha_bar.numpy(), sched.beta_tilde.numpy(), k,
+                                   name=text.SCHEDULE_NAME.get(model.config.schedule, model.config.schedule))
+
+
+def forward_with_schedule(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any = 0,
+                          extra: Mapping[str, Any] | None = None):
+    """`forward_process` and `schedule_plot` at the same k, in one answer: the table and the marker always agree,
+    while dragging too. Returns (frame, readout, schedule figure)."""
+    frame, readout = forward_process(model_name, k, n, seed, extra)
+    return frame, readout, schedule_plot(model_name, k, extra)
 
 
 # -- variational bound -------------------------------------------------------------------------------------------
@@ -243,6 +289,16 @@ def vlb(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None, 
     return fig, text.bound_readout(bounds, b.variance, decoder, difference, no_entropy)
 
 
+def weights_plot(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None):
+    """Lemma 3 / (1.25): the weight w_k that L_simple (1.26) drops, for both variances, beside the per-k terms
+    L_{k-1} of the model's bound under `variance` once it was computed (`vlb`)."""
+    variance = widgets.check_choice(variance, "Variance", VARIANCES)
+    model = widgets.get_model(model_name, extra, family="ddpm")
+    w, kept = lab.dropped_weights(model), lab.kept_bound(model, variance, VLB_POINTS)
+    return figures.dropped_weight_figure(w.ks, w.weights, None if kept is None else kept.terms.L_kminus1.numpy(),
+                                         variance)
+
+
 # -- layout ------------------------------------------------------------------------------------------------------
 def build_tab(ctx: widgets.AppContext) -> None:
     """The DDPM tab's components and events (call inside a gr.Tab)."""
@@ -261,12 +317,13 @@ def build_tab(ctx: widgets.AppContext) -> None:
             sampler = gr.Radio([("Ancestral (Algorithm 2)", "ancestral"),
                                 ("DDIM (deterministic, beyond the lecture)", "ddim")],
                                value="ancestral", label="Sampler")
-            ddim_steps = gr.Slider(2, 1000, value=DEFAULT_DDIM_STEPS, step=1, label="DDIM steps", visible=False)
+            ddim_steps = gr.Slider(2, 1000, value=DEFAULT_DDIM_STEPS, step=1, visible=False,
+                                   label="DDIM steps (beyond the lecture)")
             fps = gr.Slider(5, 60, value=DEFAULT_FPS, step=1, label="Playback speed (frames/s)")
             with gr.Row():
                 animate_btn = gr.Button("▶ Animate", variant="primary", elem_id="animate-btn")
                 sample_btn = gr.Button("Sample (no animation)", variant="secondary", elem_id="sample-btn")
-            summary = gr.Markdown("", elem_classes="genapp-explain", elem_id="chain-summary")
+            summary = gr.Markdown("", label="Chain summary", elem_classes="genapp-explain", elem_id="chain-summary")
             with gr.Accordion("Export the chain and the samples", open=False):
                 gif_btn = gr.Button("Make a GIF of the chain", size="sm")
                 gif_file = gr.File(label="Chain (GIF)", interactive=False)
@@ -278,6 +335,10 @@ def build_tab(ctx: widgets.AppContext) -> None:
                              elem_classes="genapp-frame", buttons=["download", "fullscreen"])
             k_slider = gr.Slider(0, 1000, value=0, step=1, label="k: scrub through the kept chain",
                                  elem_id="scrub-slider")
+            shows = gr.CheckboxGroup(list(page_scrub.SHOW_CHOICES), value=[], label="While scrubbing, also draw",
+                                     elem_id="scrub-show")
+            chain_data = gr.JSON(None, visible=False)  # the kept chain, sent once per run: the page scrubs it
+            api_only = gr.Button(visible=False)  # /scrub and /schedule for API clients (the page needs neither)
 
     gr.Markdown("### Inside one step")
     widgets.explain(text.EXPLAIN_INSIDE)
@@ -286,7 +347,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
                              elem_id="inside-k")
         inside_btn = gr.Button("Look inside step k", scale=1, min_width=160)
     inside_plot = gr.Plot(label="Inside step k", show_label=False, visible=False)
-    inside_text = widgets.explain(text.NO_RUN, elem_classes="genapp-readout", elem_id="inside-readout")
+    inside_text = widgets.explain(text.NO_RUN, elem_classes="genapp-readout", elem_id="inside-readout",
+                                  label="Inside step k: readout")
 
     gr.Markdown("### Forward process")
     widgets.explain(text.EXPLAIN_FORWARD)
@@ -296,7 +358,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
             fwd_frame = gr.Image(label="q(x_k | x_0)", format="jpeg", height=400, interactive=False,
                                  show_label=False, buttons=["fullscreen"])
         with gr.Column(scale=6, min_width=360):
-            fwd_text = widgets.explain("", elem_classes="genapp-readout")
+            fwd_text = widgets.explain("", elem_classes="genapp-readout", label="Forward process: readout")
             schedule = gr.Plot(label="Noise schedule", show_label=False)
 
     gr.Markdown("### Variational bound")
@@ -304,10 +366,13 @@ def build_tab(ctx: widgets.AppContext) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=320):
             vlb_btn = gr.Button("Compute the bound L", variant="secondary", elem_id="vlb-btn")
-            vlb_text = widgets.explain("", elem_classes="genapp-readout", elem_id="vlb-readout")
+            vlb_text = widgets.explain("", elem_classes="genapp-readout", elem_id="vlb-readout",
+                                       label="Variational bound: readout")
         with gr.Column(scale=6, min_width=360):
-            vlb_plot = gr.Plot(figures.message_figure("The terms of L over k appear here."), label="Variational bound",
-                               show_label=False)
+            vlb_plot = gr.Plot(figures.message_figure(text.NO_BOUND), label="Variational bound", show_label=False)
+    with gr.Accordion("Why predict ε: what L_simple drops (Lemma 3, (1.25))", open=False):
+        widgets.explain(text.EXPLAIN_WEIGHTS)
+        weights = gr.Plot(label="The weight L_simple drops", show_label=False, elem_id="weights-plot")
 
     # -- wiring: thin adapters from components to the callbacks above; the kept chain is the session's --
     chain_inputs = [model, n, seed, variance, sampler, ddim_steps]
@@ -332,21 +397,26 @@ def build_tab(ctx: widgets.AppContext) -> None:
         fig, readout = inside_step(kept_chain(extra), k_, extra)
         return gr.update(value=fig, visible=True), readout
 
+    def on_release(k_, extra):
+        k, pending = inside_pending(kept_chain(extra), k_)
+        return k, gr.skip() if pending is None else pending
+
     def on_forward(model_, k_, n_, seed_, extra):
         if not model_:
-            return blank_frame("no DDPM checkpoint"), text.NO_MODELS
-        return forward_process(model_, k_, n_, seed_, extra)
+            return blank_frame("no DDPM checkpoint"), text.NO_MODELS, None
+        return forward_with_schedule(model_, k_, n_, seed_, extra)
 
-    def on_schedule(model_, k_, extra):
-        return schedule_plot(model_, k_, extra) if model_ else None
-
-    def on_model(model_, extra):
-        N = widgets.get_model(model_, extra, family="ddpm").num_steps
-        return (gr.update(maximum=N), gr.update(maximum=N, value=min(N, N // 4)), gr.update(maximum=N),
-                gr.update(maximum=N, value=max(1, N // 10)))
+    def on_model(model_, extra):  # everything shown of the previous model's chain, steps and bound goes
+        N, dataset = switch_model(model_, extra)
+        return (gr.update(maximum=N, value=0), gr.update(maximum=N, value=min(N, N // 4)), gr.update(maximum=N),
+                gr.update(maximum=N, value=max(1, N // 10)), blank_frame("press ▶ Animate", dataset), "", None, None,
+                None, gr.update(value=None, visible=False), text.NO_RUN, "", figures.message_figure(text.NO_BOUND))
 
     def on_vlb(model_, variance_, extra, progress=gr.Progress()):  # noqa: B008 (gradio's idiom)
         return vlb(model_, variance_, extra, progress)
+
+    def on_weights(model_, variance_, extra):
+        return weights_plot(model_, variance_, extra) if model_ else None
 
     def refresh_choices(current, extra):
         names = widgets.model_choices("ddpm", extra)
@@ -357,26 +427,37 @@ def build_tab(ctx: widgets.AppContext) -> None:
     private = dict(api_visibility="private")
     chain_outputs = [frame, k_slider, summary, sample_files]
     inside_io = dict(fn=on_inside, inputs=[inside_k, ctx.session], outputs=[inside_plot, inside_text])
-    animate_btn.click(on_animate, [*chain_inputs, fps, ctx.session], chain_outputs,
-                      api_name="animate", show_progress="minimal", **compute).success(**inside_io, **private, **compute)
+    to_page = dict(fn=lambda extra: scrub_data(kept_chain(extra)), inputs=ctx.session, outputs=chain_data)
+    undim = dict(fn=None, js=page_scrub.UNDIM_JS, **private)
+    animate_btn.click(on_animate, [*chain_inputs, fps, ctx.session], chain_outputs, api_name="animate",
+                      show_progress="minimal", **compute).success(**to_page, **private).success(
+        **inside_io, **private, **compute).then(**undim)
     sample_btn.click(on_sample, [*chain_inputs, ctx.session], chain_outputs, api_name="sample",
-                     **compute).success(**inside_io, **private, **compute)
-    k_slider.input(lambda k_, extra: scrub(kept_chain(extra), k_), [k_slider, ctx.session], frame, api_name="scrub",
+                     **compute).success(**to_page, **private).success(**inside_io, **private, **compute).then(**undim)
+    scrub_io = dict(fn=None, inputs=[k_slider, chain_data, shows], js=page_scrub.SCRUB_JS, **private)
+    k_slider.input(**scrub_io)  # drawn in the browser: no server call per step of the drag
+    shows.change(**scrub_io)
+    api_only.click(lambda k_, extra: scrub(kept_chain(extra), k_), [k_slider, ctx.session], frame, api_name="scrub",
                    **render)
-    k_slider.release(lambda k: max(1, widgets.check_int(k, "k", 0, 4000)), k_slider, inside_k, queue=False,
-                     **private).then(**inside_io, **private, **compute)
+    api_only.click(schedule_plot, [model, fwd_k, ctx.session], schedule, api_name="schedule", **render)
+    k_slider.release(on_release, [k_slider, ctx.session], [inside_k, inside_text], queue=False, **private).then(
+        **inside_io, **private, **compute).then(**undim)
     inside_btn.click(**inside_io, api_name="inside_step", **compute)
     inside_k.release(**inside_io, **private, **compute)
     fwd_inputs = [model, fwd_k, n, seed, ctx.session]
-    fwd_k.input(on_forward, fwd_inputs, [fwd_frame, fwd_text], api_name="forward_process", **render)
-    fwd_k.release(on_schedule, [model, fwd_k, ctx.session], schedule, api_name="schedule", **render)
-    model.change(on_model, [model, ctx.session], [k_slider, fwd_k, ddim_steps, inside_k], **private).then(
-        on_forward, fwd_inputs, [fwd_frame, fwd_text], **private).then(
-        on_schedule, [model, fwd_k, ctx.session], schedule, **private)
+    fwd_outputs = [fwd_frame, fwd_text, schedule]
+    fwd_k.input(on_forward, fwd_inputs, fwd_outputs, api_name="forward_process", **render)
+    model.change(on_model, [model, ctx.session],
+                 [k_slider, fwd_k, ddim_steps, inside_k, frame, summary, sample_files, gif_file, chain_data,
+                  inside_plot, inside_text, vlb_text, vlb_plot], **private).then(
+        on_forward, fwd_inputs, fwd_outputs, **private).then(on_weights, [model, variance, ctx.session], weights,
+                                                             **private)
     sampler.change(lambda s: gr.update(visible=s == "ddim"), sampler, ddim_steps, queue=False, **private)
-    vlb_btn.click(on_vlb, [model, variance, ctx.session], [vlb_plot, vlb_text], api_name="vlb", **compute)
+    variance.change(on_weights, [model, variance, ctx.session], weights, **private)
+    vlb_btn.click(on_vlb, [model, variance, ctx.session], [vlb_plot, vlb_text], api_name="vlb", **compute).then(
+        on_weights, [model, variance, ctx.session], weights, **private)
     gif_btn.click(lambda extra: export_gif(kept_chain(extra)), ctx.session, gif_file, api_name="export_gif", **compute)
     ctx.models_changed.change(refresh_choices, [model, ctx.session], model, **private)
     ctx.demo.load(refresh_choices, [model, ctx.session], model, **private).then(
-        on_forward, fwd_inputs, [fwd_frame, fwd_text], **private).then(
-        on_schedule, [model, fwd_k, ctx.session], schedule, **private)
+        on_forward, fwd_inputs, fwd_outputs, **private).then(on_weights, [model, variance, ctx.session], weights,
+                                                             **private)

@@ -34,6 +34,23 @@ may start from $\mathcal N(0, I)$. The same $x_0$ and $\varepsilon$ are used at 
 """
 NO_MODELS = "No DDPM checkpoint found in `checkpoints/`: train one (`python -m genapp train ...`) or restore them."
 NO_RUN = "*Run the chain first (Animate or Sample): this panel then fills in.*"
+NO_BOUND = "The terms of L over k appear here."
+SCHEDULE_NAME = {"linear": "linear schedule (Ho et al.)",
+                 "cosine": "cosine schedule (Nichol & Dhariwal 2021, beyond the lecture)"}
+EXPLAIN_WEIGHTS = r"""
+Each middle term of (1.11) is a KL between two Gaussians with the same variance $\sigma_k^2$, so only the means
+differ (1.19): $L_{k-1} = \frac{1}{2\sigma_k^2}\Vert\tilde\mu_k(x_k, x_0) - \mu_\theta(x_k, k)\Vert^2$ (+ a constant
+when $\sigma_k^2 \neq \tilde\beta_k$). Writing $x_k$ with (1.21) turns $\tilde\mu_k$ into
+$\frac{1}{\sqrt{\alpha_k}}(x_k - \frac{\beta_k}{\sqrt{1-\bar\alpha_k}}\varepsilon)$ (1.20), and choosing $\mu_\theta$ of
+the same form with $\varepsilon_\theta$ in place of $\varepsilon$ (1.22, 1.23) leaves only the noise error (Lemma 3):
+$$L_{k-1} = w_k\, \mathbb E\Vert\varepsilon - \varepsilon_\theta(x_k, k)\Vert^2,\qquad
+w_k = \frac{\beta_k^2}{2\sigma_k^2\,\alpha_k\,(1-\bar\alpha_k)} \quad (1.25).$$
+So predicting $\varepsilon$ is predicting $\tilde\mu_k$: the network learns one quantity of unit scale at every $k$.
+$L_{\text{simple}}$ (1.26) drops $w_k$ and weighs every $k$ by 1, which puts more weight on the large $k$ (where $w_k$
+is small) than the bound does. The plot starts at $k = 2$: $L_0$ is the decoder's term, and under
+$\sigma_k^2 = \tilde\beta_k$ the weight at $k = 1$ would be infinite ($\tilde\beta_1 = 0$). Right: the terms
+$L_{k-1}$ of this model's bound (compute it above).
+"""
 
 
 def explain_vlb(points: int) -> str:
@@ -44,6 +61,11 @@ expectation. $L$ is an average over {points:,} data points, so it comes with a s
 same points, so the gap $L - H$ is paired and far less noisy than either. It takes $N$ network passes on those points
 (about 5 s on one idle core for $N = 1000$), once per model and variance.
 """
+
+
+def inside_pending(k: int) -> str:
+    """What the inside-step readout says while the step at k is computed (the panel above still shows another k)."""
+    return f"*⏳ Computing the step at $k = {k}$: the picture above still shows the previous step.*"
 
 
 def settings_line(s: ChainSettings) -> str:
