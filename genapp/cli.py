@@ -183,6 +183,15 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Push every shipped checkpoint to NS/genapp-NAME (unchanged repos skipped); print each repo's revision."""
+    from genapp.io.publish import publish
+
+    for done in publish(args.namespace, args.only, private=args.private):
+        print(f"{done.repo_id} @ {done.revision} ({'pushed' if done.pushed else 'unchanged'})", flush=True)
+    return 0
+
+
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     """Train every shipped checkpoint with its recipe, one after the other (or the ones named)."""
     from genapp import families
@@ -272,6 +281,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub; token from the usual huggingface_hub places")
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("publish", help="push every shipped checkpoint to NS/genapp-NAME, skipping unchanged ones")
+    p.add_argument("--namespace", required=True, help="Hub user or organisation; token from the usual places")
+    p.add_argument("--only", nargs="+", help="names such as ddpm-moons; default: every checkpoint")
+    p.add_argument("--private", action="store_true", help="create missing repos as private")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("checkpoints", help="retrain the shipped checkpoints with their recipes (make checkpoints)")
     p.add_argument("--out", default="checkpoints")

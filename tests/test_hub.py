@@ -535,6 +535,65 @@ def test_push_refuses_bad_arguments_and_malformed_folders(server, tmp_path, monk
     assert server.requests == []  # every refusal came before the network
 
 
+# -- publish: every checkpoint to NS/genapp-NAME, unchanged ones skipped ---------------------------------------------
+def test_publish_pushes_changed_checkpoints_only_and_retitles_cards(server, tmp_path, monkeypatch):
+    from genapp.flows import Flow, FlowConfig
+    from genapp.io.cards import card_metrics, model_card
+    from genapp.io.publish import publish
+
+    root = tmp_path / "checkpoints"
+    ddpm = tiny_ddpm()
+    hub.save(ddpm, root / "ddpm-moons", card=model_card("ddpm-moons", ddpm, None, {"vlb_gap": 0.25}))
+    flow = Flow(FlowConfig(num_couplings=2, hidden=4, depth=1, dataset="moons"))
+    hub.save(flow, root / "realnvp-moons", card=model_card("realnvp-moons", flow))
+    first = publish("someone")
+    assert [(p.name, p.repo_id, p.revision, p.pushed) for p in first] == [
+        ("ddpm-moons", "someone/genapp-ddpm-moons", COMMIT, True),
+        ("realnvp-moons", "someone/genapp-realnvp-moons", COMMIT, True)]
+    pushed = server.root / "someone" / "genapp-ddpm-moons"
+    assert sorted(p.name for p in pushed.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                        "scheduler_config.json"]
+    card = ModelCard.load(pushed / "README.md")
+    assert card.data.model_name == "someone/genapp-ddpm-moons" and card_metrics(pushed / "README.md") == {
+        "vlb_gap": 0.25}
+    assert card.text.lstrip().startswith("# someone/genapp-ddpm-moons\n")
+    server.requests.clear()
+    assert [p.pushed for p in publish("someone")] == [False, False]  # nothing changed: nothing sent
+    assert all(method == "HEAD" for method, _ in server.requests)
+    torch.manual_seed(5)
+    hub.save(Flow(flow.config), root / "realnvp-moons", card=model_card("realnvp-moons", flow))  # new weights
+    assert [(p.name, p.pushed) for p in publish("someone")] == [("ddpm-moons", False), ("realnvp-moons", True)]
+    assert [p.name for p in publish("someone", only=["realnvp-moons"])] == ["realnvp-moons"]
+    with pytest.raises(CheckpointNotFoundError, match="no checkpoint nice-moons"):
+        publish("someone", only=["nice-moons"])
+    with pytest.raises(ValueError, match="namespace"):
+        publish("../x")
+    monkeypatch.setenv("GENAPP_HUB_NAMESPACE", "someone")
+    monkeypatch.setenv("GENAPP_CHECKPOINTS", str(tmp_path / "elsewhere"))
+    assert torch.equal(outputs(hub.load("ddpm-moons")), outputs(ddpm))  # the app's path to published weights
+    go_offline(monkeypatch)
+    monkeypatch.setenv("GENAPP_CHECKPOINTS", str(root))
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
+        publish("someone")
+
+
+def test_publish_command_pushes_every_shipped_checkpoint_once(server, monkeypatch, capsys):
+    from genapp.cli import main
+
+    monkeypatch.setenv("GENAPP_CHECKPOINTS", str(REPO / "checkpoints"))
+    shipped = [e["name"] for e in hub.available()]
+    assert main(["publish", "--namespace", "genapp-test"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"genapp-test/genapp-{name} @ {COMMIT} (pushed)" for name in shipped]
+    assert main(["publish", "--namespace", "genapp-test", "--only", "ddpm-moons", "nice-moons"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"genapp-test/genapp-{name} @ {COMMIT} (unchanged)"
+                                                    for name in ("ddpm-moons", "nice-moons")]
+    local = hub.load_dir(REPO / "checkpoints" / "ddpm-moons")
+    assert torch.equal(outputs(DDPM.from_pretrained("genapp-test/genapp-ddpm-moons")), outputs(local))
+    assert main(["publish", "--namespace", "genapp-test", "--only", "ddpm-nothing"]) == 2
+    assert "no checkpoint ddpm-nothing" in capsys.readouterr().err
+
+
 # -- nothing can unpickle -----------------------------------------------------------------------------------------
 # The mixin's loaders (pytorch_model.bin fallback, strict=False); genapp's own DDPM/Flow.from_pretrained override
 # the public one and go through load_dir (test_from_pretrained_* prove the mixin's path is never taken).

@@ -319,15 +319,27 @@ def _call(function) -> dict[str, Any]:
         return {"error": error}
 
 
+def upload_files(folder: Path, repo_id: str) -> dict[str, bytes]:
+    """What a push of `folder` to `repo_id` uploads: config.json, model.safetensors, README.md and, for a DDPM,
+    scheduler_config.json; the card retitled for `repo_id` when it names another repo (`cards.retitle`)."""
+    from genapp.io.cards import retitle
+
+    files = {name: (folder / name).read_bytes() for name in (*FILES, SCHEDULER_FILE) if (folder / name).is_file()}
+    card = files["README.md"].decode("utf-8")
+    if f"name: {repo_id}\n" not in card and "model-index:" in card:
+        files["README.md"] = retitle(card, repo_id).encode("utf-8")
+    return files
+
+
 def push(name_or_dir: str | Path, repo_id: str | None = None, token: str | None = None,
          private: bool = False) -> str:
-    """Upload a checkpoint folder (config.json, model.safetensors, README.md) to the Hub; return the commit URL.
+    """Upload a checkpoint folder (`upload_files`) to the Hub; return the commit URL.
 
     `name_or_dir`: a path (contains a '/', or is a Path) or a name in checkpoints/. `repo_id` defaults to
     `hub_repo_id(name)`; `token` to huggingface_hub's usual sources (HF_TOKEN, `hf auth login`). The folder is
     loaded with `load_dir` first: a malformed checkpoint is never pushed.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import validate_repo_id
 
@@ -352,7 +364,8 @@ def push(name_or_dir: str | Path, repo_id: str | None = None, token: str | None 
     api = HfApi(endpoint=_endpoint(), token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=[*FILES, SCHEDULER_FILE],
+        info = api.create_commit(repo_id, [CommitOperationAdd(name, content)
+                                           for name, content in upload_files(folder, repo_id).items()],
                                  commit_message=f"Upload {folder.name} (genapp)")
     except HfHubHTTPError as error:
         raise HubError(f"pushing {folder} to {repo_id} on {_endpoint()} failed: {error}") from error
