@@ -3,7 +3,8 @@
 - **Compute.** `Gate` sits on Gradio's queue (`Queue.push`, the one place `/gradio_api/queue/join` and
   `/gradio_api/call/*` put an event in line). Per group ("compute", "train", "push") each visitor may have at most
   `PER_VISITOR[group]` events queued or running, counted per client address and per session: a further one is
-  refused at once (HTTP 429, the message says to wait). The queue holds at most `max_size` events queued *or
+  refused at once (HTTP 429, the message says to wait), and a visitor's only event goes ahead of the second
+  events of others (round robin). The queue holds at most `max_size` events queued *or
   running* (Gradio counts only the queued ones, so one more ran past it). An event nobody listens for (no open
   result stream for its session `GRACE_S` after it was sent: a client that posted and left) is dropped before it
   runs and, if it is already running, stopped at its next yield (a generator; a plain function runs to its end,
@@ -248,7 +249,40 @@ class Gate:
                 if len(mine) >= cap:
                     self.counts["refused_visitor"] += 1
                     raise HTTPException(status_code=429, detail=WAIT.format(n=len(mine), group=fn.concurrency_id))
-            return await original(body, request, username)
+            result = await original(body, request, username)
+            if cap is not None and result[0] and (event := self.queue.event_ids_to_events.get(result[1])):
+                self.fair(event)
+            return result
+
+    def fair(self, event: Any) -> None:
+        """Put a visitor's only event in line ahead of the events of visitors who already have one queued or
+        running (round robin), so a visitor who keeps two in line delays the others by at most one of theirs."""
+        line = self.queue.event_queue_per_concurrency_id.get(event.concurrency_id)
+        if line is None or event not in line.queue:
+            return
+
+        def visitor(e: Any) -> tuple[str, str]:
+            return client_address(e.request), e.session_hash
+
+        def same(a: tuple[str, str], b: tuple[str, str]) -> bool:
+            return a[0] == b[0] or a[1] == b[1]
+
+        mine = visitor(event)
+        ahead = [visitor(e) for job in list(self.queue.active_jobs) if job for e in job
+                 if e.concurrency_id == event.concurrency_id and not getattr(e, "_genapp_done", False)]
+        if any(same(mine, a) for a in ahead):
+            return
+        for i, waiting in enumerate(line.queue):
+            if waiting is event:
+                return
+            them = visitor(waiting)
+            if same(them, mine):
+                return  # not this visitor's only event
+            if any(same(them, a) for a in ahead):  # another visitor's second: this one goes first
+                line.queue.remove(event)
+                line.queue.insert(i, event)
+                return
+            ahead.append(them)
 
     # -- clients that left --
     def abandoned(self, event: Any, now: float) -> bool:
