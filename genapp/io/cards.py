@@ -19,6 +19,7 @@ from torch import nn
 
 from genapp import families
 from genapp.evaluate import targets
+from genapp.io.names import hub_repo_id
 
 LICENSE = "mit"
 IMAGE_PIPELINE = "unconditional-image-generation"  # the Hub's task for an image DDPM; none fits 2-D points
@@ -44,7 +45,6 @@ METRIC_NAMES = {
 def repo_id_of(name: str) -> str:
     """The Hub repo id a card of checkpoint `name` is titled with (`genapp.io.hub.hub_repo_id`); a name that is no
     checkpoint name (a run's free-form name) titles the card as it is."""
-    from genapp.io.hub import hub_repo_id  # hub reads cards (available): import on call
 
     try:
         return hub_repo_id(name)

@@ -31,11 +31,10 @@ from genapp.io.checkpoint import (  # noqa: F401  (re-exported: the public API n
     read_config,
     save,
 )
+from genapp.io.names import DEFAULT_NAMESPACE, NAME_RE, check_name, hub_repo_id  # noqa: F401  (public here too)
 
-DEFAULT_NAMESPACE = "genapp-lab"
 DEFAULT_TIMEOUT_S = 10.0
 MIN_DOWNLOAD_RATE = 100_000  # bytes/s a download may not fall below (on top of 3 x the timeout)
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
 _CACHE: dict[tuple[str, str | None], nn.Module] = {}
 _LOCK = threading.Lock()
@@ -54,15 +53,6 @@ class CheckpointNotFoundError(HubError, LookupError):
 
 
 # -- names and settings ----------------------------------------------------------------------------------------
-def check_name(name: str) -> str:
-    """`name` if it is a checkpoint name (`^[a-z0-9][a-z0-9_.-]*$`, no "..", no "--", <= 89 chars), else ValueError."""
-    if not (isinstance(name, str) and NAME_RE.fullmatch(name) and ".." not in name and "--" not in name
-            and len(name) <= 89 and not name.endswith((".", "-"))):
-        raise ValueError("checkpoint names look like 'ddpm-moons' (lowercase, digits, '_', '.', '-'), "
-                         f"got {name!r:.100}")
-    return name
-
-
 def _check_revision(revision: str | None) -> None:
     if revision is not None and not (isinstance(revision, str) and REVISION_RE.fullmatch(revision)
                                      and ".." not in revision and len(revision) <= 255):
@@ -77,14 +67,6 @@ def checkpoints_dir() -> Path:
     package = Path(__file__).resolve().parents[1]
     packaged = package / "checkpoints"
     return packaged if packaged.is_dir() else package.parent / "checkpoints"
-
-
-def hub_repo_id(name: str) -> str:
-    """The Hub repo of checkpoint `name`: `<GENAPP_HUB_NAMESPACE or genapp-lab>/genapp-<name>`."""
-    namespace = os.environ.get("GENAPP_HUB_NAMESPACE") or DEFAULT_NAMESPACE
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", namespace):
-        raise ValueError(f"GENAPP_HUB_NAMESPACE must be a Hub user or organisation name, got {namespace!r}")
-    return f"{namespace}/genapp-{check_name(name)}"
 
 
 def _is_true(value: str | None) -> bool:
