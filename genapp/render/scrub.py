@@ -150,7 +150,7 @@ SCRUB_JS = r"""
     c.fillStyle = pack.color; c.fillRect(0, size - 4, size * (1 - pack.ks[j] / Math.max(pack.num_steps, 1)), 4);
   };
   S.last = draw; draw();
-  host.dataset.scrubK = pack.ks[j];
+  host.dataset.scrubK = k; host.dataset.scrubShown = pack.ks[j];  // asked, and the nearest sent k drawn
   const readout = document.querySelector('#inside-readout');
   if (readout) readout.style.opacity = '0.45';
   S.times.push(performance.now() - t0); if (S.times.length > 1000) S.times.shift();
