@@ -91,7 +91,8 @@ def client():
 
 def test_named_endpoints(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/animate", "/sample", "/inside_step", "/forward_process", "/vlb", "/scrub", "/export_gif"} <= names
+    assert {"/animate", "/sample", "/inside_step", "/forward_process", "/vlb", "/scrub", "/export_gif",
+            "/schedule"} <= names
 
 
 def test_animate_streams_frames_and_a_final_result(client):
@@ -132,9 +133,20 @@ def test_sample_then_scrub_inside_step_and_gif(client):
     assert Path(gif).read_bytes()[:6] in (b"GIF87a", b"GIF89a")
 
 
-def test_forward_process(client):
-    image, text = client.predict(MODEL, 500, 300, 0, api_name="/forward_process")
-    assert Path(image).is_file() and "nats" in text
+def test_forward_process_with_its_schedule_marker(client):
+    image, text, schedule = client.predict(MODEL, 500, 300, 0, api_name="/forward_process")
+    assert Path(image).is_file() and "| 500 |" in text and "nats" in text and schedule is not None
+    assert client.predict(MODEL, 500, api_name="/schedule") is not None
+
+
+def test_outputs_are_named_in_the_api_view(client):
+    """Issue 15: the API view listed outputs as value_21, ...: every output of the DDPM tab's endpoints has a name."""
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ("/animate", "/sample", "/scrub", "/inside_step", "/forward_process", "/vlb", "/export_gif"):
+        labels = [r.get("label") for r in endpoints[name]["returns"]]
+        assert labels and all(labels) and not any(label.startswith("value_") for label in labels), (name, labels)
+    assert [r["label"] for r in endpoints["/forward_process"]["returns"]] == [
+        "q(x_k | x_0)", "Forward process: readout", "Noise schedule"]
 
 
 def test_bad_input_is_a_readable_error(client):
