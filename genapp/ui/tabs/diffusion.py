@@ -21,6 +21,7 @@ from genapp.lab import diffusion as lab
 from genapp.render import figures, style
 from genapp.render import scrub as page_scrub
 from genapp.ui import trained_data, widgets
+from genapp.ui.chain_view import blank_frame, frame_indices, inside_figure, render_state, scrub_data
 from genapp.ui.session import Session
 from genapp.ui.text import diffusion as text
 
@@ -33,7 +34,6 @@ STREAM_FRAMES = 80  # frames sent while the chain runs (it runs all N steps rega
 GIF_FRAMES = 60
 GIF_SIZE = 400
 QUIVER_GRID = 15  # eps_theta arrows on a 15 x 15 grid
-FIGURE_POINTS = 1500  # points drawn in the matplotlib panels
 VLB_POINTS = lab.BOUND_POINTS
 
 
@@ -71,45 +71,6 @@ def run_chain(settings: lab.ChainSettings, extra: Mapping[str, Any] | None = Non
     if settings.sampler == "ddim" and not 1 <= settings.ddim_steps <= model.num_steps:
         raise widgets.refuse(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
     return lab.run_chain(model, settings)
-
-
-def _subtitle(s: lab.ChainSettings, k: int, sigma: float) -> str:
-    return ("DDIM: deterministic step, σ = 0" if s.sampler == "ddim" else "x₀: the samples" if k == 0 else
-            f"σₖ = {sigma:.4f}   ({text.VARIANCE_LABEL[s.variance]})")
-
-
-def _corner(s: lab.ChainSettings) -> str:
-    return f"{s.model} · seed {s.seed} · {s.n} points"
-
-
-def render_state(run: lab.ChainRun, i: int, size: int = style.DEFAULT_SIZE) -> np.ndarray:
-    """The frame of kept state i: points over the data's faint density, with k, sigma_k and a progress bar."""
-    k, s = int(run.ks[i]), run.settings
-    return widgets.canvas(size).render(
-        run.states[i], widgets.background(run.dataset, size), title=f"k = {k}",
-        subtitle=_subtitle(s, k, float(run.sigmas[i])), corner=_corner(s), progress=1 - k / max(run.num_steps, 1))
-
-
-def scrub_data(run: lab.ChainRun | None) -> dict | None:
-    """The finished run's kept states for the page's own scrubber (genapp.render.scrub): about lab.SCRUB_STATES
-    states as int16, drawn there on every step of a drag with no server call; None before a run."""
-    if run is None or not run.done:
-        return None
-    pack = lab.scrub_pack(run, style.DEFAULT_LIM)
-    subtitles = [_subtitle(run.settings, int(k), float(sigma)) for k, sigma in zip(pack.ks, pack.sigmas)]
-    return page_scrub.page_data(f"{id(run):x}", pack.ks, pack.sigmas, pack.positions, pack.lim,
-                                widgets.background(run.dataset), num_steps=run.num_steps, corner=_corner(run.settings),
-                                subtitles=subtitles)
-
-
-def blank_frame(message: str = "press Animate", dataset: str = "") -> np.ndarray:
-    """The backdrop alone with a hint: what the chain image shows before the first run."""
-    return widgets.canvas().render(np.zeros((0, 2)), widgets.background(dataset), title=message)
-
-
-def frame_indices(num_states: int, frames: int) -> list[int]:
-    """About `frames` evenly spread indices into the kept states, always the first (x_N) and the last (x_0)."""
-    return sorted(set(np.linspace(0, num_states - 1, max(2, min(frames, num_states))).round().astype(int).tolist()))
 
 
 def _reusable(previous: lab.ChainRun | None, settings: lab.ChainSettings) -> bool:
@@ -180,19 +141,6 @@ def export_gif(run: lab.ChainRun | None, frames: int = GIF_FRAMES, fps: float = 
 
 
 # -- inside one step ---------------------------------------------------------------------------------------------
-def inside_figure(step: lab.StepInside) -> Any:
-    """The three panels of one step, on at most FIGURE_POINTS points; the zoomed point has the median drift."""
-    n = len(step.x_k)
-    idx = np.linspace(0, n - 1, min(n, FIGURE_POINTS)).astype(int)
-    x_k, mean = step.x_k[idx], step.mean[idx]
-    drifts = np.linalg.norm(mean - x_k, axis=1)
-    focus = int(drifts.argsort()[len(drifts) // 2])
-    spread = mean[focus] + step.sigma * torch.randn(300, 2, generator=widgets.generator(step.k)).numpy()
-    return figures.inside_step_figure(k=step.k, x_k=x_k, x0_pred=step.x0_pred[idx], grid=step.grid,
-                                      eps_grid=step.eps_grid, mean=mean, x_prev=step.x_next[idx], sigma=step.sigma,
-                                      focus=focus, spread=spread)
-
-
 def inside_step(run: lab.ChainRun | None, k: Any, extra: Mapping[str, Any] | None = None):
     """The step of the kept chain that leaves x_k, as its sampler took it (1.21, 1.23, 1.24; DDIM's deterministic
     update after a DDIM run): (figure, Markdown readout)."""
