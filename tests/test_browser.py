@@ -148,6 +148,39 @@ def test_animate_then_scrub_in_chromium():
         print(f"first frame {first_frame_s:.2f} s after the click")
 
 
+def test_a_new_model_clears_the_previous_models_panels_in_chromium():
+    """Issue 15: after another model was picked, panels still showed the previous model's chain and step."""
+    need_checkpoint()
+    if not (ROOT / "checkpoints" / "ddpm-8gaussians" / "model.safetensors").is_file():
+        pytest.skip("checkpoints/ddpm-8gaussians is missing")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve_app() as url, chromium() as browser:
+        page, errors = open_page(browser)
+        page.goto(url, wait_until="load")
+        page.wait_for_selector("#sample-btn", timeout=30_000)
+        page.click("#sample-btn")
+        summary, readout = page.locator("#chain-summary"), page.locator("#inside-readout")
+        _wait_for(lambda: "steps" in (summary.inner_text() or ""), 60, "the sampled chain")
+        _wait_for(lambda: readout.locator("td").count() > 0, 30, "the inside-step readout")
+        scrub = page.locator("#scrub-slider input[type=range]")
+
+        def drawn() -> bool:
+            scrub.fill("300")
+            return page.locator("#chain-frame canvas.genapp-scrub").is_visible()
+
+        _wait_for(drawn, 15, "the page's own frame", poll=0.2)
+        page.locator("#ddpm-model input").click()
+        page.get_by_role("option", name="ddpm-8gaussians").click()
+        _wait_for(lambda: "Run the chain first" in readout.inner_text(), 15, "the inside-step panel to clear")
+        _wait_for(lambda: "steps" not in (summary.inner_text() or ""), 15, "the chain summary to clear")
+        assert not page.locator("#chain-frame canvas.genapp-scrub").is_visible()  # the old chain is gone
+        scrub.fill("200")
+        page.wait_for_timeout(300)
+        assert not page.locator("#chain-frame canvas.genapp-scrub").is_visible()  # nothing left to scrub
+        page.screenshot(path=ARTIFACTS / "browser-7-new-model.png")
+        assert not errors, errors
+
+
 TAB_PANELS = {"Diffusion": "#chain-frame", "Flows": "#flow-zx", "Train": "#train-snapshot"}
 
 

@@ -256,7 +256,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
     widgets.explain(text.INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
-            model = gr.Dropdown(choices, value=default, label="Model", info="ddpm-<dataset>, from checkpoints/")
+            model = gr.Dropdown(choices, value=default, label="Model", info="ddpm-<dataset>, from checkpoints/",
+                                elem_id="ddpm-model")
             with gr.Row():
                 n = gr.Slider(widgets.MIN_POINTS, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=10, label="Points")
                 seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed")
