@@ -165,13 +165,13 @@ def dropped_weight_figure(ks: np.ndarray, weights: dict[str, np.ndarray], L_kmin
                           variance: str = "beta_tilde") -> Figure:
     """Left: the weight w_k = beta_k^2 / (2 sigma_k^2 alpha_k (1 - alpha_bar_k)) of (1.25) over k = 2..N for each
     variance in `weights`, against L_simple's flat 1 (1.26). Right: the terms L_{k-1} of a computed bound under
-    `variance` (a hint where there is none yet)."""
+    `variance` (a hint where there is none yet). k on a log axis: the variances differ only at small k."""
     fig, (ax1, ax2) = _figure(9.5, 3.3, ncols=2)
     styles = {"beta": (SAMPLES, "-", r"$\sigma_k^2 = \beta_k$"),
               "beta_tilde": (X0_PRED, "--", r"$\sigma_k^2 = \tilde\beta_k$")}
-    for v, w in weights.items():
+    for v in sorted(weights, key=list(styles).index):  # beta first: beta_tilde's dashes on top, where they meet
         color, ls, label = styles[v]
-        ax1.semilogy(ks, w, color=color, lw=2, ls=ls, label=label)
+        ax1.loglog(ks, weights[v], color=color, lw=2, ls=ls, label=label)
     ax1.axhline(1.0, color=DATA, lw=1.5, ls=":", label=r"$L_{\mathrm{simple}}$: 1 (1.26)")
     ax1.set_xlabel("k", color=MUTED)
     ax1.set_title(r"$w_k$ that $L_{\mathrm{simple}}$ drops (1.25)")
@@ -182,7 +182,7 @@ def dropped_weight_figure(ks: np.ndarray, weights: dict[str, np.ndarray], L_kmin
                  color=MUTED, fontsize=11, transform=ax2.transAxes)
     else:
         color, _, label = styles[variance]
-        ax2.semilogy(ks, np.maximum(np.asarray(L_kminus1, dtype=np.float64), 1e-8), color=color, lw=1.2)
+        ax2.loglog(ks, np.maximum(np.asarray(L_kminus1, dtype=np.float64), 1e-8), color=color, lw=1.2)
         ax2.set_xlabel("k", color=MUTED)
         ax2.set_ylabel("nats", color=MUTED)
         ax2.set_title(rf"this model's terms $L_{{k-1}}$ (1.12), {label}")
