@@ -12,7 +12,7 @@ from test_train_tab import ring, settings
 
 from genapp.lab import diffusion as lab_diffusion
 from genapp.render import style
-from genapp.ui import trained_data, widgets
+from genapp.ui import sketch, trained_data, widgets
 from genapp.ui.session import Session
 from genapp.ui.tabs import diffusion as ddpm_tab
 from genapp.ui.tabs import flows as flows_tab
@@ -32,7 +32,7 @@ def bar() -> np.ndarray:
 def train_on(image: np.ndarray, families: tuple[str, ...], extra=None):
     """Train tiny models on `image` exactly as the tab does (drawing -> points -> train_session); the session that
     keeps them (and the drawing each was trained on)."""
-    points = train_tab.drawing_points({"background": None, "layers": [], "composite": image}, 0)
+    points = sketch.drawing_points({"background": None, "layers": [], "composite": image}, 0)
     extra = extra if extra is not None else Session()
     for family in families:
         final = list(train_tab.train_session(settings(family, train_tab.DRAWING, steps=20), points, extra,

@@ -23,7 +23,7 @@ from genapp import data, families
 from genapp.io import hub
 from genapp.lab import train as lab
 from genapp.lab.grid import density_grid
-from genapp.ui import widgets
+from genapp.ui import share, sketch, widgets
 from genapp.ui.session import Session
 from genapp.ui.tabs import diffusion as ddpm_tab
 from genapp.ui.tabs import train as tab
@@ -335,10 +335,10 @@ def ring(size: int = 120) -> np.ndarray:
 
 
 def test_a_drawing_previews_and_trains_every_family():
-    points = tab.drawing_points({"background": None, "layers": [], "composite": ring()}, 0)
-    assert points.shape == (tab.DRAWING_POINTS, 2)
+    points = sketch.drawing_points({"background": None, "layers": [], "composite": ring()}, 0)
+    assert points.shape == (sketch.DRAWING_POINTS, 2)
     assert np.abs(np.hypot(points[:, 0], points[:, 1]) - 3.1).max() < 0.5  # on the ring
-    assert tab.preview(points).shape == (480, 480, 3)
+    assert sketch.preview(points).shape == (480, 480, 3)
     for family in families.names():
         final = list(tab.train_session(settings(family, tab.DRAWING, steps=10), points, Session(), every=0.05))[-1]
         assert final.run.name == f"my-{family}-drawing-1"
@@ -346,13 +346,13 @@ def test_a_drawing_previews_and_trains_every_family():
 
 
 def test_an_empty_or_missing_drawing_is_not_an_error_until_training_needs_it():
-    assert tab.drawing_points(None) is None
-    assert tab.drawing_points({"composite": np.zeros((50, 50, 4), dtype=np.uint8)}) is None
-    assert tab.preview(None).shape == (480, 480, 3)
+    assert sketch.drawing_points(None) is None
+    assert sketch.drawing_points({"composite": np.zeros((50, 50, 4), dtype=np.uint8)}) is None
+    assert sketch.preview(None).shape == (480, 480, 3)
     with pytest.raises(gr.Error, match="Drawing: .*single pixel"):
         one = np.zeros((50, 50, 4), dtype=np.uint8)
         one[10, 10] = (0, 0, 0, 255)
-        tab.drawing_points({"composite": one})
+        sketch.drawing_points({"composite": one})
     with pytest.raises(gr.Error, match="Draw a shape"):
         next(tab.train_session(settings("ddpm", tab.DRAWING), None, session := Session()))
     assert session.job is None
@@ -361,7 +361,7 @@ def test_an_empty_or_missing_drawing_is_not_an_error_until_training_needs_it():
 def test_an_uploaded_black_on_white_image_works_like_a_drawing():
     img = np.full((90, 90, 3), 255, dtype=np.uint8)
     img[20:70, 40:50] = 0  # a vertical bar
-    points = tab.drawing_points(img, 1)
+    points = sketch.drawing_points(img, 1)
     assert np.ptp(points[:, 1]) > 6.5 and np.ptp(points[:, 0]) < 1.6
 
 
@@ -378,7 +378,7 @@ def outputs(model) -> torch.Tensor:
 @pytest.mark.parametrize("family", ["ddpm", "realnvp"])
 def test_the_zip_is_a_checkpoint_folder_that_loads_back(family, tmp_path):
     _, extra, run = trained(family, steps=10)
-    path = Path(tab.export_checkpoint(run, extra))
+    path = Path(share.export_checkpoint(run, extra))
     assert path.name == f"{run.name}.zip"
     with zipfile.ZipFile(path) as z:
         names = z.namelist()  # the folder as hub.save writes it (a DDPM may add its scheduler_config.json)
@@ -394,7 +394,7 @@ def test_the_zip_is_a_checkpoint_folder_that_loads_back(family, tmp_path):
 
 def test_download_before_training_is_a_clear_error():
     with pytest.raises(gr.Error, match="Train a model first"):
-        tab.export_checkpoint(None, {})
+        share.export_checkpoint(None, {})
 
 
 @pytest.fixture
@@ -412,7 +412,7 @@ def server(tmp_path, monkeypatch):
 def test_push_publishes_the_checkpoint_with_its_card(server):
     _, extra, run = trained("ddpm", steps=10)
     token = "hf_secret_test_token_123"
-    text = tab.push_to_hub(run, extra, " someone/genapp-mine ", token)
+    text = share.push_to_hub(run, extra, " someone/genapp-mine ", token)
     pushed = server.root / "someone" / "genapp-mine"
     assert set(CHECKPOINT_FILES) <= {p.name for p in pushed.iterdir()}
     assert "library_name: genapp" in (pushed / "README.md").read_text()
@@ -425,14 +425,14 @@ def test_push_failures_are_clear_and_never_echo_the_token(server):
     token = "hf_secret_test_token_123"
     server.mode = "401"
     with pytest.raises(gr.Error) as info:
-        tab.push_to_hub(run, extra, "someone/genapp-mine", token)
+        share.push_to_hub(run, extra, "someone/genapp-mine", token)
     assert "Push failed" in str(info.value) and token not in str(info.value)
     with pytest.raises(gr.Error, match="access token"):
-        tab.push_to_hub(run, extra, "someone/genapp-mine", "  ")  # never falls back to the server's own token
+        share.push_to_hub(run, extra, "someone/genapp-mine", "  ")  # never falls back to the server's own token
     with pytest.raises(gr.Error, match="Repo id"):
-        tab.push_to_hub(run, extra, "no-slash", token)
+        share.push_to_hub(run, extra, "no-slash", token)
     with pytest.raises(gr.Error, match="Train a model first"):
-        tab.push_to_hub(None, extra, "someone/genapp-mine", token)
+        share.push_to_hub(None, extra, "someone/genapp-mine", token)
 
 
 # -- the page ---------------------------------------------------------------------------------------------------
@@ -447,10 +447,10 @@ def test_the_tab_is_in_the_app_with_its_endpoints():
     # clicks the first tool, which is the brush while the sketchpad has no crop and no upload.
     # tests/test_browser_train.py draws without choosing a tool.
     loads = [fn for fn in demo.fns.values() if any(t[1] == "load" for t in fn.targets)]
-    assert any(fn.js == tab.BRUSH_FIRST_JS and fn.fn is None for fn in loads)
-    sketch = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "train-sketch")
-    assert f'"{sketch.elem_id}"' in tab.BRUSH_FIRST_JS
-    assert isinstance(sketch, gr.Sketchpad) and sketch.brush and not sketch.transforms and not sketch.sources
+    assert any(fn.js == sketch.BRUSH_FIRST_JS and fn.fn is None for fn in loads)
+    pad = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "train-sketch")
+    assert f'"{pad.elem_id}"' in sketch.BRUSH_FIRST_JS
+    assert isinstance(pad, gr.Sketchpad) and pad.brush and not pad.transforms and not pad.sources
 
 
 def test_gradio_queue_runs_the_training_and_stop_reaches_it():

@@ -13,9 +13,7 @@ under a name like `my-ddpm-moons-1`, which the DDPM and flows tabs list for that
 
 from __future__ import annotations
 
-import shutil
 import threading
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,20 +24,17 @@ import torch
 from matplotlib.figure import Figure
 
 from genapp import data, families
-from genapp.data import drawing
-from genapp.io import hub
-from genapp.io.cards import model_card
 from genapp.lab import train as lab
 from genapp.lab.train import TrainSettings
 from genapp.render import canvas, figures, style
 from genapp.train import pick_device, training_record
-from genapp.ui import widgets
+from genapp.ui import share, widgets
+from genapp.ui import sketch as sketch_ui
 from genapp.ui.session import MAX_MODELS, Session
 from genapp.ui.text import train as text
 
 DRAWING = "my drawing"  # the dataset choice for the sketchpad / upload
 DRAWING_NAME = lab.DRAWING  # config.dataset of a model trained on it
-DRAWING_POINTS = 20_000  # points taken from the drawing; training draws from them with replacement
 DRAWING_JITTER = 0.03  # data units of Gaussian jitter on those points: a stroke is a thin band, not a curve
 SCHEDULES = ("linear", "cosine")
 DEVICE = pick_device("auto")
@@ -94,38 +89,6 @@ def knob_defaults(family: str) -> dict[str, Any]:
 
 
 # -- drawing ----------------------------------------------------------------------------------------------------
-def _image_of(value: Any) -> np.ndarray | None:
-    """The picture in a Sketchpad value ({"composite": ..., "layers": ...}) or an Image value (an array)."""
-    if isinstance(value, Mapping):
-        value = value.get("composite")
-    return None if value is None else np.asarray(value)
-
-
-def drawing_points(value: Any, seed: Any = 0) -> np.ndarray | None:
-    """DRAWING_POINTS points (float32) sampled from a drawing or an uploaded black-on-white image; None if there
-    is nothing on it yet; gr.Error for an unusable picture."""
-    image = _image_of(value)
-    if image is None:
-        return None
-    try:
-        return drawing.points_from_image(image, DRAWING_POINTS, widgets.generator(seed))
-    except ValueError as error:
-        if "empty" in str(error):
-            return None
-        raise gr.Error(f"Drawing: {error}") from None
-
-
-def preview(points: np.ndarray | None) -> np.ndarray:
-    """The drawing as the model will see it: its points over their own faint density."""
-    cv = widgets.canvas()
-    if points is None:
-        return cv.render(np.zeros((0, 2)), widgets.background(""), title="draw a shape",
-                         subtitle="its points appear here")
-    shown = points[:: max(1, len(points) // 3000)]
-    return cv.render(shown, cv.density_background(points), title="your distribution",
-                     subtitle=f"{len(points):,} points, longer side → [−{drawing.BOX:g}, {drawing.BOX:g}]")
-
-
 def make_dataset(settings: TrainSettings, points: np.ndarray | None):
     """The dataset to train on: a built-in toy, or the drawing's points as a `data.PointCloud`."""
     if settings.dataset != DRAWING_NAME:
@@ -307,65 +270,7 @@ def next_name(settings: TrainSettings, extra: Mapping[str, Any] | None) -> str:
     return f"{stem}{max(taken, default=0) + 1}"
 
 
-# -- use it: download, push -------------------------------------------------------------------------------------
-def _model_of(run: TrainedRun | None, extra: Mapping[str, Any] | None) -> torch.nn.Module:
-    if run is None or not extra or run.name not in extra:
-        raise widgets.refuse(text.NO_MODEL)
-    return extra[run.name]
-
-
-def save_checkpoint(run: TrainedRun | None, extra: Mapping[str, Any] | None):
-    """The run's checkpoint folder (config.json, model.safetensors, README.md card) in a fresh export dir."""
-    model = _model_of(run, extra)
-    folder = widgets.export_dir() / run.name
-    return hub.save(model, folder, card=model_card(run.name, model, run.training))
-
-
-def export_checkpoint(run: TrainedRun | None, extra: Mapping[str, Any] | None) -> str:
-    """NAME.zip holding the folder NAME/ in the shipped format; `hub.load_dir` reads it back once unzipped."""
-    folder = save_checkpoint(run, extra)
-    archive = folder.with_name(f"{folder.name}.zip")
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
-        for path in sorted(folder.iterdir()):
-            z.write(path, f"{folder.name}/{path.name}")
-    return str(archive)
-
-
-def push_to_hub(run: TrainedRun | None, extra: Mapping[str, Any] | None, repo_id: Any, token: Any,
-                private: bool = False) -> str:
-    """Publish the run's checkpoint with its card to `repo_id` using `token` (never stored, logged or echoed).
-    Returns markdown with the commit link. The token is required: the server's own credentials are never used."""
-    _model_of(run, extra)
-    if not isinstance(repo_id, str) or not 3 <= len(repo_id.strip()) <= 96 or repo_id.strip().count("/") != 1:
-        raise widgets.refuse(text.BAD_REPO)
-    if not isinstance(token, str) or not token.strip() or len(token.strip()) > 256:
-        raise widgets.refuse(text.BAD_TOKEN)
-    repo_id, token = repo_id.strip(), token.strip()
-    folder = save_checkpoint(run, extra)
-    try:
-        url = hub.push(folder, repo_id, token=token, private=bool(private))
-    except (OSError, ValueError, TypeError) as error:
-        message = str(error).replace(token, "***")[:400]
-        raise gr.Error(f"Push failed: {message}") from None
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return text.pushed(run.name, repo_id, url)
-
-
 # -- layout ------------------------------------------------------------------------------------------------------
-# gradio 6.31's Sketchpad comes up (and comes back after "Clear canvas") with no tool chosen: a veil saying "select the
-# draw tool to start" covers the canvas and takes the first press. Whenever that veil is on a live canvas, pick the
-# first tool, the brush (no crop, no upload here), so the first stroke draws. Runs in the page from its load.
-BRUSH_FIRST_JS = """() => {
-  setInterval(() => {
-    const sketch = document.getElementById("train-sketch");
-    if (sketch?.querySelector(".pixi-target canvas") && sketch.querySelector(".image-container .empty")) {
-      sketch.querySelector(".toolbar-wrap button")?.click();
-    }
-  }, 250);
-}"""
-
-
 def number(knob: str, value: float, label: str, elem_id: str) -> gr.Number:
     """A number field bounded by LIMITS[knob], its range written under the label."""
     lo, hi = LIMITS[knob]
@@ -434,8 +339,10 @@ def build_tab(ctx: widgets.AppContext) -> None:
                     with gr.Accordion("Push to the Hugging Face Hub", open=False):
                         repo_id = gr.Textbox(label="Repo id", placeholder="your-name/genapp-my-ddpm-moons",
                                              max_length=96, elem_id="train-repo")
+                        if share.on_space():  # the Hub's own sign-in; a pasted token only when run locally
+                            gr.LoginButton(elem_id="train-login")
                         token = gr.Textbox(label="Access token (write)", type="password", max_length=256,
-                                           placeholder="hf_…", elem_id="train-token")
+                                           placeholder="hf_…", elem_id="train-token", visible=not share.on_space())
                         with gr.Row():
                             private = gr.Checkbox(False, label="private repo", min_width=100)
                             push_btn = gr.Button("Push to Hub", size="sm", elem_id="train-push-btn")
@@ -450,7 +357,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
                               layers=False, transforms=(), elem_id="train-sketch")
         upload = gr.Image(type="numpy", image_mode="RGBA", sources=["upload", "clipboard"],
                           label="…or upload a black-on-white image", elem_id="train-upload")
-        drawn = gr.Image(preview(None), label="What the model trains on", format="jpeg", interactive=False,
+        drawn = gr.Image(sketch_ui.preview(None), label="What the model trains on", format="jpeg", interactive=False,
                          show_label=False, elem_id="train-preview", elem_classes="genapp-frame")
 
     # -- wiring: thin adapters from components to the callbacks above --
@@ -486,14 +393,19 @@ def build_tab(ctx: widgets.AppContext) -> None:
         return outputs(stop_session(extra), version)
 
     def on_draw(value, seed_):
-        points = drawing_points(value, seed_)
-        return points, preview(points), gr.skip() if points is None else DRAWING
+        points = sketch_ui.drawing_points(value, seed_)
+        return points, sketch_ui.preview(points), gr.skip() if points is None else DRAWING
 
     def on_download(run, extra):
-        return gr.update(value=export_checkpoint(run, extra), visible=True)
+        return gr.update(value=share.export_checkpoint(run, extra), visible=True)
 
     def on_push(run, extra, repo, token_, private_):
-        return push_to_hub(run, extra, repo, token_, private_), ""  # the token field is emptied afterwards
+        return share.push_to_hub(run, extra, repo, token_, private_), ""  # the token field is emptied afterwards
+
+    def on_push_signed_in(run, extra, repo, token_, private_, oauth: gr.OAuthToken | None):
+        if oauth is None:
+            raise widgets.refuse(text.SIGN_IN)
+        return share.push_to_hub(run, extra, repo, oauth.token, private_), ""
 
     private_api = dict(api_visibility="private")
     shown = [status, snap_image, loss, loop_md, ctx.models_changed, run_state]
@@ -514,6 +426,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
     upload.change(inputs=[upload, seed], **private_api, **draw)
     download_btn.click(on_download, [run_state, ctx.session], download_file, api_name="train_download",
                        concurrency_id="compute", concurrency_limit=1)
-    push_btn.click(on_push, [run_state, ctx.session, repo_id, token, private], [push_md, token],
+    push = on_push_signed_in if share.on_space() else on_push
+    push_btn.click(push, [run_state, ctx.session, repo_id, token, private], [push_md, token],
                    api_name="train_push", concurrency_id="push", concurrency_limit=2)
-    ctx.demo.load(None, None, None, js=BRUSH_FIRST_JS, queue=False, **private_api)
+    ctx.demo.load(None, None, None, js=sketch_ui.BRUSH_FIRST_JS, queue=False, **private_api)

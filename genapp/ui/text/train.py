@@ -35,7 +35,9 @@ ALREADY_TRAINING = "You already have a model training: press ■ Stop, or wait f
 NEED_DRAWING = "Draw a shape (or upload a black-on-white image) first, then train on “my drawing”."
 NO_MODEL = "Train a model first; then it can be downloaded or pushed."
 BAD_REPO = "Repo id must look like 'your-name/genapp-my-model'."
-BAD_TOKEN = "Paste a Hugging Face access token with write permission."
+BAD_TOKEN = ("Paste a Hugging Face access token with write permission (letters, digits, '_' and '-' only; it is used "
+             "for this upload and never kept or shown).")
+SIGN_IN = "Sign in with Hugging Face first (the button above), then push."
 TONES = {"run": style.SAMPLES, "done": "#2a9d8f", "wait": style.MUTED, "warn": "#b45309"}
 
 
