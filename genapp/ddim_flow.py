@@ -23,7 +23,12 @@ from genapp.diffusion import DDPM
 
 
 class NotInvertibleError(ValueError):
-    """A DDIM step could not be inverted at some point: Newton did not reach the tolerance, or the step folds there."""
+    """A DDIM step could not be inverted at some point: Newton did not reach the tolerance, or the step folds there.
+    `failed`: a bool tensor over the batch, True at those points (None where not known)."""
+
+    def __init__(self, message: str, failed: torch.Tensor | None = None) -> None:
+        super().__init__(message)
+        self.failed = failed
 
 
 @dataclass
@@ -44,7 +49,8 @@ def _check_no_fold(sign: torch.Tensor, k: int, k_prev: int) -> None:
     """Raise NotInvertibleError where det J_g <= 0: there the step folds the plane and (1.29) does not apply."""
     if bool((sign <= 0).any()):
         folded = int((sign <= 0).sum())
-        raise NotInvertibleError(f"DDIM step {k} -> {k_prev} folds: det J <= 0 at {folded} of {len(sign)} points")
+        raise NotInvertibleError(f"DDIM step {k} -> {k_prev} folds: det J <= 0 at {folded} of {len(sign)} points",
+                                 sign <= 0)
 
 
 class DDIMFlow(nn.Module):
@@ -134,7 +140,7 @@ class DDIMFlow(nn.Module):
             if bool(bad.any()):
                 raise NotInvertibleError(
                     f"DDIM step {k} -> {k_prev}: Newton missed tol {self.tol:.0e} after {self.max_iter} iterations "
-                    f"at {int(bad.sum())} of {len(y)} points (worst residual {float(residual.max()):.2e})"
+                    f"at {int(bad.sum())} of {len(y)} points (worst residual {float(residual.max()):.2e})", bad
                 )
             sign, log_det = torch.linalg.slogdet(jac)
             _check_no_fold(sign, k, k_prev)

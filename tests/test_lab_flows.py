@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import genapp.data
+from genapp.ddim_flow import DDIMFlow, NotInvertibleError
 from genapp.diffusion import DDPM, DDPMConfig
 from genapp.flows import Flow, FlowConfig
 from genapp.lab import flows as lab
@@ -280,3 +281,152 @@ def test_the_gap_uses_bound_from_lab_bound(tiny_ddpm):
     direct = bound(tiny_ddpm, tests.x, "beta", torch.Generator().manual_seed(lab.BOUND_SEED), log_p=tests.log_p,
                    chunks=lab.BOUND_CHUNKS)
     assert kept[0].gap == pytest.approx(direct.gap, abs=1e-12) and kept[0].total == pytest.approx(direct.total)
+
+
+# -- the DDPM as a flow: its DDIM sampler (beyond the lecture: Song et al. 2021) -------------------------------------
+M, S = torch.tensor([1.0, -2.0], dtype=torch.float64), 0.5  # Gaussian data N(m, s^2 I) for the oracle
+
+
+class GaussianOracle(torch.nn.Module):
+    """The exact eps_theta of N(m, s^2 I) data plus `wiggle` times a fixed small MLP (as in test_ddim_flow.py)."""
+
+    def __init__(self, alpha_bar: torch.Tensor, wiggle: float) -> None:
+        super().__init__()
+        self.alpha_bar, self.wiggle = alpha_bar, wiggle
+        torch.manual_seed(3)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+
+    def forward(self, x_k: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        ab = self.alpha_bar[k].to(x_k.dtype)[:, None]
+        exact = (1 - ab).sqrt() * (x_k - ab.sqrt() * M) / (ab * S**2 + 1 - ab)
+        return exact + self.wiggle * self.mlp(torch.cat([x_k, ab], 1))
+
+
+@pytest.fixture(scope="module")
+def oracle_ddpm() -> DDPM:
+    ddpm = DDPM(DDPMConfig(num_steps=200, dataset="moons"))
+    ddpm.net = GaussianOracle(ddpm.alpha_bar.double(), 0.3)
+    return ddpm
+
+
+@pytest.fixture(scope="module")
+def invertible_ddpm() -> DDPM:
+    """An untrained float32 DDPM without Fourier features: its DDIM steps do not fold."""
+    torch.manual_seed(0)
+    return DDPM(DDPMConfig(num_steps=50, hidden=16, depth=2, fourier_freqs=0, dataset="moons"))
+
+
+@pytest.fixture(scope="module")
+def folding_ddpm() -> DDPM:
+    """Fourier features and 3x the weights: Newton cannot invert its last DDIM step (checked below)."""
+    torch.manual_seed(0)
+    ddpm = DDPM(DDPMConfig(num_steps=50, hidden=16, depth=2, fourier_freqs=2, dataset="moons"))
+    with torch.no_grad():
+        for p in ddpm.net.parameters():
+            p.mul_(3)
+    return ddpm
+
+
+def picky(flow: DDIMFlow) -> DDIMFlow:
+    """The flow, but its last step g_N' refuses to invert any batch holding a point with x_1 > 1 (as a fold would)."""
+    invert = flow.invert_step
+
+    def invert_step(y, k, k_prev):
+        if k_prev == 0 and bool((y[:, 0] > 1).any()):
+            raise NotInvertibleError(f"DDIM step {k} -> {k_prev}: refused")
+        return invert(y, k, k_prev)
+
+    flow.invert_step = invert_step
+    return flow
+
+
+def test_ddim_flow_is_a_float64_copy_kept_per_ddpm_and_steps(invertible_ddpm):
+    flow = lab.ddim_flow(invertible_ddpm, 10)
+    assert lab.is_ddim(flow) and len(flow) == 10 and flow.ddpm.dtype == torch.float64
+    assert invertible_ddpm.dtype == torch.float32 and flow.ddpm is not invertible_ddpm  # the DDPM is left alone
+    assert lab.ddim_flow(invertible_ddpm, 10) is flow and len(lab.ddim_flow(invertible_ddpm, 12)) == 12
+    assert [lab.ddim_grid_size(n) for n in (20, 50, 100, 200)] == [48, 40, 28, 20]
+
+
+def test_ddim_sample_map_and_normalize_are_the_flow_both_ways(invertible_ddpm):
+    flow = lab.ddim_flow(invertible_ddpm, 10)
+    zx = lab.sample_map(flow, 40, 3)
+    x, log_det = flow.forward(torch.from_numpy(zx.z).double())  # (1.30)
+    np.testing.assert_allclose(zx.x, x.detach().numpy(), atol=1e-10)
+    np.testing.assert_allclose(zx.log_det, log_det.numpy(), atol=1e-8)
+    assert zx.not_invertible == 0 and not zx.preserves_area
+    xz = lab.normalize(flow, zx.x)  # back to z (1.33), log|det J_{f^-1}(x)| = -log|det J_f(z)| (1.32)
+    np.testing.assert_allclose(xz.z, zx.z, atol=1e-6)
+    np.testing.assert_allclose(xz.log_det, -zx.log_det, atol=1e-5)
+    assert xz.not_invertible == 0
+
+
+def test_ddim_layers_are_the_steps_and_add_up(invertible_ddpm):
+    flow = lab.ddim_flow(invertible_ddpm, 8)
+    z = lab.latent(30, 1)
+    view = lab.layers(flow, z, "forward", 3, lines=np.zeros((2, 9, 2), dtype=np.float32))
+    assert view.K == 8 and len(view.states) == 9 and view.made_by == 3 and view.infos[0]["layer"] == "DDIM step"
+    expected = [float(torch.linalg.slogdet(flow.step_and_jacobian(torch.from_numpy(view.states[j]), k, kp)[1])[1]
+                      .mean()) for j, (k, kp) in enumerate(flow.steps)]
+    np.testing.assert_allclose(view.log_dets, expected, rtol=1e-10)
+    assert math.isclose(view.total_log_det, float(flow.forward(z.double())[1].mean()), rel_tol=1e-9)  # (1.30)
+    back = lab.layers(flow, view.states[-1], "inverse", 0)
+    np.testing.assert_allclose(back.states[0], z.numpy(), atol=1e-6)
+    np.testing.assert_allclose(back.log_dets, view.log_dets, atol=1e-5)
+
+
+def test_ddim_inspection_adds_up_1_29_one_term_per_step(invertible_ddpm):
+    flow = lab.ddim_flow(invertible_ddpm, 10)
+    p = lab.inspect_point(flow, 0.4, -0.3, data=MOONS)
+    assert p.not_invertible is None and len(p.layer_terms) == 10
+    assert math.isclose(p.log_px, p.log_pz + float(p.layer_terms.sum()), rel_tol=1e-12)  # (1.29)
+    assert math.isclose(p.log_px, p.log_prob, abs_tol=1e-8)  # DDIMFlow.log_prob, one pass
+    _, forward_log_det = flow.forward(torch.from_numpy(p.z)[None])
+    assert math.isclose(p.log_det, -float(forward_log_det), abs_tol=1e-7)  # log|det J_f^-1(x)| = -log|det J_f(z)|
+
+
+def test_a_ddim_point_that_cannot_be_inverted_gives_words_not_a_number(folding_ddpm):
+    p = lab.inspect_point(lab.ddim_flow(folding_ddpm, 5), 0.5, -0.2)
+    assert "DDIM step" in p.not_invertible and math.isnan(p.log_px) and np.isnan(p.z).all()
+
+
+def test_only_the_points_that_cannot_be_inverted_are_left_out(invertible_ddpm):
+    flow = picky(DDIMFlow(lab.ddim_flow(invertible_ddpm, 4).ddpm, 4))
+    x = torch.linspace(-2, 2, 41, dtype=torch.float64)[:, None].repeat(1, 2)
+    walk = lab.ddim_inverse_walk(flow, x)
+    np.testing.assert_array_equal(walk.failed, x[:, 0].numpy() > 1)  # halving isolates exactly those points
+    assert walk.message == "DDIM step 1 -> 0: refused" and np.isnan(walk.states[0][walk.failed]).all()
+    z, log_det = flow.inverse(x[~torch.from_numpy(walk.failed)])
+    np.testing.assert_allclose(walk.states[0][~walk.failed], z.numpy(), atol=1e-12)
+    np.testing.assert_allclose(walk.inverse_log_det[~walk.failed], log_det.numpy(), atol=1e-12)
+    xz = lab.normalize(flow, x)
+    assert xz.not_invertible == int((x[:, 0] > 1).sum()) and np.isfinite(xz.stats.mean).all()
+
+
+def test_the_ddim_density_integrates_to_one(oracle_ddpm):  # (1.29) through Newton, on the coarse grid
+    flow = lab.ddim_flow(oracle_ddpm, 10)
+    grid = lab.density(flow, lim=4.0)
+    assert grid.log_px.shape == (48, 48) and lab.density(flow, lim=4.0) is grid
+    assert not np.isnan(grid.log_px).any() and abs(grid.integral - 1) < 0.01, grid.integral
+    assert grid.mass_inside > 0.999
+    scale = lab.heat_scale(grid)
+    assert scale.ld_kind == "varies" and scale.ld_low < 0 < scale.ld_high
+
+
+def test_the_ddim_row_is_paired_on_its_scored_points(invertible_ddpm, folding_ddpm):
+    tests = lab.eval_set(MOONS, 300, seed=11)
+    table = lab.likelihood({}, tests, invertible_ddpm, "tiny-ddpm", compute_bound=False, ddim_steps=10)
+    assert table.bounds == () and table.ddim is None  # nothing computed without the button
+    row = lab.ddim_row(invertible_ddpm, 10, tests, "tiny-ddpm")
+    assert row.points == 300 and row.scored == 300 and row.steps == 10
+    lq = lab.ddim_flow(invertible_ddpm, 10).log_prob(tests.x.double()).numpy()
+    assert math.isclose(row.nll.mean, float(-lq.mean()), rel_tol=1e-9)  # (1.31) through (1.29)
+    assert math.isclose(row.entropy.mean, float(-tests.log_p.mean()), rel_tol=1e-12)
+    assert math.isclose(row.kl.mean, row.nll.mean - row.entropy.mean, abs_tol=1e-9)  # KL = NLL - H, same points
+    assert lab.likelihood({}, tests, invertible_ddpm, "tiny-ddpm", compute_bound=False, ddim_steps=10).ddim is row
+    flow = picky(DDIMFlow(lab.ddim_flow(invertible_ddpm, 4).ddpm, 4))
+    picked = lab.ddim_row(invertible_ddpm, 4, tests, "picky", flow=flow)
+    beyond = tests.x[:, 0].numpy() > 1
+    assert picked.not_invertible == beyond.sum() > 0 and picked.scored == (~beyond).sum()
+    assert math.isclose(picked.entropy.mean, float(-tests.log_p[~beyond].mean()), rel_tol=1e-12)
+    assert math.isclose(picked.kl.mean, picked.nll.mean - picked.entropy.mean, abs_tol=1e-9)

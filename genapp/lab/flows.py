@@ -8,7 +8,9 @@ log-likelihoods, the DDPM's bound) are kept by `genapp.lab.memo`, weak-keyed on 
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,8 +18,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from genapp.ddim_flow import DDIMFlow, NotInvertibleError
 from genapp.lab.bound import Bound, bound
-from genapp.lab.grid import DensityGrid, density_grid
+from genapp.lab.grid import MASS_SAMPLES, MASS_SEED, DensityGrid, density_grid, grid_points
 from genapp.lab.memo import memoized
 
 DENSITY_GRID = 200  # p_x on the centres of a 200 x 200 grid over [-4, 4]^2 (cell 0.04)
@@ -28,6 +31,13 @@ BOUND_SEED = 3  # the noise draws of the DDPM's bound (1.11)
 BOUND_CHUNKS = 8  # batches of test points for the bound, each a progress report
 VARIANCES = ("beta", "beta_tilde")  # the reverse variances sigma_k^2 of (1.18)
 RADII = (1, 2, 3)  # circles of the x -> z table
+# The DDPM as a flow: its DDIM sampler (eta = 0), beyond the lecture (Song et al. 2021), see genapp.ddim_flow
+DDIM_STEPS = (20, 200, 50)  # the range and default of N', the number of DDIM steps
+DDIM_GRID_BUDGET = 80_000  # grid points x steps of a DDIM density map: each point needs Newton at every step
+DDIM_GRID_RANGE = (16, 48)  # so 48 x 48 at N' = 20, 40 x 40 at 50, 28 x 28 at 100, 20 x 20 at 200
+DDIM_TEST_POINTS = 1000  # the DDIM row of the likelihood table scores the first 1,000 of the 5,000 test points
+DDIM_CHUNK = 250  # points per Newton solve (Newton iterates a batch until its slowest point converges)
+DDIM_LINE_STRIDE = 8  # every 8th point of a grid line is pulled back through the DDIM flow's inverse
 
 
 def latent(n: int, seed: int) -> torch.Tensor:
@@ -43,6 +53,111 @@ def _through(fn: Callable, lines: np.ndarray | None) -> np.ndarray | None:
     return (out[0] if isinstance(out, tuple) else out).numpy().reshape(lines.shape)
 
 
+# -- the DDPM as a flow (DDIM, beyond the lecture) --------------------------------------------------------------
+def is_ddim(flow) -> bool:
+    return isinstance(flow, DDIMFlow)
+
+
+def ddim_flow(ddpm, steps: int) -> DDIMFlow:
+    """The DDIM flow of a 2-D DDPM over `steps` steps, on a float64 copy of it (in float32 the inverse's log-det
+    drifts by ~0.04 nats); kept per DDPM and N', the DDPM itself left as it is."""
+    double = memoized(ddpm, ("float64",), lambda: copy.deepcopy(ddpm).double().eval())
+    return memoized(ddpm, ("ddim_flow", int(steps)), lambda: DDIMFlow(double, int(steps)))
+
+
+def ddim_grid_size(steps: int) -> int:
+    """The side of the DDIM density grid: DDIM_GRID_BUDGET grid points x steps, within DDIM_GRID_RANGE."""
+    lo, hi = DDIM_GRID_RANGE
+    return int(min(hi, max(lo, math.isqrt(DDIM_GRID_BUDGET // int(steps)))))
+
+
+@dataclass(frozen=True)
+class DDIMWalk:
+    """Points walked through the DDIM steps g_1..g_K, per point: states[j] = z_j (float64 (n, 2), z_0 = z, z_K = x;
+    NaN rows after a point's step failed), step_log_dets[j - 1] = log|det J_{g_j}(z_{j-1})| (NaN where g_j folds
+    or could not be inverted), failed: the points some step could not take, message: the first failure's words."""
+
+    states: tuple[np.ndarray, ...]
+    step_log_dets: np.ndarray
+    failed: np.ndarray
+    message: str | None = None
+
+    @property
+    def inverse_log_det(self) -> np.ndarray:
+        return -self.step_log_dets.sum(0)  # log|det J_{f^-1}(x)| = -sum_j log|det J_{g_j}|   (1.32)
+
+
+def _invert_robustly(flow: DDIMFlow, y: torch.Tensor, k: int, k_prev: int, messages: list[str]):
+    """g^{-1}(y) with log|det J_g| per point, NaN at the points Newton or the fold check fails at (their
+    NotInvertibleError messages collected): the others are solved again without them (Newton treats each point on
+    its own), halving the batch where the error does not say which points failed."""
+    try:
+        x, log_det, _, _ = flow.invert_step(y, k, k_prev)
+        return x, log_det
+    except NotInvertibleError as error:
+        messages.append(str(error))
+        failed, x, log_det = error.failed, torch.full_like(y, math.nan), y.new_full((len(y),), math.nan)
+        if len(y) == 1 or (failed is not None and bool(failed.all())):
+            return x, log_det
+        if failed is None or not bool(failed.any()):  # not told which points: halve the batch
+            half = len(y) // 2
+            (xa, la), (xb, lb) = (_invert_robustly(flow, part, k, k_prev, messages) for part in (y[:half], y[half:]))
+            return torch.cat([xa, xb]), torch.cat([la, lb])
+        x[~failed], log_det[~failed] = _invert_robustly(flow, y[~failed], k, k_prev, messages)
+        return x, log_det
+
+
+def ddim_inverse_walk(flow: DDIMFlow, x: torch.Tensor | np.ndarray) -> DDIMWalk:
+    """z_K = x, z_{j-1} = g_j^{-1}(z_j) by Newton (1.33), each point as far as its steps can be inverted."""
+    state = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    n, messages = len(state), []
+    states, log_dets, failed = [state.numpy()], np.full((len(flow), n), math.nan), np.zeros(n, dtype=bool)
+    with torch.no_grad():
+        for j, (k, k_prev) in zip(range(len(flow), 0, -1), reversed(flow.steps)):
+            ok = np.flatnonzero(~failed)
+            new = np.full((n, 2), math.nan)
+            for part in np.array_split(ok, max(1, math.ceil(len(ok) / DDIM_CHUNK))):
+                if len(part):
+                    prev, ld = _invert_robustly(flow, state[torch.from_numpy(part)], k, k_prev, messages)
+                    new[part], log_dets[j - 1, part] = prev.numpy(), ld.numpy()
+            failed |= np.isnan(new).any(1)
+            state = torch.from_numpy(new)
+            states.append(new)
+    return DDIMWalk(tuple(states[::-1]), log_dets, failed, messages[0] if messages else None)
+
+
+def ddim_forward_walk(flow: DDIMFlow, z: torch.Tensor | np.ndarray) -> DDIMWalk:
+    """z_j = g_j(z_{j-1}) (1.30) with each step's exact 2 x 2 Jacobian; a point where some g_j folds (det <= 0)
+    is carried on but flagged, its log-det NaN there: (1.29) does not hold at it."""
+    state = torch.as_tensor(np.asarray(z), dtype=torch.float64)
+    states, log_dets = [state.numpy()], []
+    for k, k_prev in flow.steps:
+        value, jac = flow.step_and_jacobian(state, k, k_prev)
+        sign, ld = torch.linalg.slogdet(jac)
+        log_dets.append(torch.where(sign > 0, ld, math.nan).numpy())
+        state = value
+        states.append(state.numpy())
+    lds = np.array(log_dets)
+    failed = np.isnan(lds).any(0)
+    return DDIMWalk(tuple(states), lds, failed, "a DDIM step folds the plane there (det J <= 0)" if failed.any()
+                    else None)
+
+
+def _ddim_lines(flow: DDIMFlow, lines: np.ndarray | None, direction: str) -> tuple[np.ndarray, ...] | None:
+    """Grid polylines walked through the DDIM steps: all points forwards, every DDIM_LINE_STRIDE-th backwards."""
+    if lines is None:
+        return None
+    if direction == "inverse":
+        lines = lines[:, ::DDIM_LINE_STRIDE]
+    pts = np.ascontiguousarray(lines, dtype=np.float64).reshape(-1, 2)
+    if direction == "forward":
+        with torch.no_grad():
+            walk = [s.numpy() for s in flow.trajectory(torch.from_numpy(pts))]
+    else:
+        walk = ddim_inverse_walk(flow, pts).states
+    return tuple(s.reshape(lines.shape) for s in walk)
+
+
 # -- z -> x and x -> z ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ZToX:
@@ -55,19 +170,28 @@ class ZToX:
     lines: np.ndarray | None = None
 
     @property
+    def not_invertible(self) -> int:
+        """Points where a step folds (a DDIM flow's; log_det NaN there): f is not a flow at them."""
+        return int(np.isnan(self.log_det).sum())
+
+    @property
     def mean_log_det(self) -> float:
-        return float(self.log_det.mean())
+        return float(np.nanmean(self.log_det))
 
     @property
     def preserves_area(self) -> bool:
         """log|det J_f(z)| is exactly 0 at every point (1.34)."""
-        return float(np.abs(self.log_det).max()) == 0.0
+        return float(np.nanmax(np.abs(self.log_det))) == 0.0
 
 
 @torch.inference_mode()
 def sample_map(flow, n: int, seed: int, lines: np.ndarray | None = None) -> ZToX:
     """x = f(z) for the seed's z ~ N(0, I) (1.30), and z-space grid `lines` (m, p, 2) drawn through f."""
     z = latent(n, seed)
+    if is_ddim(flow):
+        walk = ddim_forward_walk(flow, z)
+        lines_x = None if lines is None else _ddim_lines(flow, lines, "forward")[-1]
+        return ZToX(z.numpy(), walk.states[-1], walk.step_log_dets.sum(0), lines_x)  # (1.30)
     x, log_det = flow.forward(z)  # x = f(z), log|det J_f(z)|   (1.30)
     return ZToX(z.numpy(), x.numpy(), log_det.numpy(), _through(flow.forward, lines))
 
@@ -103,16 +227,22 @@ class XToZ:
     log_det: np.ndarray
     stats: GaussianStats
     lines: np.ndarray | None = None
+    not_invertible: int = 0  # points some step could not invert (a DDIM flow's): z NaN there, left out of stats
 
     @property
     def mean_log_det(self) -> float:
-        return float(self.log_det.mean())
+        return float(np.nanmean(self.log_det))
 
 
 @torch.inference_mode()
 def normalize(flow, x: torch.Tensor | np.ndarray, lines: np.ndarray | None = None) -> XToZ:
     """z = f^{-1}(x) for the data x (n, 2) (1.33), and data-space grid `lines` pulled back by f^{-1}."""
     x = torch.as_tensor(x, dtype=torch.float32)
+    if is_ddim(flow):
+        walk = ddim_inverse_walk(flow, x)
+        z, ok = walk.states[0], ~walk.failed
+        lines_z = None if lines is None else _ddim_lines(flow, lines, "inverse")[0]
+        return XToZ(x.numpy(), z, walk.inverse_log_det, gaussian_stats(z[ok]), lines_z, int(walk.failed.sum()))
     z, log_det = flow.inverse(x)  # z = f^{-1}(x), log|det J_{f^-1}(x)|   (1.32-1.33)
     zn = z.numpy()
     return XToZ(x.numpy(), zn, log_det.numpy(), gaussian_stats(zn), _through(flow.inverse, lines))
@@ -135,6 +265,7 @@ class LayerView:
     k: int
     direction: Literal["forward", "inverse"]
     line_states: tuple[np.ndarray, ...] | None = None
+    not_invertible: int = 0  # points some DDIM step folds at or could not invert (their log-dets left out)
 
     @property
     def K(self) -> int:
@@ -152,7 +283,7 @@ class LayerView:
 
     @property
     def total_log_det(self) -> float:
-        return float(self.log_dets.sum())  # sum_k log|det J_{f_k}| = log|det J_f|   (1.30)
+        return float(np.nansum(self.log_dets))  # sum_k log|det J_{f_k}| = log|det J_f|   (1.30)
 
 
 @torch.inference_mode()
@@ -162,10 +293,16 @@ def layers(flow, start: torch.Tensor | np.ndarray, direction: str, k: int | None
     z_K = start (1.33); k: the state shown (None: K). `lines` (m, p, 2) are walked the same way."""
     if direction not in ("forward", "inverse"):
         raise ValueError(f"direction must be 'forward' or 'inverse', got {direction!r}")
-    K = len(flow.layers)
+    K = len(flow) if is_ddim(flow) else len(flow.layers)
     k = K if k is None else int(k)
     if not 0 <= k <= K:
         raise ValueError(f"k must be in [0, {K}], got {k}")
+    if is_ddim(flow):  # the steps g_j of the DDIM sampler play the layers f_j
+        walk = (ddim_forward_walk if direction == "forward" else ddim_inverse_walk)(flow, start)
+        ok = ~walk.failed
+        log_dets = walk.step_log_dets[:, ok].mean(1) if ok.any() else np.full(K, math.nan)
+        return LayerView(walk.states, log_dets, tuple(flow.layer_info()), k, direction,
+                         _ddim_lines(flow, lines, direction), int(walk.failed.sum()))
     walk = flow.trajectory if direction == "forward" else flow.inverse_trajectory  # both return [z_0, ..., z_K]
     states = walk(torch.as_tensor(start, dtype=torch.float32))
     log_dets = np.array([float(layer(states[j])[1].mean()) for j, layer in enumerate(flow.layers)])  # J_{f_j+1}
@@ -179,8 +316,28 @@ def layers(flow, start: torch.Tensor | np.ndarray, direction: str, k: int | None
 
 # -- density and one point -----------------------------------------------------------------------------------------
 def density(flow, grid: int = DENSITY_GRID, lim: float = DENSITY_LIM) -> DensityGrid:
-    """p_x (1.29) and log|det J_{f^-1}| on a grid x grid lattice over [-lim, lim]^2, computed once per flow."""
+    """p_x (1.29) and log|det J_{f^-1}| on a grid x grid lattice over [-lim, lim]^2, computed once per flow; a
+    DDIM flow's on its coarser `ddim_grid_size` grid whatever `grid` says, NaN where a step is not invertible."""
+    if is_ddim(flow):
+        grid = ddim_grid_size(len(flow))
+        return memoized(flow, ("density", grid, lim), lambda: ddim_density_grid(flow, grid, lim))
     return memoized(flow, ("density", grid, lim), lambda: density_grid(flow, grid, lim))
+
+
+def ddim_density_grid(flow: DDIMFlow, grid: int, lim: float) -> DensityGrid:
+    """`density_grid` for a DDIM flow: each cell centre inverted step by step (1.33); where a step cannot be
+    inverted, log p_x and the log-det are NaN (counted on the page) and the integral sums the other cells."""
+    start = time.perf_counter()
+    points, h = grid_points(grid, lim)
+    walk = ddim_inverse_walk(flow, points)
+    log_det = walk.inverse_log_det
+    log_px = flow.base_log_prob(torch.from_numpy(walk.states[0])).numpy() + log_det  # (1.29)
+    with torch.no_grad():
+        samples = flow.sample(MASS_SAMPLES, generator=torch.Generator().manual_seed(MASS_SEED))
+    inside = float((samples.abs().amax(dim=1) <= lim).double().mean())
+    return DensityGrid(log_px=log_px.reshape(grid, grid), log_det=log_det.reshape(grid, grid), lim=lim,
+                       integral=float(np.nansum(np.exp(log_px)) * h * h), mass_inside=inside,
+                       volume_preserving=False, seconds=time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
@@ -199,11 +356,12 @@ class HeatScale:
 
 
 def heat_scale(grid: DensityGrid) -> HeatScale:
-    px = np.exp(grid.log_px)
+    px = np.nan_to_num(np.exp(grid.log_px))  # NaN: a DDIM cell that could not be inverted
     top = float(px.max())
     shown = max(float(np.quantile(px, 0.995)), 1e-12)
     shown = top if top <= 2 * shown else shown
-    ld = grid.log_det
+    ld = grid.log_det[np.isfinite(grid.log_det)] if np.isfinite(grid.log_det).any() else np.zeros(1)
+    px = px[np.isfinite(grid.log_det)] if np.isfinite(grid.log_det).any() else np.zeros(1)
     if grid.volume_preserving:
         return HeatScale(shown, top, -1.0, 1.0, "zero")
     if float(ld.max() - ld.min()) < 1e-6:
@@ -219,7 +377,8 @@ class PointInspection:
     """(1.29) added up for one point x: z = f^{-1}(x) (1.33), log p_z(z), the layers' terms
     log|det J_{f_k^{-1}}(z_k)| for k = 1..K (layer_terms[k - 1]), their sum log_det (1.32), and
     log_px = log_pz + log_det (1.29); log_prob: `Flow.log_prob(x)`, the same number computed in one pass;
-    true_log_p: the data's exact log p*(x) where given (-inf off its support)."""
+    true_log_p: the data's exact log p*(x) where given (-inf off its support); not_invertible: for a DDIM flow,
+    why some step could not be inverted at x (then z, the terms and log p_x are NaN: there is no number to give)."""
 
     x: np.ndarray
     z: np.ndarray
@@ -227,6 +386,7 @@ class PointInspection:
     layer_terms: np.ndarray
     log_prob: float
     true_log_p: float | None = None
+    not_invertible: str | None = None
 
     @property
     def log_det(self) -> float:
@@ -246,14 +406,30 @@ def inspect_point(flow, x1: float, x2: float, data: Any = None) -> PointInspecti
     """The terms of (1.29) at x = (x1, x2), layer by layer (1.32); `data`, an object with an exact `log_prob`
     (a toy dataset with `has_density`), adds the true log p*(x)."""
     x = torch.tensor([[x1, x2]], dtype=torch.float32)
-    states = flow.inverse_trajectory(x)  # [z_0, ..., z_K = x]   (1.33)
-    terms = np.array([float(layer.inverse(states[k])[1]) for k, layer in enumerate(flow.layers, start=1)])
-    z = states[0]
     true_lp = None
     if data is not None and getattr(data, "has_density", False):
         true_lp = float(data.log_prob(x.double()))
+    if is_ddim(flow):
+        return _inspect_ddim(flow, x.double(), true_lp)
+    states = flow.inverse_trajectory(x)  # [z_0, ..., z_K = x]   (1.33)
+    terms = np.array([float(layer.inverse(states[k])[1]) for k, layer in enumerate(flow.layers, start=1)])
+    z = states[0]
     return PointInspection(x=x[0].numpy(), z=z[0].numpy(), log_pz=float(flow.base_log_prob(z)),
                            layer_terms=terms, log_prob=float(flow.log_prob(x)), true_log_p=true_lp)
+
+
+def _inspect_ddim(flow: DDIMFlow, x: torch.Tensor, true_lp: float | None) -> PointInspection:
+    """(1.29) at one point through the DDIM steps: the terms log|det J_{g_j^-1}(z_j)| = -log|det J_{g_j}(z_{j-1})|."""
+    walk = ddim_inverse_walk(flow, x)
+    if walk.failed[0]:
+        nan = math.nan
+        return PointInspection(x[0].float().numpy(), np.full(2, nan), nan, np.full(len(flow), nan), nan, true_lp,
+                               walk.message)
+    z = torch.from_numpy(walk.states[0])
+    with torch.no_grad():
+        log_prob = float(flow.log_prob(x))  # the same (1.29) in one pass of DDIMFlow
+    return PointInspection(x[0].float().numpy(), walk.states[0][0], float(flow.base_log_prob(z)),
+                           -walk.step_log_dets[:, 0], log_prob, true_lp)
 
 
 # -- likelihood: flows beside a DDPM --------------------------------------------------------------------------------
@@ -291,6 +467,8 @@ class Estimate:
     @classmethod
     def of(cls, values: np.ndarray) -> Estimate:
         v = np.asarray(values, dtype=np.float64)
+        if len(v) == 0:
+            return cls(math.nan, math.nan)
         return cls(float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan)
 
 
@@ -306,6 +484,26 @@ class FlowRow:
 
 
 @dataclass(frozen=True)
+class DDIMRow:
+    """A DDPM's exact NLL through its DDIM flow of `steps` steps (1.29, 1.31), on the first `points` test points:
+    the `scored` ones every step could be inverted at (`not_invertible` = points - scored, counted, not dropped
+    silently); entropy H and KL = NLL - H paired on exactly those scored points (None without an exact density)."""
+
+    name: str
+    steps: int
+    points: int
+    nll: Estimate
+    entropy: Estimate | None
+    kl: Estimate | None
+    not_invertible: int
+    seconds: float
+
+    @property
+    def scored(self) -> int:
+        return self.points - self.not_invertible
+
+
+@dataclass(frozen=True)
 class LikelihoodTable:
     """The likelihood table, in nats per point, all on the same n test points: the data's entropy H (None without
     an exact density), one row per flow, and the DDPM's bounds L (1.11) with their paired gaps L - H, one per
@@ -316,6 +514,7 @@ class LikelihoodTable:
     flows: tuple[FlowRow, ...]
     ddpm: str | None = None
     bounds: tuple[Bound, ...] = ()
+    ddim: DDIMRow | None = None
 
 
 def log_q(flow, tests: EvalSet) -> np.ndarray:
@@ -354,12 +553,46 @@ def ddpm_bounds(ddpm, tests: EvalSet, compute: bool = True,
     return tuple(found)
 
 
+def ddim_row(ddpm, steps: int, tests: EvalSet, name: str = "", compute: bool = True,
+             progress: Callable[[float, str], None] | None = None, flow: DDIMFlow | None = None) -> DDIMRow | None:
+    """The DDIM row of the table: log q(x) of `ddim_flow(ddpm, steps)` on the first DDIM_TEST_POINTS test points,
+    in chunks (a progress report each); kept per DDPM, N' and test set. compute=False: only what is kept. `flow`:
+    score that DDIM flow instead (not kept)."""
+    def compute_row() -> DDIMRow:
+        if not compute:
+            raise _NotKept
+        ddim, x = flow or ddim_flow(ddpm, steps), tests.x[:DDIM_TEST_POINTS]
+        start, log_q_parts, chunks = time.perf_counter(), [], x.split(DDIM_CHUNK)
+        for j, chunk in enumerate(chunks):
+            if progress is not None:
+                progress(j / len(chunks), f"DDIM N' = {steps}: Newton through {steps} steps, points "
+                                          f"{j * DDIM_CHUNK + 1}-{j * DDIM_CHUNK + len(chunk)} of {len(x)}")
+            walk = ddim_inverse_walk(ddim, chunk)
+            log_q_parts.append(ddim.base_log_prob(torch.from_numpy(walk.states[0])).numpy() + walk.inverse_log_det)
+        lq = np.concatenate(log_q_parts)  # (1.29); NaN where a step could not be inverted
+        ok = np.isfinite(lq)
+        log_p = None if tests.log_p is None else tests.log_p[:len(x)][ok]
+        return DDIMRow(name, int(steps), len(x), Estimate.of(-lq[ok]),  # NLL (1.31) on the scored points
+                       None if log_p is None else Estimate.of(-log_p),  # H on the same points
+                       None if log_p is None else Estimate.of(log_p - lq[ok]),  # KL = E[log p* - log q], paired
+                       int((~ok).sum()), time.perf_counter() - start)
+
+    if flow is not None:
+        return compute_row()
+    try:
+        return memoized(ddpm, ("ddim nll", int(steps), tests), compute_row)
+    except _NotKept:
+        return None
+
+
 def likelihood(flows: Mapping[str, Any] | Sequence[tuple[str, Any]], tests: EvalSet, ddpm: Any = None,
                ddpm_name: str | None = None, compute_bound: bool = True,
-               progress: Callable[[float, str], None] | None = None) -> LikelihoodTable:
+               progress: Callable[[float, str], None] | None = None,
+               ddim_steps: int = DDIM_STEPS[2]) -> LikelihoodTable:
     """H = E[-log p*] where the data has an exact density, each flow's exact NLL (1.31) and KL = NLL - H, all on
     the same test points with standard errors (KL's from the per-point differences log p* - log q), and the
-    DDPM's bound rows on those points too (`ddpm_bounds`; none without a DDPM)."""
+    DDPM's bound rows on those points too (`ddpm_bounds`; none without a DDPM), and its exact NLL through its DDIM
+    flow of `ddim_steps` steps (at most N) on the first DDIM_TEST_POINTS of them (`ddim_row`), with the bounds."""
     items = flows.items() if isinstance(flows, Mapping) else flows
     entropy = None if tests.log_p is None else Estimate.of(-tests.log_p)  # H = E[-log p*(x)]
     rows = []
@@ -367,5 +600,10 @@ def likelihood(flows: Mapping[str, Any] | Sequence[tuple[str, Any]], tests: Eval
         lq = log_q(flow, tests)
         kl = None if tests.log_p is None else Estimate.of(tests.log_p - lq)  # KL = E[log p* - log q]
         rows.append(FlowRow(str(name), flow.config.kind, Estimate.of(-lq), kl))
-    bounds = () if ddpm is None else ddpm_bounds(ddpm, tests, compute_bound, progress)
-    return LikelihoodTable(tests.n, entropy, tuple(rows), ddpm_name if ddpm is not None else None, bounds)
+    if ddpm is None:
+        return LikelihoodTable(tests.n, entropy, tuple(rows))
+    first = None if progress is None else (lambda f, text: progress(0.5 * f, text))
+    second = None if progress is None else (lambda f, text: progress(0.5 + 0.5 * f, text))
+    bounds = ddpm_bounds(ddpm, tests, compute_bound, first)
+    ddim = ddim_row(ddpm, min(ddim_steps, ddpm.num_steps), tests, str(ddpm_name), compute_bound, second)
+    return LikelihoodTable(tests.n, entropy, tuple(rows), ddpm_name, bounds, ddim)

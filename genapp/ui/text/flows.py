@@ -11,7 +11,7 @@ import numpy as np
 
 from genapp import families
 from genapp.lab.bound import Bound
-from genapp.lab.flows import RADII, HeatScale, LayerView, LikelihoodTable, PointInspection, XToZ, ZToX
+from genapp.lab.flows import RADII, DDIMRow, HeatScale, LayerView, LikelihoodTable, PointInspection, XToZ, ZToX
 from genapp.lab.grid import DensityGrid
 from genapp.ui.trained_data import NO_DENSITY
 
@@ -52,6 +52,15 @@ EXPLAIN_LIKELIHOOD = r"""
 $\mathbb E_{p^*}[-\log p_\theta] = H(p^*) + D_{\mathrm{KL}}(p^* \Vert p_\theta) \geq H(p^*)$ (sec. 1.2.2): no
 model beats the entropy of the data.
 """
+EXPLAIN_DDIM = r"""
+**A DDPM as a flow (beyond the lecture: DDIM, Song et al. 2021).** Run a DDPM's sampler without its noise
+($\eta = 0$) over $N'$ of its $N$ steps: each step $g_j: x_k \mapsto x_{k'}$ predicts
+$\hat x_0 = (x_k - \sqrt{1 - \bar\alpha_k}\,\epsilon_\theta(x_k, k)) / \sqrt{\bar\alpha_k}$ (1.21) and moves to
+$x_{k'} = \sqrt{\bar\alpha_{k'}}\,\hat x_0 + \sqrt{1 - \bar\alpha_{k'}}\,\epsilon_\theta(x_k, k)$. It is a smooth
+invertible map of the plane wherever it does not fold, so $f = g_{N'} \circ \dots \circ g_1$ is a flow: the panels
+below treat the steps as its layers, its log-det is a sum over steps (1.30, 1.32), and each $g_j^{-1}$ is found by
+Newton's method (with the exact $2 \times 2$ Jacobian). Where a step cannot be inverted, the panels say so.
+"""
 NO_MODELS = "No flow checkpoint found in `checkpoints/`: train one (`python -m genapp train realnvp ...`)."
 DRAWN_NOTE = ("\n\nThe test points are fresh draws from your drawing's points. " + NO_DENSITY +
               " No DDPM ships for a drawing: train one on it and read its bound $L$ in the DDPM tab.")
@@ -76,10 +85,26 @@ def describe_model(name: str, flow, data: str) -> str:
             f"({params:,} parameters), trained on **{data}**.")
 
 
+def describe_ddim(title: str, flow, data: str) -> str:
+    """One line on a DDPM shown as its DDIM flow (beyond the lecture)."""
+    c = flow.ddpm.config
+    params = sum(p.numel() for p in flow.ddpm.parameters())
+    return (f"**{title}**: the deterministic DDIM sampler ($\\eta = 0$) of a DDPM with $N$ = {c.num_steps} steps "
+            f"({c.schedule} schedule, $\\epsilon_\\theta$ {c.depth} x {c.hidden}, {params:,} parameters), visiting "
+            f"$N'$ = {len(flow)} of them, trained on **{data}**; in float64. *Beyond the lecture: DDIM "
+            "(Song et al. 2021).*")
+
+
+def _folded(count: int, what: str) -> str:
+    return "" if not count else (f" **{count} point{'s' if count > 1 else ''}** {what}: (1.29) does not hold "
+                                 "there, so they are left out of the numbers above.")
+
+
 def format_z_to_x(zx: ZToX) -> str:
-    ld = zx.log_det
+    ld = zx.log_det[np.isfinite(zx.log_det)]
     text = (f"Mean $\\log|\\det J_f(z)|$ = **{ld.mean():.3f}** nats (range {ld.min():.2f} to {ld.max():.2f}): "
             f"on average $f$ multiplies small areas by $e^{{{ld.mean():.2f}}} \\approx {math.exp(ld.mean()):.2f}$. ")
+    text += _folded(zx.not_invertible, "cross a DDIM step that folds the plane (det J ≤ 0)") + " "
     if zx.preserves_area:
         return text + ("Here it is exactly 0 at every point: this flow preserves area (1.34), it can only move it "
                        "around.")
@@ -96,11 +121,14 @@ def format_x_to_z(xz: XToZ, drawing: bool = False) -> str:
             f"| correlation | {s.corr:.2f} | 0 |\n\n"
             "The closer the columns, the better $f^{-1}$ *normalizes* the data. Mean "
             f"$\\log|\\det J_{{f^{{-1}}}}(x)|$ = {xz.mean_log_det:.3f} nats.")
+    text += _folded(xz.not_invertible, "could not be pulled back: some DDIM step could not be inverted there")
     return text + (DRAWN_X_TO_Z if drawing else "")
 
 
 def layer_caption(info: Mapping[str, Any]) -> str:
     """A frame's plain-text caption for one layer of `Flow.layer_info()`: which half it keeps and which it moves."""
+    if info.get("layer") == "DDIM step":
+        return f"DDIM step {info['from_k']} → {info['to_k']}"
     if not info["conditioning"]:
         return f"{info['name']}: both coordinates × eˢ"
     return f"keeps {AXIS[info['conditioning'][0]].split()[0]}, moves {AXIS[info['transformed'][0]]}"
@@ -136,8 +164,28 @@ def _halves(info: Mapping[str, Any]) -> tuple[str, str]:
     return AXIS[info["conditioning"][0]], AXIS[info["transformed"][0]]
 
 
+def format_ddim_steps(view: LayerView) -> str:
+    """The DDIM steps' table (steps play the layers), the one that made z_k marked."""
+    rows = []
+    for info, ld in zip(view.infos, view.log_dets):
+        cells = [f"$g_{{{info['k']}}}$", f"{info['from_k']} → {info['to_k']}", f"{ld:+.3f}"]
+        if info["k"] == view.made_by:
+            cells = ["**→ " + cells[0] + "**"] + [f"**{c}**" for c in cells[1:]]
+        rows.append("| " + " | ".join(cells) + " |\n")
+    direction = ("$z_j = g_j(z_{j-1})$, from $z_0 = x_N = z \\sim \\mathcal N(0, I)$ (1.30)"
+                 if view.direction == "forward" else
+                 "$z_{j-1} = g_j^{-1}(z_j)$ by Newton, from data $z_{N'} = x$ (1.33)")
+    return (f"Showing $z_{{{view.k}}}$ of {view.K} DDIM steps: {direction}; grey dots are the state one step "
+            "before. A step moves both coordinates at once, by the network's noise prediction (see above)."
+            + _folded(view.not_invertible, "fold or could not be inverted at some step") + "\n\n"
+            "| step | $k \\to k'$ | mean $\\log\\lvert\\det J_{g_j}\\rvert$ |\n|---|---|---|\n" + "".join(rows)
+            + f"| | **sum** (1.30) | **{view.total_log_det:+.3f}** |\n")
+
+
 def format_layers(view: LayerView) -> str:
     """The layers' table, the one that made z_k marked, with the formulas read from `flow.layer_info()`."""
+    if view.infos and view.infos[0].get("layer") == "DDIM step":
+        return format_ddim_steps(view)
     rows = []
     for info, ld in zip(view.infos, view.log_dets):
         j, (keep, move) = info["k"], _halves(info)
@@ -168,11 +216,21 @@ def heat_labels(scale: HeatScale) -> tuple[str, str, str]:
     return high, "log|det J_f⁻¹(x)|", "red: f⁻¹ stretches · blue: squeezes"
 
 
-def format_density(grid: DensityGrid) -> str:
+def format_density(grid: DensityGrid, ddim_steps: int | None = None) -> str:
+    """The density panel's readout; `ddim_steps`: the N' of a DDIM flow (its grid is coarser, and may have holes)."""
     g = grid.log_px.shape[0]
     h = grid.cell
     mass = grid.mass_inside if grid.mass_inside is not None else math.nan
-    text = (f"$\\sum p_x(x)\\,\\Delta A$ over the {g} x {g} grid on $[-{grid.lim:g}, {grid.lim:g}]^2$ "
+    text = ""
+    if ddim_steps is not None:
+        holes = int(np.isnan(grid.log_px).sum())
+        text = (f"**A DDIM flow with $N'$ = {ddim_steps} steps, on a {g} x {g} grid** (not 200 x 200): each cell "
+                f"needs Newton's method through all {ddim_steps} steps, so the grid is kept to about "
+                f"{g * g * ddim_steps:,} point-steps. ")
+        if holes:
+            text += (f"At **{holes}** cells some step could not be inverted (a fold, or Newton missed its "
+                     "tolerance): they are blank and left out of the sum. ")
+    text += (f"$\\sum p_x(x)\\,\\Delta A$ over the {g} x {g} grid on $[-{grid.lim:g}, {grid.lim:g}]^2$ "
             f"(cells {h:g} wide) = **{grid.integral:.4f}**; the flow's own samples put "
             f"**{100 * mass:.2f}%** of its mass in this box. ")
     if abs(grid.integral - mass) > 0.005:
@@ -189,7 +247,7 @@ def format_density(grid: DensityGrid) -> str:
                  "$p_x(x) = p_z(f^{-1}(x))$ exactly: density can be moved but never concentrated, so "
                  f"$p_x \\le \\max p_z = 1/(2\\pi) \\approx 0.159$ (here max $p_x$ = "
                  f"{float(np.exp(grid.log_px).max()):.3f}). NICE's scaling layer exists to lift this limit.")
-    elif float(grid.log_det.max() - grid.log_det.min()) < 1e-6:
+    elif float(np.nanmax(grid.log_det) - np.nanmin(grid.log_det)) < 1e-6:
         text += ("The couplings of this NICE preserve volume (1.34); only its diagonal scaling layer changes it, "
                  "by the same factor everywhere, so the map is flat.")
     else:
@@ -198,8 +256,13 @@ def format_density(grid: DensityGrid) -> str:
     return text + f" Grid computed once for this model in {grid.seconds:.2f} s."
 
 
-def format_inspection(p: PointInspection, drawing: bool = False) -> str:
-    """(1.29) added up for one point, the layers' terms (1.32) listed k = K, ..., 1."""
+def format_inspection(p: PointInspection, drawing: bool = False, ddim_steps: int | None = None) -> str:
+    """(1.29) added up for one point, the layers' terms (1.32) listed k = K, ..., 1; for a point a DDIM step cannot
+    invert, why, in words."""
+    if p.not_invertible is not None:
+        return (f"At $x$ = ({p.x[0]:.3f}, {p.x[1]:.3f}) this DDIM flow **cannot be inverted**, so there is no "
+                f"$z = f^{{-1}}(x)$ and no density to add up: {p.not_invertible}. Near a fold, two points $z$ can "
+                "map to one $x$ (or none), and the change of variables (1.29) does not apply. Try another point.")
     parts = "".join(f" {'-' if t < 0 else '+'} {abs(t):.3f}" for t in p.layer_terms[::-1]).lstrip(" +")
     truth = ""
     if p.true_log_p is not None:
@@ -214,9 +277,10 @@ def format_inspection(p: PointInspection, drawing: bool = False) -> str:
             f"| $+ \\log\\lvert\\det J_{{f^{{-1}}}}(x)\\rvert$ | {p.log_det:+.4f} |\n"
             f"| $= \\log p_x(x)$ (1.29) | **{p.log_px:.4f}** |\n"
             f"| $p_x(x)$ | {p.p_x:.4g} |\n" + truth +
-            "\n$\\log p_z(z) = -\\Vert z\\Vert^2/2 - \\log 2\\pi$. The volume term is a sum over the layers, "
+            "\n$\\log p_z(z) = -\\Vert z\\Vert^2/2 - \\log 2\\pi$. The volume term is a sum over the " +
+            (f"{ddim_steps} DDIM steps $g_j$ (one term each), " if ddim_steps else "layers, ") +
             f"$\\sum_k \\log\\lvert\\det J_{{f_k^{{-1}}}}(z_k)\\rvert$ (1.32), $k = K, \\dots, 1$: {parts}. "
-            f"`Flow.log_prob` gives {p.log_prob:.4f}, the same sum.")
+            f"`{'DDIMFlow' if ddim_steps else 'Flow'}.log_prob` gives {p.log_prob:.4f}, the same sum.")
 
 
 def format_gap(b: Bound) -> str:
@@ -230,6 +294,35 @@ def format_gap(b: Bound) -> str:
     if b.gap < 0:
         return f"$L - H$ = {estimate}: below 0 beyond noise, which no model can be in expectation"
     return f"≤ {b.gap:.3f} ± {b.gap_stderr:.3f} (upper bound)"
+
+
+def format_ddim_row(row: DDIMRow) -> str:
+    """The table row of a DDPM's exact NLL through its DDIM flow, on its scored points."""
+    kl = "n/a" if row.kl is None else f"{row.kl.mean:.3f} ± {row.kl.stderr:.3f}"
+    if row.scored == 0:
+        return (f"| {row.name} as a flow (DDIM, $N'$ = {row.steps}) | exact NLL through DDIM | not invertible at any "
+                f"of {row.points:,} points | | |")
+    return (f"| {row.name} as a flow (DDIM, $N'$ = {row.steps}) | exact NLL (1.29, 1.31) of its deterministic "
+            f"sampler, first {row.scored:,} test points | {row.nll.mean:.3f} ± {row.nll.stderr:.3f} | "
+            f"{row.nll.mean * TO_BITS:.3f} | {kl} |")
+
+
+def ddim_note(row: DDIMRow, n: int) -> str:
+    """Why the DDPM has two numbers, and which points the DDIM row is on."""
+    text = (f" **Two numbers for one DDPM:** the bound $L$ belongs to the *stochastic* chain (1.18) that samples "
+            f"with fresh noise at every step, the exact NLL to the *deterministic* DDIM chain ($\\eta = 0$, "
+            f"$N'$ = {row.steps} steps): different models of the same network $\\epsilon_\\theta$, so neither bounds "
+            f"the other. *DDIM is beyond the lecture (Song et al. 2021).* The DDIM row is on the first "
+            f"{row.points:,} of the {n:,} test points only (Newton through every step took {row.seconds:.0f} s "
+            "for these); its KL is paired "
+            "with $H$ on exactly the points it scored")
+    if row.entropy is not None:
+        text += f" (there $H$ = {row.entropy.mean:.3f} ± {row.entropy.stderr:.3f})"
+    text += "."
+    if row.not_invertible:
+        text += (f" At **{row.not_invertible} of {row.points:,}** points some step could not be inverted (a fold, or "
+                 "Newton missed its tolerance): they have no exact density and are not in the row.")
+    return text
 
 
 def format_likelihood(table: LikelihoodTable, dataset: str, shown: str, drawing: bool = False,
@@ -249,17 +342,20 @@ def format_likelihood(table: LikelihoodTable, dataset: str, shown: str, drawing:
     for b in table.bounds:
         rows.append(f"| {table.ddpm} | bound $L$ (1.11) ≥ its NLL, $\\sigma_k^2 = {VARIANCE_TEX[b.variance]}$, "
                     f"{b.n:,} points | {b.total:.3f} ± {b.stderr:.3f} | {b.total * TO_BITS:.3f} | {format_gap(b)} |")
+    if table.ddim is not None:
+        rows.append(format_ddim_row(table.ddim))
     note = ""
     if drawing:
         note = DRAWN_NOTE
     elif not ddpm_available:
         note = f"\n\nNo `ddpm-{dataset}` checkpoint, so no DDPM to compare with."
     elif not table.bounds:
-        note = (f"\n\nPress **Compare with the DDPM** to add `ddpm-{dataset}`'s variational bound $L$ (1.11) on the "
-                "same test points: its $N$ network passes per point take a while, once.")
+        note = (f"\n\nPress **Compare with the DDPM** to add `{table.ddpm or f'ddpm-{dataset}'}`'s variational bound "
+                "$L$ (1.11) on the same test points, and its exact NLL through its DDIM flow (beyond the lecture): "
+                "its $N$ network passes per point, and Newton through the DDIM steps, take a while, once.")
     return ("| model | what | nats | bits/dim | $D_{\\mathrm{KL}}(\\text{data} \\Vert \\text{model})$ |\n"
             "|---|---|---|---|---|\n" + "\n".join(rows) +
             f"\n\nFlows on {table.n:,} fresh points (± one standard error); KL = NLL $-$ H on the same points. "
             "A flow's likelihood is exact; a DDPM only gives the upper bound $L$, so $L - H$ only bounds its KL. "
             "Same unit throughout: nats per point, bits/dim = nats / (2 ln 2)."
-            + (BOUND_NOTE if table.bounds else "") + note)
+            + (BOUND_NOTE if table.bounds else "") + (ddim_note(table.ddim, table.n) if table.ddim else "") + note)
