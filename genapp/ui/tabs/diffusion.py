@@ -3,7 +3,9 @@ see the forward process destroy the data (1.9), and count the nats of the variat
 
 The numbers come from `genapp.lab.diffusion` (the chain is `DDPM.reverse_chain` / `ddim_chain` run unchanged), the
 prose and Markdown from `genapp.ui.text.diffusion`. Here: thin callbacks (plain values in, frames / figures / text
-out; tested without a browser), then `build_tab`. The visitor's kept chain lives in their `Session` (`extra.chain`).
+out; tested without a browser), then `build_tab`. The visitor's kept chain lives in their `Session` (`extra.chain`);
+after a run about 100 of its states go to the page, which redraws them while k is dragged with no server call
+(`genapp.render.scrub`); `/scrub` renders on the server for API clients. A new model forgets the previous one's chain.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ $\hat x_0 = (x_k - \sqrt{1-\bar\alpha_k}\,\varepsilon_\theta) / \sqrt{\bar\alpha
 **Middle:** $\varepsilon_\theta(x, k)$ as arrows; the step moves points *against* them (1.23).
 **Right:** one point up close: $x_{k-1} = \mu_\theta(x_k, k) + \sigma_k z$ (1.24), a small deterministic drift to
 $\mu_\theta$, then a Gaussian jump of size $\sigma_k$ (after a DDIM run: DDIM's deterministic step, $\sigma = 0$).
-Dragging **k** above and releasing also moves this panel.
+Dragging **k** above redraws the chain in your browser; releasing it moves this panel to that step (dimmed until
+it is computed).
 """
 EXPLAIN_FORWARD = r"""
 $q(x_k \mid x_0) = \mathcal N(\sqrt{\bar\alpha_k}\, x_0,\ (1-\bar\alpha_k) I)$ (1.9): the data shrinks by
@@ -69,7 +70,8 @@ def inside_pending(k: int) -> str:
 
 
 def settings_line(s: ChainSettings) -> str:
-    how = f"DDIM, {s.ddim_steps} steps" if s.sampler == "ddim" else f"ancestral, {VARIANCE_LABEL[s.variance]}"
+    how = (f"DDIM (beyond the lecture), {s.ddim_steps} steps" if s.sampler == "ddim"
+           else f"ancestral, {VARIANCE_LABEL[s.variance]}")
     return f"{s.model} · seed {s.seed} · {how}"
 
 
