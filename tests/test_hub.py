@@ -631,3 +631,41 @@ def test_config_written_before_a_field_existed_still_loads(tmp_path):
     folder = hub.save(tiny_ddpm(), tmp_path / "ddpm-moons", card=CARD)
     _edit_config(lambda c: c.pop("data_bound"))(folder)  # as if data_bound had been added after this was saved
     assert hub.load_dir(folder).config.data_bound == 4.0
+
+
+# -- hostile checkpoints: bounded before anything is parsed, read or downloaded (issue 16, item 6) ----------------
+def test_a_deeply_nested_config_is_a_checkpoint_error(tmp_path, capsys):
+    from genapp.cli import main
+
+    folder = hub.save(tiny_ddpm(), tmp_path / "ddpm-moons")
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        hub.load_dir(folder)
+    assert main(["eval", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nested too deeply" in err and "Traceback" not in err
+
+
+def test_oversized_weights_are_refused_before_reading(tmp_path, monkeypatch):
+    folder = hub.save(tiny_ddpm(), tmp_path / "ddpm-moons")
+    with open(folder / "model.safetensors", "r+b") as f:  # sparse: no disk is used
+        f.truncate(hub.MAX_WEIGHTS_BYTES + 1)
+    import safetensors
+
+    monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: pytest.fail("the weights were opened"))
+    with pytest.raises(CheckpointError, match="refused before reading"):
+        hub.load_dir(folder)
+
+
+def test_oversized_hub_files_are_refused_before_download(server, monkeypatch):
+    publish(server, "ddpm-moons", tiny_ddpm())
+    weights = (server.root / "genapp-lab" / "genapp-ddpm-moons" / "model.safetensors").stat().st_size
+    monkeypatch.setattr(hub, "MAX_WEIGHTS_BYTES", weights - 1)  # the HEAD answer's size is over the cap
+    with pytest.raises(CheckpointError, match="not downloaded"):
+        hub.load("ddpm-moons")
+    assert not [path for method, path in server.requests if method == "GET"]  # nothing was downloaded
+    monkeypatch.setattr(hub, "MAX_WEIGHTS_BYTES", weights)
+    monkeypatch.setattr(hub, "MAX_CONFIG_BYTES", 10)
+    with pytest.raises(CheckpointError, match="config.json is"):
+        hub.load("ddpm-moons")
+    assert not [path for method, path in server.requests if method == "GET"]

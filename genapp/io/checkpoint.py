@@ -31,6 +31,7 @@ SCHEDULER_FILE = "scheduler_config.json"  # DDPMs only: the schedule for diffuse
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_INT = 16_384  # any integer in config.json (widths, steps, layers, dims)
 MAX_PARAMETERS = 50_000_000  # numbers in the state dict: 200 MB of float32
+MAX_WEIGHTS_BYTES = 8 * MAX_PARAMETERS + MAX_CONFIG_BYTES  # MAX_PARAMETERS float64 numbers and a generous header
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
            "BOOL": torch.bool}
@@ -141,6 +142,8 @@ def read_config(path: Path) -> dict:
 
     try:
         raw = json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+    except RecursionError:  # '[' * 100_000: a config is a flat object, a few levels deep at most
+        raise CheckpointError(f"{path}: nested too deeply to be a config") from None
     except (UnicodeDecodeError, ValueError) as error:
         raise CheckpointError(f"{path}: not valid JSON ({error})") from error
     if not isinstance(raw, dict):
@@ -220,6 +223,9 @@ def _check_header(path: Path, expected: dict[str, tuple[tuple, torch.dtype]]) ->
         note = " (genapp never loads pickled weights such as pytorch_model.bin)" if any(
             p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"} for p in path.parent.iterdir()) else ""
         raise CheckpointError(f"{path}: missing{note}")
+    if (size := path.stat().st_size) > MAX_WEIGHTS_BYTES:
+        raise CheckpointError(f"{path}: {size:,} bytes, more than MAX_PARAMETERS weights take "
+                              f"({MAX_WEIGHTS_BYTES:,}); refused before reading")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = {key: (tuple(f.get_slice(key).get_shape()), f.get_slice(key).get_dtype()) for key in f.keys()}

@@ -23,8 +23,10 @@ from genapp.families import family_of_name
 from genapp.io.cards import card_metrics
 from genapp.io.checkpoint import (  # noqa: F401  (re-exported: the public API names them under genapp.io.hub)
     FILES,
+    MAX_CONFIG_BYTES,
     MAX_CONFIG_INT,
     MAX_PARAMETERS,
+    MAX_WEIGHTS_BYTES,
     SCHEDULER_FILE,
     CheckpointError,
     load_dir,
@@ -267,6 +269,21 @@ def _download(repo_id: str, revision: str | None, timeout: float, *, name: str |
                                   f"TIMEOUT) for {repo_id}@{rev}, and it is not in the cache {cache_dir}") from error
         raise HubError(f"cannot reach the Hub at {endpoint} for {repo_id}@{rev} ({type(error).__name__}: {error}), "
                        f"and it is not in the cache {cache_dir}") from error
+
+    # The sizes are known from the HEAD answers: what no genapp model needs is refused before it is downloaded.
+    try:
+        url = hf_hub_url(repo_id, "config.json", revision=rev, endpoint=endpoint)
+        config_size = get_hf_file_metadata(url, token=token, timeout=timeout, endpoint=endpoint).size or 0
+    except EntryNotFoundError as error:
+        raise CheckpointNotFoundError(f"{where} has no config.json: not a genapp checkpoint") from error
+    except (HfHubHTTPError, TransportError) as error:
+        raise HubError(f"the Hub did not answer for config.json of {where}: {type(error).__name__}") from error
+    if size > MAX_WEIGHTS_BYTES:
+        raise CheckpointError(f"{where}: model.safetensors is {size:,} bytes, more than MAX_PARAMETERS weights take "
+                              f"({MAX_WEIGHTS_BYTES:,}); not downloaded")
+    if config_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{where}: config.json is {config_size:,} bytes, more than a config needs "
+                              f"({MAX_CONFIG_BYTES:,}); not downloaded")
 
     def fetch_all() -> Path:
         try:
