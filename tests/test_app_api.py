@@ -154,3 +154,15 @@ def test_bad_input_is_a_readable_error(client):
         client.predict(MODEL, 5, 0, "beta", "ancestral", 50, api_name="/sample")
     with pytest.raises(Exception, match="Model must be one of ddpm-.*, got 'ddpm-nope'"):
         client.predict("ddpm-nope", 100, 0, "beta", "ancestral", 50, api_name="/sample")
+
+
+def test_an_api_session_samples_from_the_model_it_trained(client):
+    """Issue 16: over the API a session could not use its own model (the picker's list is refreshed only by a
+    browser event). Names are checked by the app against the shipped models and the session's own instead."""
+    knobs = ("ddpm", "moons", 30, 10, 3e-3, 64, 16, 1, 2, 20, "linear", 0)  # the Train tab's fields, in order
+    client.predict(*knobs, api_name="/train")
+    outputs = client.predict("my-ddpm-moons-1", 100, 0, "beta", "ancestral", 50, api_name="/sample")
+    summary = next(o for o in outputs if isinstance(o, str) and "steps" in o)
+    assert "my-ddpm-moons-1" in summary and "20 steps" in summary
+    with pytest.raises(Exception, match="Model must be one of .*my-ddpm-moons-1.*, got 'my-ddpm-moons-2'"):
+        client.predict("my-ddpm-moons-2", 100, 0, "beta", "ancestral", 50, api_name="/sample")

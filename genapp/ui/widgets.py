@@ -193,13 +193,17 @@ def _family(model: Any) -> str | None:
 
 
 def get_model(name: Any, extra: Mapping[str, Any] | None = None, family: str | tuple[str, ...] | None = None):
-    """The model called `name`: this session's `extra` first, then `genapp.load` (checkpoints/, cached)."""
+    """The model called `name`: this session's `extra` first, then `genapp.load` (checkpoints/, cached) of a name the
+    picker of `family` lists, so that no name a client makes up reaches the loader (or the Hub)."""
     if not isinstance(name, str) or not name:
         raise refuse("Pick a model first.")
     if extra and name in extra:
         model = extra[name]
     else:
         import genapp
+
+        if family is not None and name not in (allowed := model_choices(family, extra)):
+            raise refuse(f"Model must be one of {', '.join(allowed)}, got {_short(name)}")
 
         try:
             model = genapp.load(name)

@@ -258,8 +258,10 @@ def build_tab(ctx: widgets.AppContext) -> None:
     widgets.explain(text.INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
+            # allow_custom_value: an API client names its session's own models, which its page never listed;
+            # widgets.get_model checks every name against the shipped ones and the session's
             model = gr.Dropdown(choices, value=default, label="Model", info="ddpm-<dataset>, from checkpoints/",
-                                elem_id="ddpm-model")
+                                elem_id="ddpm-model", allow_custom_value=True)
             with gr.Row():
                 n = gr.Slider(widgets.MIN_POINTS, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=10, label="Points")
                 seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed")
