@@ -156,10 +156,10 @@ def flood(url: str, until: float, record: Record) -> None:
 
 def uploads(url: str, until: float, record: Record) -> None:
     boundary = "soak-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.bin\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode() + os.urandom(5 * 2**20) \
-        + f"\r\n--{boundary}--\r\n".encode()
     while time.monotonic() < until:
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.bin\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode() + os.urandom(5 * 2**20) \
+            + f"\r\n--{boundary}--\r\n".encode()  # new bytes each time: gradio keeps one copy of equal files
         request = urllib.request.Request(f"{url}gradio_api/upload", data=body,
                                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
                                                   "X-Forwarded-For": "10.66.0.1"})

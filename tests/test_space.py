@@ -37,19 +37,21 @@ GRACE_S = 1.5
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    """app.py with a queue of 4, a listening grace of 1.5 s and files kept 3 s: (url, its temp dir, its log)."""
+    """app.py with a queue of 4, a listening grace of 1.5 s, files kept 3 s, page-less sessions forgotten after
+    2 s: (url, its temp dir, its log)."""
     need_checkpoint()
     tmp = tmp_path_factory.mktemp("space")
     env = {"GENAPP_MAX_QUEUE": "4", "GENAPP_LISTEN_GRACE_S": str(GRACE_S), "GENAPP_FILE_AGE_S": "3",
-           "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+           "GENAPP_FORGET_S": "2", "GRADIO_TEMP_DIR": str(tmp / "gradio")}
     with serve_app(env=env, log_path=tmp / "app.log") as url:
         yield url, tmp / "gradio", tmp / "app.log"
 
 
-def post(url: str, endpoint: str, data: list, address: str) -> tuple[int, dict]:
-    """POST /gradio_api/call/ENDPOINT from `address` (X-Forwarded-For, as a proxy sets it), no session: a fresh
-    one each time. Returns the HTTP status and the JSON answer (the event id, or why not)."""
-    request = urllib.request.Request(f"{url}gradio_api/call/{endpoint}", data=json.dumps({"data": data}).encode(),
+def post(url: str, endpoint: str, data: list, address: str, session: str | None = None) -> tuple[int, dict]:
+    """POST /gradio_api/call/ENDPOINT from `address` (X-Forwarded-For, as a proxy sets it), with no session (a fresh
+    one each time) unless `session`. Returns the HTTP status and the JSON answer (the event id, or why not)."""
+    body = {"data": data} | ({"session_hash": session} if session else {})
+    request = urllib.request.Request(f"{url}gradio_api/call/{endpoint}", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json",
                                               "X-Forwarded-For": f"{address}, 10.9.9.9"})
     try:
@@ -140,6 +142,20 @@ def test_exports_and_gradios_copies_are_deleted(app):
     while any(p.exists() for p in files) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not any(p.exists() for p in files)  # after 3 s (GENAPP_FILE_AGE_S) and a sweep
+
+
+def test_the_state_of_a_session_without_a_page_is_dropped(app):
+    url = app[0]
+    settle(url)
+
+    def raw(endpoint: str, data: list) -> str:  # a raw API client that names its session, no heartbeat
+        status, answer = post(url, endpoint, data, "10.8.8.8", session="pageless-1")
+        return listen(url, endpoint, answer["event_id"])[0]
+
+    assert raw("sample", LIGHT) == "complete"
+    assert raw("inside_step", [3]) == "complete"  # the chain is in the session's state
+    time.sleep(4)  # GENAPP_FORGET_S = 2
+    assert raw("inside_step", [3]) == "error"  # gone: Gradio alone keeps it an hour
 
 
 # -- in process ----------------------------------------------------------------------------------------------------

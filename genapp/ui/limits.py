@@ -9,6 +9,8 @@
   result stream for its session `GRACE_S` after it was sent: a client that posted and left) is dropped before it
   runs and, if it is already running, stopped at its next yield (a generator; a plain function runs to its end,
   which `check_cost` bounds). `check_cost(points, steps)` caps one request's work.
+- **Memory of page-less sessions.** A raw API client (no heartbeat: one session per request) cannot come back for
+  its session's state, which Gradio would keep an hour: it is dropped `FORGET_S` after the event finished.
 - **Disk.** Exports go to a folder per session (`session_folder()`; Gradio serves them from there, so its name is a
   keyed hash, not the session hash), removed when the page closes
   (`remove_exports`, on `demo.unload`) and by a sweeper for anything older than `FILE_AGE_S` (API sessions never
@@ -189,6 +191,9 @@ GRACE_S = float(os.environ.get("GENAPP_LISTEN_GRACE_S", "10"))  # time a client 
 WAIT = ("You already have {n} {group} request(s) waiting or running; wait for them to finish, then try again.")
 DROPPED = "Dropped: nobody read this request's result within {grace:g} s of sending it."
 _CALL_STREAM = re.compile(r"/gradio_api/call/(?:v2/)?[^/]+/([A-Za-z0-9_-]+)/?$")
+_HEARTBEAT = re.compile(r"/gradio_api/heartbeat/([A-Za-z0-9_-]+)/?$")
+FORGET_S = float(os.environ.get("GENAPP_FORGET_S", "30"))  # a page-less session's state goes this long after
+PAGE_MEMORY_S = 600.0  # a session whose heartbeat ended this recently keeps its state (it may reconnect)
 
 
 class Gate:
@@ -198,6 +203,9 @@ class Gate:
         self.per_visitor = dict(PER_VISITOR if per_visitor is None else per_visitor)
         self.grace_s = grace_s
         self.listening: Counter[str] = Counter()  # session -> open result streams (set by `Listeners`)
+        self.pages: Counter[str] = Counter()  # session -> open heartbeat streams (a page or a gradio_client)
+        self.paged: dict[str, float] = {}  # session -> when its last heartbeat stream ended
+        self._finished: list[tuple[float, str]] = []  # (when, session) of events done in page-less sessions
         self.tracking = False  # True once `Listeners` is in the app: only then is "nobody listens" known
         self.counts: Counter[str] = Counter()
         self.queue: Any = None
@@ -225,6 +233,8 @@ class Gate:
         def send_message(event, message):
             if isinstance(message, ProcessCompletedMessage):
                 event._genapp_done = True
+                if self.tracking and not self.pages[event.session_hash]:
+                    self._finished.append((time.monotonic(), event.session_hash))
             return send(event, message)
 
         queue.push, queue.send_message, queue._genapp_gate = push, send_message, self
@@ -312,6 +322,36 @@ class Gate:
                     self.counts["dropped_abandoned"] += 1
                     _log(f"dropped {event.fn.api_name or event.fn._id}: nobody listened for {self.grace_s:g} s")
 
+    def forget_pageless(self, after_s: float = FORGET_S) -> None:
+        """Drop the state (models, kept chain) of sessions without a page: a client that never opened a heartbeat
+        (raw /gradio_api/call, one session per request) cannot come back for it, and Gradio would keep it an hour.
+        A session goes `after_s` after its last event finished, with no heartbeat for PAGE_MEMORY_S, nothing in
+        line."""
+        now, holder = time.monotonic(), getattr(getattr(self.queue, "server_app", None), "state_holder", None)
+        for session, ended in list(self.paged.items()):
+            if now - ended > PAGE_MEMORY_S:
+                del self.paged[session]
+        due = [s for t, s in self._finished if now - t >= after_s]
+        self._finished = [(t, s) for t, s in self._finished if now - t < after_s]
+        busy = {e.session_hash for e in self.in_flight()}
+        for session in set(due):
+            if self.pages[session] or session in self.paged or session in busy or holder is None:
+                continue
+            if session in holder.session_data:
+                holder.delete_state(session)  # calls the states' delete callbacks (Session.close)
+                with holder.lock:
+                    holder.session_data.pop(session, None)
+                    holder.time_last_used.pop(session, None)
+                self.counts["forgotten_sessions"] += 1
+
+    def sweep_gradio(self) -> None:
+        """Gradio's own delete_cache, run here too: its task walks the upload set in a worker thread while uploads
+        add to it, and the first "set changed size during iteration" ends that task for good (the soak's uploads
+        piled up). Here it runs on the event loop, where uploads are added, and a failed round is retried."""
+        from gradio.route_utils import delete_files_created_by_app
+
+        delete_files_created_by_app(self.queue.blocks, FILE_AGE_S)
+
     def prune(self) -> None:
         """Forget pending event ids of sessions whose message queue Gradio already let go (its LRU of 2,000):
         nobody can read them, and Gradio keeps them forever for a client that never reads."""
@@ -330,10 +370,12 @@ class Gate:
                 continue
             try:
                 await self.drop_abandoned()
+                self.forget_pageless()
                 if time.monotonic() - last_sweep >= cache_schedule()[0]:
                     last_sweep = time.monotonic()
                     self.prune()
                     self.counts["swept"] += await asyncio.to_thread(sweep, export_root(), FILE_AGE_S)
+                    self.sweep_gradio()
             except Exception as error:  # the watcher must outlive any one bad round
                 _log(f"watcher: {type(error).__name__}: {error}")
 
@@ -353,15 +395,26 @@ class Gate:
 
 
 class Listeners:
-    """ASGI middleware: counts the open result streams per session in `gate.listening`."""
+    """ASGI middleware: counts the open result streams per session in `gate.listening`, and the heartbeat streams
+    (a page, a gradio_client) in `gate.pages`."""
 
     def __init__(self, app: Any, gate: Gate):
         self.app, self.gate = app, gate
         gate.tracking = True
 
     async def __call__(self, scope, receive, send):
-        session = (self.gate.stream_session(scope)
-                   if scope.get("type") == "http" and scope.get("method") == "GET" else None)
+        get = scope.get("type") == "http" and scope.get("method") == "GET"
+        if get and (page := _HEARTBEAT.search(scope.get("path", ""))):
+            session = page.group(1)
+            self.gate.pages[session] += 1
+            try:
+                return await self.app(scope, receive, send)
+            finally:
+                self.gate.pages[session] -= 1
+                if self.gate.pages[session] <= 0:
+                    del self.gate.pages[session]
+                self.gate.paged[session] = time.monotonic()
+        session = self.gate.stream_session(scope) if get else None
         if session is None:
             return await self.app(scope, receive, send)
         self.gate.listening[session] += 1
