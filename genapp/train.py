@@ -173,14 +173,15 @@ def _accelerator():
 
 
 def _use_bf16(precision: str, dev: torch.device, model: nn.Module) -> bool:
-    """bf16 autocast: "auto" on CUDA for losses without log-dets (DDPM's L_simple); never on the CPU (6x slower
-    there) nor for a flow, whose loss is the log-likelihood (1.29) with its log-det sums (kept in float32)."""
+    """bf16 autocast: "auto" on CUDA for losses without log-dets (DDPM's L_simple); never on the CPU (it saves
+    10-20% of a step there at best, docs/scaling.md, not worth bf16's 8-bit mantissa) nor for a flow, whose loss
+    is the log-likelihood (1.29) with its log-det sums (kept in float32)."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r:.40}")
     flow = hasattr(model, "log_prob")
     if precision == "bf16" and (dev.type != "cuda" or flow):
-        raise ValueError("bf16 autocast runs only on CUDA (on the CPU it is ~6x slower than float32) and never for "
-                         "a flow (its loss is a sum of log-determinants, kept in float32)")
+        raise ValueError("bf16 autocast runs only on CUDA (on the CPU it gains little, see docs/scaling.md) and "
+                         "never for a flow (its loss is a sum of log-determinants, kept in float32)")
     return precision == "bf16" or (precision == "auto" and dev.type == "cuda" and not flow)
 
 
@@ -288,14 +289,16 @@ def train(
     bar = tqdm(range(start_step + 1, steps + 1), disable=not progress or not accelerator.is_main_process,
                desc=f"train {type(model).__name__}", leave=False)
     for step in bar:
-        rng = _rng_states(data_generator, dev)  # what a resume needs if this step is abandoned (stop, time limit)
+        clock = seconds_before + time.perf_counter() - start  # the time limit is checked against the step's start
+        if save_state is not None:  # what a resume needs if this step is abandoned (stop, time limit)
+            rng = _rng_states(data_generator, dev)
         batch = dataset.sample(local_batch, generator=data_generator).to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_module(batch)
         prepared_optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         stop = should_stop is not None and should_stop()
-        loss_value, stop, elapsed = _agree(accelerator, loss, stop, seconds_before + time.perf_counter() - start)
+        loss_value, stop, elapsed = _agree(accelerator, loss, stop, clock)
         if not math.isfinite(loss_value):
             model.load_state_dict(last_good)
             result.status = "diverged"
@@ -325,8 +328,8 @@ def train(
         if save_state is not None and save_every and step % save_every == 0:
             _save_state(Path(save_state), run, model, optimizer, ema, _rng_states(data_generator, dev), accelerator,
                         result, seconds_before + time.perf_counter() - start)
-    else:
-        rng = _rng_states(data_generator, dev)  # every step done: the streams as they stand
+    else:  # every step done: the streams as they stand
+        rng = _rng_states(data_generator, dev) if save_state is not None else None
     bar.close()
     result.seconds = seconds_before + time.perf_counter() - start
     if n_proc > 1:
