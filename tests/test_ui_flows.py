@@ -63,7 +63,7 @@ def need_shipped() -> None:
      (lambda e: tab.layer_view("tiny-realnvp", 100, 0, 1, "noise", e), "Start from"),
      (lambda e: tab.inspect("tiny-realnvp", "x" * 1000, 0, e), "x₁"),
      (lambda e: tab.inspect("tiny-realnvp", 0, math.inf, e), "x₂"),
-     (lambda e: tab.density("realnvp-nope", e), "Could not load model"),
+     (lambda e: tab.density("realnvp-nope", e), "must be one of"),
      (lambda e: tab.density(None, e), "Pick a model")],
 )
 def test_bad_input_is_a_short_clear_error(extra, call, message):
@@ -84,6 +84,63 @@ def test_model_choices_list_session_flows(extra):
     names = widgets.model_choices(families.flow_names(), extra)
     assert {"tiny-realnvp", "tiny-nice", "tiny-nice-vp"} <= set(names)
     assert all(name.split("-")[0] in ("realnvp", "nice", "tiny") for name in names)
+
+
+# -- a DDPM as a flow (DDIM, beyond the lecture) ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ddpms() -> dict:
+    """Session DDPMs: one whose DDIM steps invert (no Fourier features), one Newton cannot invert (3x weights)."""
+    from genapp.diffusion import DDPM, DDPMConfig
+
+    torch.manual_seed(0)
+    smooth = DDPM(DDPMConfig(num_steps=40, hidden=16, depth=2, fourier_freqs=0, dataset="moons"))
+    torch.manual_seed(0)
+    folding = DDPM(DDPMConfig(num_steps=50, hidden=16, depth=2, fourier_freqs=2, dataset="moons"))
+    with torch.no_grad():
+        for p in folding.net.parameters():
+            p.mul_(3)
+    return {"my-ddpm": smooth, "my-folding-ddpm": folding}
+
+
+def test_the_picker_lists_every_ddpm_as_a_flow(extra, ddpms):
+    values = [c[1] if isinstance(c, tuple) else c for c in tab.model_choices(extra | ddpms)]
+    assert {"tiny-realnvp", "ddim:my-ddpm", "ddim:my-folding-ddpm"} <= set(values)
+    assert ("my-ddpm as a flow (DDIM)", "ddim:my-ddpm") in tab.model_choices(extra | ddpms)
+    if (ROOT / "checkpoints" / "ddpm-moons" / "model.safetensors").is_file():  # a shipped DDPM, too
+        assert ("ddpm-moons as a flow (DDIM)", "ddim:ddpm-moons") in tab.model_choices()
+        flow, model, title = tab._shown("ddim:ddpm-moons", None, 30)
+        assert lab.is_ddim(flow) and len(flow) == 30 and flow.ddpm.dtype == torch.float64
+        assert model.dtype == torch.float32 and title == "ddpm-moons as a flow (DDIM, N' = 30)"
+
+
+def test_ddim_panels_show_the_ddpms_flow_and_its_steps(ddpms):
+    flow = lab.ddim_flow(ddpms["my-ddpm"], 20)
+    image, readout = tab.z_to_x("ddim:my-ddpm", 100, 4, ddpms, steps=20)
+    assert image.shape == PAIR and readout == text.format_z_to_x(lab.sample_map(flow, 100, 4))
+    image, readout = tab.layer_view("ddim:my-ddpm", 100, 4, 3, "samples", ddpms, steps=20)
+    view = lab.layers(flow, lab.latent(100, 4), "forward", 3)
+    assert image.shape == (SIZE, SIZE, 3) and readout == text.format_layers(view) and view.K == 20
+    assert f"{view.log_dets[2]:+.3f}" in readout and "DDIM" in readout  # step g_3's mean log-det
+    with pytest.raises(gr.Error, match="DDIM steps"):
+        tab.layer_view("ddim:my-ddpm", 100, 4, 3, "samples", ddpms, steps=201)
+    assert len(tab._shown("ddim:my-ddpm", ddpms, 200)[0]) == 40  # N' is at most the DDPM's N = 40
+
+
+def test_the_likelihood_table_shows_the_ddim_row_beside_the_bound():
+    est = lab.Estimate
+    row = lab.DDIMRow("ddpm-x", 50, 1000, est(1.234, 0.021), est(1.111, 0.02), est(0.123, 0.012), 3, 12.0)
+    table = lab.LikelihoodTable(5000, est(1.1, 0.01), (), "ddpm-x", (), row)
+    md = text.format_likelihood(table, "moons", "ddim:ddpm-x")
+    assert "1.234 ± 0.021" in md and "0.123 ± 0.012" in md and "first 997 test points" in md
+    assert "**3 of 1,000**" in md and "Song et al. 2021" in md and "different models of the same network" in md
+
+
+def test_a_point_a_ddim_step_cannot_invert_gives_words_not_a_number(ddpms):
+    px, ld, readout = tab.inspect("ddim:my-folding-ddpm", 0.5, -0.2, ddpms, steps=20)
+    point = lab.inspect_point(lab.ddim_flow(ddpms["my-folding-ddpm"], 20), 0.5, -0.2)
+    assert point.not_invertible is not None and math.isnan(point.log_px)
+    assert "cannot be inverted" in readout and point.not_invertible in readout and "nan" not in readout.lower()
+    assert px.shape == (SIZE, SIZE, 3)
 
 
 # -- z -> x, x -> z, layers ---------------------------------------------------------------------------------------

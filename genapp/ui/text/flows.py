@@ -111,6 +111,11 @@ def format_z_to_x(zx: ZToX) -> str:
     return text + "Where the grid cells grow, density thins out; where they shrink, it piles up (1.27)."
 
 
+def ddim_fewer(most: int) -> str:
+    return (f" A DDIM flow pulls back at most {most:,} data points here (and from data in the layer panel): each "
+            "needs Newton's method through every step.")
+
+
 def format_x_to_z(xz: XToZ, drawing: bool = False) -> str:
     s = xz.stats
     rows = "".join(f"| $\\Vert z\\Vert < {r}$ | {100 * a:.1f}% | {100 * b:.1f}% |\n"
