@@ -345,7 +345,7 @@ def test_ddim_flow_is_a_float64_copy_kept_per_ddpm_and_steps(invertible_ddpm):
     assert lab.is_ddim(flow) and len(flow) == 10 and flow.ddpm.dtype == torch.float64
     assert invertible_ddpm.dtype == torch.float32 and flow.ddpm is not invertible_ddpm  # the DDPM is left alone
     assert lab.ddim_flow(invertible_ddpm, 10) is flow and len(lab.ddim_flow(invertible_ddpm, 12)) == 12
-    assert [lab.ddim_grid_size(n) for n in (20, 50, 100, 200)] == [48, 40, 28, 20]
+    assert [lab.ddim_grid_size(n) for n in (20, 50, 100, 200)] == [48, 31, 22, 16]
 
 
 def test_ddim_sample_map_and_normalize_are_the_flow_both_ways(invertible_ddpm):
@@ -373,6 +373,7 @@ def test_ddim_layers_are_the_steps_and_add_up(invertible_ddpm):
     back = lab.layers(flow, view.states[-1], "inverse", 0)
     np.testing.assert_allclose(back.states[0], z.numpy(), atol=1e-6)
     np.testing.assert_allclose(back.log_dets, view.log_dets, atol=1e-5)
+    assert lab.layers(flow, z, "forward", 0).states[3] is view.states[3]  # one walk, kept and shared
 
 
 def test_ddim_inspection_adds_up_1_29_one_term_per_step(invertible_ddpm):

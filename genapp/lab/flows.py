@@ -9,8 +9,11 @@ log-likelihoods, the DDPM's bound) are kept by `genapp.lab.memo`, weak-keyed on 
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,11 +36,13 @@ VARIANCES = ("beta", "beta_tilde")  # the reverse variances sigma_k^2 of (1.18)
 RADII = (1, 2, 3)  # circles of the x -> z table
 # The DDPM as a flow: its DDIM sampler (eta = 0), beyond the lecture (Song et al. 2021), see genapp.ddim_flow
 DDIM_STEPS = (20, 200, 50)  # the range and default of N', the number of DDIM steps
-DDIM_GRID_BUDGET = 80_000  # grid points x steps of a DDIM density map: each point needs Newton at every step
-DDIM_GRID_RANGE = (16, 48)  # so 48 x 48 at N' = 20, 40 x 40 at 50, 28 x 28 at 100, 20 x 20 at 200
+DDIM_GRID_BUDGET = 50_000  # grid points x steps of a DDIM density map: each point needs Newton at every step
+DDIM_GRID_RANGE = (16, 48)  # so 48 x 48 at N' = 20, 31 x 31 at 50, 22 x 22 at 100, 16 x 16 at 200
 DDIM_TEST_POINTS = 1000  # the DDIM row of the likelihood table scores the first 1,000 of the 5,000 test points
 DDIM_CHUNK = 250  # points per Newton solve (Newton iterates a batch until its slowest point converges)
-DDIM_LINE_STRIDE = 8  # every 8th point of a grid line is pulled back through the DDIM flow's inverse
+DDIM_LINE_STRIDE = 16  # every 16th point of a grid line is pulled back through the DDIM flow's inverse
+DDIM_WALKS_KEPT = 4  # the last walks of each DDIM flow, kept: z -> x and the layers share one, x -> z another
+_WALK_LOCK = threading.Lock()
 
 
 def latent(n: int, seed: int) -> torch.Tensor:
@@ -143,6 +148,24 @@ def ddim_forward_walk(flow: DDIMFlow, z: torch.Tensor | np.ndarray) -> DDIMWalk:
                     else None)
 
 
+def kept_walk(flow: DDIMFlow, points: torch.Tensor | np.ndarray, direction: str) -> DDIMWalk:
+    """`ddim_forward_walk` or `ddim_inverse_walk` of the points, the last DDIM_WALKS_KEPT of each flow kept (keyed on
+    the points' bytes): the panels that walk the same points share one walk."""
+    arr = np.ascontiguousarray(np.asarray(points, dtype=np.float64))
+    key = (direction, arr.shape, hashlib.sha1(arr.tobytes()).hexdigest())
+    kept = memoized(flow, ("walks",), OrderedDict)
+    with _WALK_LOCK:
+        if key in kept:
+            kept.move_to_end(key)
+            return kept[key]
+    walk = (ddim_forward_walk if direction == "forward" else ddim_inverse_walk)(flow, arr)
+    with _WALK_LOCK:
+        kept[key] = walk
+        while len(kept) > DDIM_WALKS_KEPT:
+            kept.popitem(last=False)
+    return walk
+
+
 def _ddim_lines(flow: DDIMFlow, lines: np.ndarray | None, direction: str) -> tuple[np.ndarray, ...] | None:
     """Grid polylines walked through the DDIM steps: all points forwards, every DDIM_LINE_STRIDE-th backwards."""
     if lines is None:
@@ -154,7 +177,7 @@ def _ddim_lines(flow: DDIMFlow, lines: np.ndarray | None, direction: str) -> tup
         with torch.no_grad():
             walk = [s.numpy() for s in flow.trajectory(torch.from_numpy(pts))]
     else:
-        walk = ddim_inverse_walk(flow, pts).states
+        walk = kept_walk(flow, pts, "inverse").states
     return tuple(s.reshape(lines.shape) for s in walk)
 
 
@@ -189,7 +212,7 @@ def sample_map(flow, n: int, seed: int, lines: np.ndarray | None = None) -> ZToX
     """x = f(z) for the seed's z ~ N(0, I) (1.30), and z-space grid `lines` (m, p, 2) drawn through f."""
     z = latent(n, seed)
     if is_ddim(flow):
-        walk = ddim_forward_walk(flow, z)
+        walk = kept_walk(flow, z, "forward")
         lines_x = None if lines is None else _ddim_lines(flow, lines, "forward")[-1]
         return ZToX(z.numpy(), walk.states[-1], walk.step_log_dets.sum(0), lines_x)  # (1.30)
     x, log_det = flow.forward(z)  # x = f(z), log|det J_f(z)|   (1.30)
@@ -239,7 +262,7 @@ def normalize(flow, x: torch.Tensor | np.ndarray, lines: np.ndarray | None = Non
     """z = f^{-1}(x) for the data x (n, 2) (1.33), and data-space grid `lines` pulled back by f^{-1}."""
     x = torch.as_tensor(x, dtype=torch.float32)
     if is_ddim(flow):
-        walk = ddim_inverse_walk(flow, x)
+        walk = kept_walk(flow, x, "inverse")
         z, ok = walk.states[0], ~walk.failed
         lines_z = None if lines is None else _ddim_lines(flow, lines, "inverse")[0]
         return XToZ(x.numpy(), z, walk.inverse_log_det, gaussian_stats(z[ok]), lines_z, int(walk.failed.sum()))
@@ -298,7 +321,7 @@ def layers(flow, start: torch.Tensor | np.ndarray, direction: str, k: int | None
     if not 0 <= k <= K:
         raise ValueError(f"k must be in [0, {K}], got {k}")
     if is_ddim(flow):  # the steps g_j of the DDIM sampler play the layers f_j
-        walk = (ddim_forward_walk if direction == "forward" else ddim_inverse_walk)(flow, start)
+        walk = kept_walk(flow, start, direction)
         ok = ~walk.failed
         log_dets = walk.step_log_dets[:, ok].mean(1) if ok.any() else np.full(K, math.nan)
         return LayerView(walk.states, log_dets, tuple(flow.layer_info()), k, direction,
