@@ -112,8 +112,8 @@ CASES = [  # (endpoint, position, value, the message it must give)
     ("/sample", 3, "fixed_small", r"Reverse-step variance \(1\.18\) must be one of beta_tilde, beta"),
     ("/sample", 3, LONG, r"Reverse-step variance \(1\.18\) must be one of beta_tilde, beta, got 'xxx"),
     ("/sample", 4, "euler", r"Sampler must be one of ancestral, ddim, got 'euler'"),
-    ("/sample", 5, 0, r"DDIM steps must be a number in \[2, 1000\], got 0"),
-    ("/sample", 5, 10**6, r"DDIM steps must be a number in \[2, 1000\]"),
+    ("/sample", 5, 0, r"DDIM steps \(beyond the lecture\) must be a number in \[2, 1000\], got 0"),
+    ("/sample", 5, 10**6, r"DDIM steps \(beyond the lecture\) must be a number in \[2, 1000\]"),
     ("/sample", 5, 2.5, r"DDIM steps must be a whole number in \[1, 4000\], got 2\.5"),
     ("/animate", 6, 0, r"Playback speed \(frames/s\) must be a number in \[5, 60\], got 0"),
     ("/animate", 6, "fast", r"Playback speed \(frames/s\) must be a number in \[5, 60\], got 'fast'"),
@@ -187,8 +187,8 @@ def raw_call(url: str, endpoint: str, body: str) -> tuple[str, str]:
      ("/sample", f'"{DDPM_NAME}", 100, Infinity, "beta", "ancestral", 10', r"Seed must be a whole number"),
      ("/sample", f'"{DDPM_NAME}", 100, 0, "beta", "ddim", NaN', r"DDIM steps must be a whole number"),
      ("/animate", f'"{DDPM_NAME}", 100, 0, "beta", "ddim", 10, NaN', r"Playback speed must be a number in \[1"),
-     ("/flow_inspect", f'"{FLOW_NAME}", NaN, 0', r"x₁ must be a number in \[-100, 100\], got nan"),
-     ("/flow_inspect", f'"{FLOW_NAME}", 0, -Infinity', r"x₂ must be a number in \[-100, 100\], got -inf"),
+     ("/flow_inspect", f'"{FLOW_NAME}", NaN, 0, 50', r"x₁ must be a number in \[-100, 100\], got nan"),
+     ("/flow_inspect", f'"{FLOW_NAME}", 0, -Infinity, 50', r"x₂ must be a number in \[-100, 100\], got -inf"),
      ("/sample", f'"{DDPM_NAME}", 100, 0', r"This action takes 6 values \(Model, Points, Seed, .*fewer were sent")],
 )
 def test_nan_inf_and_missing_values_over_http(app, endpoint, values, message):
@@ -214,15 +214,10 @@ def broken_hub(tmp_path, monkeypatch):
     srv.stop()
 
 
-@pytest.mark.parametrize(
-    ("mode", "message"),
-    [("404", r"Could not load model 'ddpm-elsewhere': unknown checkpoint 'ddpm-elsewhere': there is no Hub repo"),
-     ("401", r"Could not load model 'ddpm-elsewhere': the Hub refused .*HTTP 401.*token"),
-     ("hang", r"Could not load model 'ddpm-elsewhere': the Hub at http://127\.0\.0\.1:\d+ did not answer within "
-              r"0\.5 s"),
-     ("down", r"Could not load model 'ddpm-elsewhere': cannot reach the Hub")],
-)
-def test_a_model_only_the_hub_has_shows_what_failed(broken_hub, mode, message):
+@pytest.mark.parametrize("mode", ["404", "401", "hang", "down"])
+def test_a_model_name_nobody_shipped_never_reaches_the_hub(broken_hub, mode):
+    """The app takes a model name only if it is shipped or the session's own (issue 16): whatever the Hub would
+    answer, a made-up name is refused at once with the names there are, and the Hub is never asked."""
     from genapp.ui import widgets
 
     need_checkpoint()
@@ -231,9 +226,11 @@ def test_a_model_only_the_hub_has_shows_what_failed(broken_hub, mode, message):
     elif mode != "404":
         broken_hub.mode, broken_hub.hang_s = mode, 5.0
     start = time.perf_counter()
-    with pytest.raises(gr.Error, match=message) as info:
+    with pytest.raises(gr.Error) as info:
         widgets.get_model("ddpm-elsewhere", family="ddpm")
-    assert len(str(info.value)) < 400 and time.perf_counter() - start < 4.0
+    assert re.match(r"Model must be one of ddpm-.*ddpm-moons.*, got 'ddpm-elsewhere'", info.value.message)
+    assert len(info.value.message) < 400 and time.perf_counter() - start < 1.0
+    assert broken_hub.requests == []
     assert widgets.get_model(DDPM_NAME, family="ddpm").num_steps == 1000  # checkpoints/ still serves
 
 
@@ -366,8 +363,8 @@ def test_a_huge_declared_tensor_is_refused_from_the_header(tmp_path):
     header = {"net.net.0.weight": {"dtype": "F32", "shape": [side, side], "data_offsets": [0, 4 * side * side]}}
     write_safetensors(folder / "model.safetensors", header, 4 * side * side, sparse=True)
     peak, start = peak_rss_kib(), time.perf_counter()
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: does not match config\.json: .*'net\.net\.0\."
-                                              r"weight' has shape \[16384, 16384\]"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: 1,073,741,928 bytes, more than MAX_PARAMETERS "
+                                              r"weights take .*refused before reading"):  # by its size, even
         hub.load_dir(folder)
     assert peak_rss_kib() - peak < 100_000 and time.perf_counter() - start < 2.0
 

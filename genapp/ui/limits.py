@@ -14,7 +14,8 @@
 - **Disk.** Exports go to a folder per session (`session_folder()`; Gradio serves them from there, so its name is a
   keyed hash, not the session hash), removed when the page closes
   (`remove_exports`, on `demo.unload`) and by a sweeper for anything older than `FILE_AGE_S` (API sessions never
-  close); Gradio's own cache and uploads are deleted by `gr.Blocks(delete_cache=cache_schedule())`.
+  close); Gradio's own cache and uploads are deleted by `gr.Blocks(delete_cache=cache_schedule())` and, since that
+  task can die, by the watcher too (`Gate.sweep_gradio`).
 - **Memory.** An uploaded picture's size is read from its header (`check_image_file`, PIL reads it lazily) and one
   over `MAX_UPLOAD_PIXELS` is refused before Gradio decodes it.
 
