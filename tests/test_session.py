@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 
+import gradio as gr
+import pytest
 import torch
 
 from genapp.ui import session as session_mod
@@ -46,3 +48,26 @@ def test_every_visitor_gets_a_fresh_session_with_a_time_to_live():
     state = session_mod.state()
     assert state.time_to_live == TTL_S and state.delete_callback is session_mod.close
     assert isinstance(state.value, Session)
+
+
+def test_all_sessions_together_hold_a_bounded_memory_of_models(monkeypatch):
+    """Issue 16: trained models were kept without bound. Each session keeps at most MAX_MODELS, and a new run is
+    refused while all live sessions together hold MAX_TOTAL_MODEL_BYTES; an expired session frees its share."""
+    import gc
+
+    from genapp.ui.tabs import train as tab
+
+    big = torch.nn.Linear(100, 100)  # 40,400 bytes of weights
+    held_before = session_mod.held_bytes()
+    monkeypatch.setattr(session_mod, "MAX_TOTAL_MODEL_BYTES", held_before + 2 * session_mod.model_bytes(big))
+    first, second = Session(), Session()
+    first.add("a", big)
+    assert session_mod.room_for_another_model()
+    second.add("b", torch.nn.Linear(100, 100))
+    assert session_mod.held_bytes() == held_before + 2 * session_mod.model_bytes(big)
+    assert not session_mod.room_for_another_model()
+    with pytest.raises(gr.Error, match="holds as many trained models"):
+        tab.begin(tab.check_settings("ddpm", "moons", 10, 5, 3e-3, 64, 8, 1, 2, 10, "linear", 0), None, Session())
+    del second
+    gc.collect()
+    assert session_mod.room_for_another_model()  # the expired session's model is no longer counted

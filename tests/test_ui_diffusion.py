@@ -396,3 +396,18 @@ def test_a_cosine_schedule_is_marked_beyond_the_lecture():
                                           schedule="cosine", dataset="moons")).eval()}
     fig = tab.schedule_plot("cos-ddpm", 3, cosine)
     assert "beyond the lecture" in fig._suptitle.get_text()
+
+
+def test_a_chain_costing_more_than_one_request_may_is_refused_before_it_runs(monkeypatch):
+    """Issue 16: 20,000 points x 1,000 steps (two minutes of compute) was accepted; now points x steps is capped,
+    and the refusal says the cap. DDIM's fewer steps fit."""
+    from genapp.ui import limits
+
+    started = []
+    monkeypatch.setattr(tab.lab, "run_chain", lambda *args, **kwargs: started.append(args) or iter(()))
+    big = tab.check_settings("ddpm-moons", 20_000, 0, "beta", "ancestral", 50)
+    with pytest.raises(gr.Error, match=f"points x steps at most {limits.MAX_POINT_STEPS:,}"):
+        tab.run_chain(big)
+    assert started == []
+    tab.run_chain(tab.check_settings("ddpm-moons", 20_000, 0, "beta", "ddim", 50))  # 1,000,000: within the cap
+    assert len(started) == 1

@@ -12,6 +12,7 @@ A `Session` is a read-only mapping name -> model of the visitor's own models, so
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,10 @@ from torch import nn
 
 TTL_S = 3600  # a session unused for an hour is dropped: API clients never close theirs
 MAX_MODELS = 3  # trained models kept per session (~0.1-2 MB each on these sizes; the cap bounds a flood of runs)
+MAX_TOTAL_MODEL_BYTES = 256 * 2**20  # weights of trained models held across all sessions (the largest: ~13 MB)
+# Every live session, weakly: only to bound the memory all of them hold together (`held_bytes`); a session that
+# expires leaves it by itself.
+_LIVE: weakref.WeakSet[Session] = weakref.WeakSet()
 
 
 @dataclass(eq=False)
@@ -35,6 +40,13 @@ class Session(Mapping[str, nn.Module]):
     drawing: Any = None
     run: Any = None
     job: Any = None
+
+    # A visitor's session is itself, not its contents: identity equality and hash (Mapping would compare contents)
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __post_init__(self) -> None:
+        _LIVE.add(self)
 
     # -- the mapping of this visitor's models --
     def __getitem__(self, name: str) -> nn.Module:
@@ -74,6 +86,21 @@ class Session(Mapping[str, nn.Module]):
         self.models.clear()
         self.trained_on.clear()
         self.chain = self.drawing = self.run = None
+
+
+def model_bytes(model: nn.Module) -> int:
+    """The memory a model's weights and buffers take."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def held_bytes() -> int:
+    """The weights of every trained model held by every live session."""
+    return sum(model_bytes(m) for s in list(_LIVE) for m in list(s.models.values()))
+
+
+def room_for_another_model() -> bool:
+    """True while the trained models of all sessions together stay under MAX_TOTAL_MODEL_BYTES."""
+    return held_bytes() < MAX_TOTAL_MODEL_BYTES
 
 
 def data_of(model: nn.Module, session: Mapping[str, nn.Module] | None) -> Any:

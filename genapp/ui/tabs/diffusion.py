@@ -22,7 +22,7 @@ import genapp
 from genapp.lab import diffusion as lab
 from genapp.render import figures, style
 from genapp.render import scrub as page_scrub
-from genapp.ui import trained_data, widgets
+from genapp.ui import limits, trained_data, widgets
 from genapp.ui.chain_view import blank_frame, frame_indices, inside_figure, render_state, scrub_data
 from genapp.ui.session import Session
 from genapp.ui.text import diffusion as text
@@ -68,10 +68,12 @@ def _keep(extra: Mapping[str, Any] | None, run: lab.ChainRun) -> None:
 
 
 def run_chain(settings: lab.ChainSettings, extra: Mapping[str, Any] | None = None) -> Iterator[lab.ChainRun]:
-    """`genapp.lab.diffusion.run_chain` on the named model (a gr.Error for an unknown model or DDIM steps beyond N)."""
+    """`genapp.lab.diffusion.run_chain` on the named model (a gr.Error for an unknown model, DDIM steps beyond N, or
+    more points x steps than one request may compute: `limits.check_cost`)."""
     model = widgets.get_model(settings.model, extra, family="ddpm")
     if settings.sampler == "ddim" and not 1 <= settings.ddim_steps <= model.num_steps:
         raise widgets.refuse(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
+    limits.check_cost(settings.n, settings.ddim_steps if settings.sampler == "ddim" else model.num_steps)
     return lab.run_chain(model, settings)
 
 

@@ -28,6 +28,7 @@ from genapp.lab import train as lab
 from genapp.lab.train import TrainSettings
 from genapp.render import canvas, figures, style
 from genapp.train import pick_device, training_record
+from genapp.ui import session as session_mod
 from genapp.ui import share, widgets
 from genapp.ui import sketch as sketch_ui
 from genapp.ui.session import MAX_MODELS, Session
@@ -200,6 +201,8 @@ def begin(settings: TrainSettings, points: np.ndarray | None, session: Session) 
     with _CLAIM:
         if _busy(session):
             raise widgets.refuse(text.ALREADY_TRAINING)
+        if not session_mod.room_for_another_model():  # every session together holds as much as the server may
+            raise widgets.refuse(text.SERVER_FULL)
         live = lab.start(settings, dataset, snapshot_every=SNAPSHOT_EVERY_S, callback_every=CALLBACK_EVERY)
         session.job = Training(settings, live, session, dataset, back)
         return session.job

@@ -37,6 +37,8 @@ NO_MODEL = "Train a model first; then it can be downloaded or pushed."
 BAD_REPO = "Repo id must look like 'your-name/genapp-my-model'."
 BAD_TOKEN = ("Paste a Hugging Face access token with write permission (letters, digits, '_' and '-' only; it is used "
              "for this upload and never kept or shown).")
+SERVER_FULL = ("This server holds as many trained models as it may right now (visitors' models are dropped an hour "
+               "after their last use). Try again later, or run genapp on your own machine: pip install genapp.")
 SIGN_IN = "Sign in with Hugging Face first (the button above), then push."
 TONES = {"run": style.SAMPLES, "done": "#2a9d8f", "wait": style.MUTED, "warn": "#b45309"}
 
