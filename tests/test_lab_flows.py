@@ -18,6 +18,7 @@ from genapp.ddim_flow import DDIMFlow, NotInvertibleError
 from genapp.diffusion import DDPM, DDPMConfig
 from genapp.flows import Flow, FlowConfig
 from genapp.lab import flows as lab
+from genapp.lab import likelihood as lik
 from genapp.lab.bound import bound
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,17 +207,17 @@ def test_inspect_point_layer_terms_are_each_layers_inverse_log_det(flows):
 
 # -- likelihood ----------------------------------------------------------------------------------------------------
 def test_eval_set_is_seeded_and_kept():
-    tests = lab.eval_set(MOONS, 300, 11)
+    tests = lik.eval_set(MOONS, 300, 11)
     np.testing.assert_array_equal(tests.x, MOONS.sample(300, generator=torch.Generator().manual_seed(11)))
     np.testing.assert_allclose(tests.log_p, MOONS.log_prob(tests.x.double()).numpy())
-    assert lab.eval_set(MOONS, 300, 11) is tests and lab.eval_set(MOONS, 300, 12) is not tests
-    drawn = lab.eval_set(genapp.data.PointCloud(torch.randn(20, 2), jitter=0.1), 50, 0)
+    assert lik.eval_set(MOONS, 300, 11) is tests and lik.eval_set(MOONS, 300, 12) is not tests
+    drawn = lik.eval_set(genapp.data.PointCloud(torch.randn(20, 2), jitter=0.1), 50, 0)
     assert drawn.log_p is None and drawn.n == 50
 
 
 def test_likelihood_rows_are_paired_on_the_same_points(flows):
-    tests = lab.eval_set(MOONS, 2000, 5)
-    table = lab.likelihood({"a": flows["realnvp"], "b": flows["nice"]}, tests)
+    tests = lik.eval_set(MOONS, 2000, 5)
+    table = lik.likelihood({"a": flows["realnvp"], "b": flows["nice"]}, tests)
     with torch.no_grad():
         log_q = {name: flows[key].log_prob(tests.x).double().numpy() for name, key in (("a", "realnvp"),
                                                                                       ("b", "nice"))}
@@ -233,12 +234,12 @@ def test_likelihood_rows_are_paired_on_the_same_points(flows):
         assert row.kl.stderr == pytest.approx(d.std(ddof=1) / math.sqrt(2000), rel=1e-4) and row.kl.stderr > 0
         assert row.nll.stderr > 0
     assert table.ddpm is None and table.bounds == ()
-    assert lab.log_q(flows["realnvp"], tests) is lab.log_q(flows["realnvp"], tests)  # kept per flow and set
+    assert lik.log_q(flows["realnvp"], tests) is lik.log_q(flows["realnvp"], tests)  # kept per flow and set
 
 
 def test_a_drawn_test_set_has_no_entropy_and_no_kl(realnvp):
-    tests = lab.eval_set(genapp.data.PointCloud(torch.randn(30, 2), jitter=0.1), 200, 0)
-    table = lab.likelihood([("mine", realnvp)], tests)
+    tests = lik.eval_set(genapp.data.PointCloud(torch.randn(30, 2), jitter=0.1), 200, 0)
+    table = lik.likelihood([("mine", realnvp)], tests)
     assert table.entropy is None and table.flows[0].kl is None and math.isfinite(table.flows[0].nll.mean)
 
 
@@ -249,23 +250,23 @@ def tiny_ddpm() -> DDPM:
 
 
 def test_the_ddpm_rows_are_its_bound_on_the_same_points(flows, tiny_ddpm, monkeypatch):
-    tests = lab.eval_set(MOONS, 600, 7)
+    tests = lik.eval_set(MOONS, 600, 7)
     calls, fractions = [], []
-    real = lab.bound
-    monkeypatch.setattr(lab, "bound", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-    table = lab.likelihood({"a": flows["realnvp"]}, tests, tiny_ddpm, "tiny-ddpm", compute_bound=False)
+    real = lik.bound
+    monkeypatch.setattr(lik, "bound", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    table = lik.likelihood({"a": flows["realnvp"]}, tests, tiny_ddpm, "tiny-ddpm", compute_bound=False)
     assert table.bounds == () and calls == []  # nothing kept yet, nothing computed
-    table = lab.likelihood({"a": flows["realnvp"]}, tests, tiny_ddpm, "tiny-ddpm",
+    table = lik.likelihood({"a": flows["realnvp"]}, tests, tiny_ddpm, "tiny-ddpm",
                            progress=lambda f, text: fractions.append(f))
     assert table.ddpm == "tiny-ddpm" and [b.variance for b in table.bounds] == ["beta", "beta_tilde"]
     assert calls == ["beta", "beta_tilde"] and fractions and all(0 <= f < 1 for f in fractions)
-    again = lab.likelihood({"a": flows["realnvp"]}, tests, tiny_ddpm, "tiny-ddpm", compute_bound=False)
+    again = lik.likelihood({"a": flows["realnvp"]}, tests, tiny_ddpm, "tiny-ddpm", compute_bound=False)
     assert all(a is b for a, b in zip(again.bounds, table.bounds, strict=True))  # kept per DDPM
     assert calls == ["beta", "beta_tilde"]
     for b in table.bounds:
         assert b.n == 600 and b.stderr > 0 and b.gap_stderr > 0
-        direct = real(tiny_ddpm, tests.x, b.variance, torch.Generator().manual_seed(lab.BOUND_SEED),
-                      chunks=lab.BOUND_CHUNKS)
+        direct = real(tiny_ddpm, tests.x, b.variance, torch.Generator().manual_seed(lik.BOUND_SEED),
+                      chunks=lik.BOUND_CHUNKS)
         np.testing.assert_allclose(b.per_point, direct.per_point)  # the same points, the same noise draws
         assert b.gap == pytest.approx(float((direct.per_point + tests.log_p).mean()), abs=1e-9)  # L - H paired
         assert b.entropy == pytest.approx(table.entropy.mean, abs=1e-9)  # its H is the table's H
@@ -276,10 +277,10 @@ def test_the_ddpm_rows_are_its_bound_on_the_same_points(flows, tiny_ddpm, monkey
 
 
 def test_the_gap_uses_bound_from_lab_bound(tiny_ddpm):
-    tests = lab.eval_set(MOONS, 100, 8)
-    kept = lab.ddpm_bounds(tiny_ddpm, tests)
-    direct = bound(tiny_ddpm, tests.x, "beta", torch.Generator().manual_seed(lab.BOUND_SEED), log_p=tests.log_p,
-                   chunks=lab.BOUND_CHUNKS)
+    tests = lik.eval_set(MOONS, 100, 8)
+    kept = lik.ddpm_bounds(tiny_ddpm, tests)
+    direct = bound(tiny_ddpm, tests.x, "beta", torch.Generator().manual_seed(lik.BOUND_SEED), log_p=tests.log_p,
+                   chunks=lik.BOUND_CHUNKS)
     assert kept[0].gap == pytest.approx(direct.gap, abs=1e-12) and kept[0].total == pytest.approx(direct.total)
 
 
@@ -415,18 +416,18 @@ def test_the_ddim_density_integrates_to_one(oracle_ddpm):  # (1.29) through Newt
 
 
 def test_the_ddim_row_is_paired_on_its_scored_points(invertible_ddpm, folding_ddpm):
-    tests = lab.eval_set(MOONS, 300, seed=11)
-    table = lab.likelihood({}, tests, invertible_ddpm, "tiny-ddpm", compute_bound=False, ddim_steps=10)
+    tests = lik.eval_set(MOONS, 300, seed=11)
+    table = lik.likelihood({}, tests, invertible_ddpm, "tiny-ddpm", compute_bound=False, ddim_steps=10)
     assert table.bounds == () and table.ddim is None  # nothing computed without the button
-    row = lab.ddim_row(invertible_ddpm, 10, tests, "tiny-ddpm")
+    row = lik.ddim_row(invertible_ddpm, 10, tests, "tiny-ddpm")
     assert row.points == 300 and row.scored == 300 and row.steps == 10
     lq = lab.ddim_flow(invertible_ddpm, 10).log_prob(tests.x.double()).numpy()
     assert math.isclose(row.nll.mean, float(-lq.mean()), rel_tol=1e-9)  # (1.31) through (1.29)
     assert math.isclose(row.entropy.mean, float(-tests.log_p.mean()), rel_tol=1e-12)
     assert math.isclose(row.kl.mean, row.nll.mean - row.entropy.mean, abs_tol=1e-9)  # KL = NLL - H, same points
-    assert lab.likelihood({}, tests, invertible_ddpm, "tiny-ddpm", compute_bound=False, ddim_steps=10).ddim is row
+    assert lik.likelihood({}, tests, invertible_ddpm, "tiny-ddpm", compute_bound=False, ddim_steps=10).ddim is row
     flow = picky(DDIMFlow(lab.ddim_flow(invertible_ddpm, 4).ddpm, 4))
-    picked = lab.ddim_row(invertible_ddpm, 4, tests, "picky", flow=flow)
+    picked = lik.ddim_row(invertible_ddpm, 4, tests, "picky", flow=flow)
     beyond = tests.x[:, 0].numpy() > 1
     assert picked.not_invertible == beyond.sum() > 0 and picked.scored == (~beyond).sum()
     assert math.isclose(picked.entropy.mean, float(-tests.log_p[~beyond].mean()), rel_tol=1e-12)

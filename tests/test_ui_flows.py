@@ -26,6 +26,7 @@ from genapp import families
 from genapp.diffusion import VLBTerms
 from genapp.flows import Flow, FlowConfig
 from genapp.lab import flows as lab
+from genapp.lab import likelihood as lik
 from genapp.lab.bound import Bound
 from genapp.render import canvas, style
 from genapp.ui import widgets
@@ -127,9 +128,9 @@ def test_ddim_panels_show_the_ddpms_flow_and_its_steps(ddpms):
 
 
 def test_the_likelihood_table_shows_the_ddim_row_beside_the_bound():
-    est = lab.Estimate
-    row = lab.DDIMRow("ddpm-x", 50, 1000, est(1.234, 0.021), est(1.111, 0.02), est(0.123, 0.012), 3, 12.0)
-    table = lab.LikelihoodTable(5000, est(1.1, 0.01), (), "ddpm-x", (), row)
+    est = lik.Estimate
+    row = lik.DDIMRow("ddpm-x", 50, 1000, est(1.234, 0.021), est(1.111, 0.02), est(0.123, 0.012), 3, 12.0)
+    table = lik.LikelihoodTable(5000, est(1.1, 0.01), (), "ddpm-x", (), row)
     md = text.format_likelihood(table, "moons", "ddim:ddpm-x")
     assert "1.234 ± 0.021" in md and "0.123 ± 0.012" in md and "first 997 test points" in md
     assert "**3 of 1,000**" in md and "Song et al. 2021" in md and "different models of the same network" in md
@@ -235,7 +236,7 @@ def test_inspector_shows_the_sum_1_29(extra):
 def test_likelihood_readout_shows_the_tables_numbers(extra):
     table = tab.likelihood_table("tiny-realnvp", extra)
     readout = tab.likelihood("tiny-realnvp", extra)
-    assert table.flows[0].name == "tiny-realnvp" and table.n == lab.TEST_POINTS
+    assert table.flows[0].name == "tiny-realnvp" and table.n == lik.TEST_POINTS
     h, row = table.entropy, table.flows[0]
     assert f"| {h.mean:.3f} ± {h.stderr:.3f} |" in readout
     assert f"| {row.nll.mean:.3f} ± {row.nll.stderr:.3f} |" in readout and "**tiny-realnvp** (shown above)" in readout
@@ -249,7 +250,7 @@ def fake_bound(variance: str, gap: float, gap_stderr: float, total: float = 2.5)
 
 
 def test_a_gap_within_noise_of_zero_is_consistent_with_zero_never_a_negative_upper_bound():
-    table = lab.LikelihoodTable(2, lab.Estimate(2.4, 0.01), (), "ddpm-moons",
+    table = lik.LikelihoodTable(2, lik.Estimate(2.4, 0.01), (), "ddpm-moons",
                                 (fake_bound("beta", -0.016, 0.02), fake_bound("beta_tilde", 1.104, 0.08)))
     readout = text.format_likelihood(table, "moons", "realnvp-moons")
     beta, beta_tilde = [line for line in readout.splitlines() if line.startswith("| ddpm-moons |")]
@@ -265,10 +266,10 @@ def test_likelihood_adds_the_ddpm_bound_once(extra, monkeypatch):
     if "ddpm-moons" not in widgets.model_choices("ddpm"):
         pytest.skip("checkpoints/ddpm-moons is missing")
     moons = genapp.data.get("moons")
-    small = lab.eval_set(moons, 200, 31)  # few points: 2 x 1000 network passes on 200 points take about a second
-    monkeypatch.setattr(lab, "eval_set", lambda data: small)
-    calls, real = [], lab.bound
-    monkeypatch.setattr(lab, "bound", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    small = lik.eval_set(moons, 200, 31)  # few points: 2 x 1000 network passes on 200 points take about a second
+    monkeypatch.setattr(lik, "eval_set", lambda data: small)
+    calls, real = [], lik.bound
+    monkeypatch.setattr(lik, "bound", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     assert "Compare with the DDPM" in tab.likelihood("tiny-realnvp", extra) and calls == []
     table = tab.likelihood_table("tiny-realnvp", extra, with_ddpm=True)
     assert table.ddpm == "ddpm-moons" and [b.variance for b in table.bounds] == ["beta", "beta_tilde"]

@@ -21,6 +21,7 @@ from PIL import Image
 
 from genapp import families
 from genapp.lab import flows as lab
+from genapp.lab import likelihood as lik
 from genapp.render import canvas, style
 from genapp.ui import trained_data, widgets
 from genapp.ui.text import flows as text
@@ -221,7 +222,7 @@ def inspect(model_name: Any, x1: Any, x2: Any, extra: Mapping[str, Any] | None =
 
 # -- likelihood: flows beside a DDPM -----------------------------------------------------------------------------
 def likelihood_table(model_name: Any, extra: Mapping[str, Any] | None = None, with_ddpm: bool = False,
-                     progress=None, steps: Any = DDIM_DEFAULT) -> lab.LikelihoodTable | None:
+                     progress=None, steps: Any = DDIM_DEFAULT) -> lik.LikelihoodTable | None:
     """The numbers of the likelihood panel: this flow and the other shipped flows of its dataset on the same test
     points, and the DDPM's bounds there and its exact NLL through its DDIM flow of N' = `steps` steps (computed
     when `with_ddpm`, else only if already kept): the shipped DDPM of the dataset, or the DDPM shown as a flow.
@@ -240,7 +241,7 @@ def likelihood_table(model_name: Any, extra: Mapping[str, Any] | None = None, wi
     ddpm = model if lab.is_ddim(flow) else None if drawn or ddpm_name not in widgets.model_choices("ddpm") else \
         widgets.get_model(ddpm_name, None, family="ddpm")
     report = None if progress is None else (lambda fraction, desc: progress(fraction, desc=desc))
-    return lab.likelihood(flows, lab.eval_set(data), ddpm, ddpm_name, compute_bound=with_ddpm, progress=report,
+    return lik.likelihood(flows, lik.eval_set(data), ddpm, ddpm_name, compute_bound=with_ddpm, progress=report,
                           ddim_steps=_ddim_steps(flow) or DDIM_DEFAULT)
 
 

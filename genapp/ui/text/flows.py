@@ -11,8 +11,9 @@ import numpy as np
 
 from genapp import families
 from genapp.lab.bound import Bound
-from genapp.lab.flows import RADII, DDIMRow, HeatScale, LayerView, LikelihoodTable, PointInspection, XToZ, ZToX
+from genapp.lab.flows import RADII, HeatScale, LayerView, PointInspection, XToZ, ZToX
 from genapp.lab.grid import DensityGrid
+from genapp.lab.likelihood import DDIMRow, LikelihoodTable
 from genapp.ui.trained_data import NO_DENSITY
 
 AXIS = ("horizontal ↔", "vertical ↕")  # coordinate 0, 1 of a 2-D point
