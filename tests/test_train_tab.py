@@ -221,7 +221,7 @@ def test_a_trained_ddpm_samples_in_the_ddpm_tab_of_its_session_only():
     image, chain = ddpm_tab.sample(ddpm_tab.ChainSettings.check(run.name, 50, 0, "beta_tilde", "ddim", 5),
                                    extra=extra_a)
     assert image.shape == (480, 480, 3) and np.isfinite(chain.final).all() and chain.final.shape == (50, 2)
-    with pytest.raises(gr.Error, match="Could not load model"):
+    with pytest.raises(gr.Error, match="Model must be one of ddpm-.*, got .my-ddpm-moons-1."):
         ddpm_tab.sample(ddpm_tab.ChainSettings.check(run.name, 50, 0, "beta_tilde", "ddim", 5), extra=extra_b)
 
 

@@ -76,7 +76,7 @@ def test_ddim_steps_beyond_N_is_refused(extra):
 
 
 def test_unknown_model_is_a_clear_error(extra):
-    with pytest.raises(gr.Error, match="Could not load model"):
+    with pytest.raises(gr.Error, match="Model must be one of ddpm-.*, got .ddpm-nope."):
         tab.sample(tab.check_settings("ddpm-nope", 64, 0, "beta", "ancestral", 1), extra=extra)
 
 

@@ -248,7 +248,7 @@ def _finish(run: Training) -> Update:
     result = live.result
     name = next_name(settings, session)
     dropped = session.add(name, live.model, run.dataset)
-    trained = TrainedRun(name, settings, training_record(result, settings.command()))
+    trained = session.run = TrainedRun(name, settings, training_record(result, settings.command()))
     tab = "Diffusion (DDPM)" if settings.family == "ddpm" else "Flows"
     image = render_snapshot(settings, live.final, run.back, 1.0)
     return Update(text.finished(name, result, tab, dropped, MAX_MODELS),
@@ -293,8 +293,6 @@ def limits_markdown() -> str:
 def build_tab(ctx: widgets.AppContext) -> None:
     """The Train tab's components and events (call inside a gr.Tab)."""
     start = knob_defaults("ddpm")
-    points_state = gr.State(None)
-    run_state = gr.State(None)
     widgets.explain(text.INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=300):
@@ -374,11 +372,10 @@ def build_tab(ctx: widgets.AppContext) -> None:
 
     def outputs(u: Update | None, version: int | None):
         if u is None:  # nothing trains in this session
-            return text.stopped_idle(), *[gr.skip()] * 5
+            return text.stopped_idle(), *[gr.skip()] * 4
         skip = [gr.skip() if v is None else v for v in (u.image, u.loss, u.loop)]
         # a new model in the session: bump the counter the other tabs' model pickers listen to
-        return (u.status, *skip, gr.skip() if u.extra is None else (version or 0) + 1,
-                gr.skip() if u.run is None else u.run)
+        return u.status, *skip, gr.skip() if u.extra is None else (version or 0) + 1
 
     def on_check(*values):  # at the click, before the queue: refuse at once what would be refused later
         check_settings(*values[:-1])
@@ -388,48 +385,48 @@ def build_tab(ctx: widgets.AppContext) -> None:
         return text.waiting(MAX_TRAINING), gr.update(value=None, visible=False), ""
 
     def on_train(*values):
-        *knob_values, points, extra, version = values
-        for u in train_session(check_settings(*knob_values), points, extra):
+        *knob_values, extra, version = values
+        for u in train_session(check_settings(*knob_values), extra.drawing, extra):
             yield outputs(u, version)
 
     def on_stop(extra, version):
         return outputs(stop_session(extra), version)
 
-    def on_draw(value, seed_):
-        points = sketch_ui.drawing_points(value, seed_)
-        return points, sketch_ui.preview(points), gr.skip() if points is None else DRAWING
+    def on_draw(value, seed_, extra):
+        extra.drawing = sketch_ui.drawing_points(value, seed_)  # the visitor's drawing lives in their session
+        return sketch_ui.preview(extra.drawing), gr.skip() if extra.drawing is None else DRAWING
 
-    def on_download(run, extra):
-        return gr.update(value=share.export_checkpoint(run, extra), visible=True)
+    def on_download(extra):
+        return gr.update(value=share.export_checkpoint(extra.run, extra), visible=True)
 
-    def on_push(run, extra, repo, token_, private_):
-        return share.push_to_hub(run, extra, repo, token_, private_), ""  # the token field is emptied afterwards
+    def on_push(extra, repo, token_, private_):
+        return share.push_to_hub(extra.run, extra, repo, token_, private_), ""  # the token field is emptied after
 
-    def on_push_signed_in(run, extra, repo, token_, private_, oauth: gr.OAuthToken | None):
+    def on_push_signed_in(extra, repo, token_, private_, oauth: gr.OAuthToken | None):
         if oauth is None:
             raise widgets.refuse(text.SIGN_IN)
-        return share.push_to_hub(run, extra, repo, oauth.token, private_), ""
+        return share.push_to_hub(extra.run, extra, repo, oauth.token, private_), ""
 
     private_api = dict(api_visibility="private")
-    shown = [status, snap_image, loss, loop_md, ctx.models_changed, run_state]
+    shown = [status, snap_image, loss, loop_md, ctx.models_changed]
     family.change(on_family, family, [steps, lr, batch, hidden, depth, ddpm_row, flow_row], queue=False,
                   **private_api)
     # Gradio's queue is the line: at most MAX_TRAINING runs at once; a waiting event shows its place on the status.
     train_event = train_btn.click(on_check, [*knobs, ctx.session], [status, download_file, push_md], queue=False,
                                   show_progress="hidden", **private_api).success(
-        on_train, [*knobs, points_state, ctx.session, ctx.models_changed], shown, api_name="train",
+        on_train, [*knobs, ctx.session, ctx.models_changed], shown, api_name="train",
         concurrency_id="train", concurrency_limit=MAX_TRAINING, show_progress="full", show_progress_on=status)
     # Stop: the run's stop flag ends it after its step and shows the kept model; `cancels` takes an event still in
     # line out of it (it also closes a running one's generator, which only stops the run: the Update comes from here)
     stop_btn.click(on_stop, [ctx.session, ctx.models_changed], shown, api_name="train_stop", queue=False,
                    cancels=[train_event])
-    draw = dict(fn=on_draw, outputs=[points_state, drawn, dataset], concurrency_id="render", concurrency_limit=1,
+    draw = dict(fn=on_draw, outputs=[drawn, dataset], concurrency_id="render", concurrency_limit=1,
                 trigger_mode="always_last", show_progress="hidden")
-    sketch.change(inputs=[sketch, seed], api_name="train_drawing", **draw)
-    upload.change(inputs=[upload, seed], **private_api, **draw)
-    download_btn.click(on_download, [run_state, ctx.session], download_file, api_name="train_download",
+    sketch.change(inputs=[sketch, seed, ctx.session], api_name="train_drawing", **draw)
+    upload.change(inputs=[upload, seed, ctx.session], **private_api, **draw)
+    download_btn.click(on_download, [ctx.session], download_file, api_name="train_download",
                        concurrency_id="compute", concurrency_limit=1)
     push = on_push_signed_in if share.on_space() else on_push
-    push_btn.click(push, [run_state, ctx.session, repo_id, token, private], [push_md, token],
+    push_btn.click(push, [ctx.session, repo_id, token, private], [push_md, token],
                    api_name="train_push", concurrency_id="push", concurrency_limit=2)
     ctx.demo.load(None, None, None, js=sketch_ui.BRUSH_FIRST_JS, queue=False, **private_api)
