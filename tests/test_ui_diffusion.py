@@ -411,3 +411,25 @@ def test_a_chain_costing_more_than_one_request_may_is_refused_before_it_runs(mon
     assert started == []
     tab.run_chain(tab.check_settings("ddpm-moons", 20_000, 0, "beta", "ddim", 50))  # 1,000,000: within the cap
     assert len(started) == 1
+
+
+def test_an_identical_request_is_served_from_the_shared_store(monkeypatch):
+    """Issue 16: identical requests (model, seed, points, sampler) of a shipped model are computed once for every
+    visitor, from a store bounded in bytes; a visitor's own models are never shared."""
+    from genapp.lab.memo import SharedResults
+
+    monkeypatch.setattr(tab, "SHARED_RUNS", SharedResults(max_bytes=10 * 2**20))
+    runs = []
+    real = tab.lab.run_chain
+    monkeypatch.setattr(tab.lab, "run_chain", lambda *a, **k: runs.append(a[1]) or real(*a, **k))
+    settings = tab.check_settings("ddpm-moons", 64, 3, "beta", "ddim", 10)
+    first = tab.sample(settings, extra=Session())[1]
+    second = tab.sample(settings, extra=Session())[1]  # another visitor, the same request
+    assert second is first and len(runs) == 1
+    tab.sample(tab.check_settings("ddpm-moons", 64, 4, "beta", "ddim", 10), extra=Session())  # another seed
+    assert len(runs) == 2
+    store = SharedResults(max_bytes=100)
+    store.put("a", 1, 60)
+    store.put("b", 2, 60)  # over budget: the least recently used goes
+    store.put("huge", 3, 101)  # larger than the whole budget: not kept
+    assert (store.get("a"), store.get("b"), store.get("huge"), len(store)) == (None, 2, None, 1)

@@ -20,6 +20,7 @@ import torch
 
 import genapp
 from genapp.lab import diffusion as lab
+from genapp.lab.memo import SharedResults
 from genapp.render import figures, style
 from genapp.render import scrub as page_scrub
 from genapp.ui import limits, trained_data, widgets
@@ -81,6 +82,24 @@ def _reusable(previous: lab.ChainRun | None, settings: lab.ChainSettings) -> boo
     return previous is not None and previous.done and previous.settings == settings
 
 
+# Finished chains of shipped models, shared by every visitor: an identical request (model, seed, points, sampler)
+# is served from here, not recomputed. 64 MB: eight default chains (1,001 states x 2,000 points in float16).
+SHARED_RUNS = SharedResults(max_bytes=64 * 2**20)
+
+
+def _finished(settings: lab.ChainSettings, previous: lab.ChainRun | None,
+              extra: Mapping[str, Any] | None) -> lab.ChainRun | None:
+    """A finished run with these settings that needs no computing: the visitor's own, else a shared one."""
+    if _reusable(previous, settings):
+        return previous
+    return None if extra and settings.model in extra else SHARED_RUNS.get(settings)
+
+
+def _share(run: lab.ChainRun, extra: Mapping[str, Any] | None) -> None:
+    if run.done and not (extra and run.settings.model in extra):  # a visitor's own model is theirs alone
+        SHARED_RUNS.put(run.settings, run, run.states.nbytes)
+
+
 def animate(settings: lab.ChainSettings, fps: float | None = DEFAULT_FPS, previous: lab.ChainRun | None = None,
             extra: Mapping[str, Any] | None = None,
             frames: int = STREAM_FRAMES) -> Iterator[tuple[np.ndarray, int, lab.ChainRun | None]]:
@@ -91,7 +110,7 @@ def animate(settings: lab.ChainSettings, fps: float | None = DEFAULT_FPS, previo
     behind skips ahead rather than slowing the chain. A finished `previous` run with these settings is replayed."""
     fps = None if fps is None else widgets.check_float(fps, "Playback speed", 1, 120)
     start = time.perf_counter()
-    worker = lab.ChainWorker(previous if _reusable(previous, settings) else run_chain(settings, extra))
+    worker = lab.ChainWorker(_finished(settings, previous, extra) or run_chain(settings, extra))
     wanted = frame_indices(len(worker.latest.ks), frames)
     try:
         j = 0
@@ -108,6 +127,7 @@ def animate(settings: lab.ChainSettings, fps: float | None = DEFAULT_FPS, previo
             yield render_state(run, wanted[j]), int(run.ks[wanted[j]]), None
             j += 1
         run = worker.wait(len(worker.latest.ks))  # done: every state computed
+        _share(run, extra)
         if fps is not None:
             time.sleep(max(0.0, start + (len(wanted) - 1) / fps - time.perf_counter()))
         yield render_state(run, len(run.ks) - 1), 0, run
@@ -118,7 +138,8 @@ def animate(settings: lab.ChainSettings, fps: float | None = DEFAULT_FPS, previo
 def sample(settings: lab.ChainSettings, previous: lab.ChainRun | None = None,
            extra: Mapping[str, Any] | None = None) -> tuple[np.ndarray, lab.ChainRun]:
     """Run the whole chain without streaming (or reuse `previous` if it has these settings): (final frame, run)."""
-    run = previous if _reusable(previous, settings) else [*run_chain(settings, extra)][-1]
+    run = _finished(settings, previous, extra) or [*run_chain(settings, extra)][-1]
+    _share(run, extra)
     return render_state(run, len(run.ks) - 1), run
 
 
