@@ -30,7 +30,14 @@ from test_app_api import need_checkpoint, serve_app
 from genapp.cli import main
 from genapp.ui import limits, widgets
 
-HEAVY = ["ddpm-moons", 2000, 1, "beta", "ancestral", 50]  # 2,000 points x 1,000 steps: at the cost cap, 5-10 s
+
+def heavy(seed: int) -> list:
+    """2,000 points x 1,000 steps: at the cost cap, 5-10 s. Each seed its own request: identical requests would be
+    served from the shared store of finished chains instead of computed."""
+    return ["ddpm-moons", 2000, seed, "beta", "ancestral", 50]
+
+
+
 LIGHT = ["ddpm-moons", 100, 1, "beta", "ddim", 5]
 GRACE_S = 1.5
 
@@ -89,11 +96,11 @@ def settle(url: str) -> None:
 def test_a_hostile_client_gets_two_events_the_rest_refused_at_once(app):
     url, _, log = app
     settle(url)
-    heavy_s = call(url, "sample", HEAVY, "10.7.7.7")[1]  # one heavy event on this machine now
+    heavy_s = call(url, "sample", heavy(100), "10.7.7.7")[1]  # one heavy event on this machine now
     answers = []
-    for _ in range(6):  # fresh sessions, one address, results never read
+    for i in range(6):  # fresh sessions, one address, results never read
         start = time.perf_counter()
-        answers.append((*post(url, "sample", HEAVY, "10.1.1.1"), time.perf_counter() - start))
+        answers.append((*post(url, "sample", heavy(200 + i), "10.1.1.1"), time.perf_counter() - start))
     assert [status for status, _, _ in answers] == [200, 200, 429, 429, 429, 429]
     for _, answer, seconds in answers[2:]:
         assert "wait for them to finish" in answer["detail"] and seconds < 2.0
@@ -107,10 +114,11 @@ def test_a_hostile_client_gets_two_events_the_rest_refused_at_once(app):
 def test_the_queue_never_holds_more_than_max_size_running_ones_counted(app):
     url, _, _ = app
     settle(url)
-    assert post(url, "sample", HEAVY, "10.3.0.100")[0] == 200
+    assert post(url, "sample", heavy(300), "10.3.0.100")[0] == 200
     time.sleep(0.5)  # it runs now: Gradio alone counted only waiting events, and took 4 more
     statuses: list[int] = []
-    threads = [threading.Thread(target=lambda i=i: statuses.append(post(url, "sample", HEAVY, f"10.3.0.{i}")[0]))
+    threads = [threading.Thread(target=lambda i=i: statuses.append(post(url, "sample", heavy(310 + i),
+                                                                        f"10.3.0.{i}")[0]))
                for i in range(7)]  # seven other visitors at once
     for thread in threads:
         thread.start()
