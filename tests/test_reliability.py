@@ -124,7 +124,8 @@ CASES = [  # (endpoint, position, value, the message it must give)
     ("/vlb", 1, "nats", r"Reverse-step variance \(1\.18\) must be one of beta_tilde, beta"),
     ("/flow_z_to_x", 0, "nice-../../x", r"Model must be one of .*realnvp-moons.*, got 'nice-\.\./\.\./x'"),
     ("/flow_z_to_x", 1, 0, r"Points must be a number in \[10, 20000\], got 0"),
-    ("/flow_layer", 3, 99, r"k: state z_k after k layers must be a number in \[0, 8\], got 99"),
+    ("/flow_layer", 3, 99, r"Layer k must be a whole number in \[0, 12\], got 99"),  # realnvp-moons: 12 layers
+    ("/flow_layer", 3, 1000, r"k: state z_k after k layers must be a number in \[0, 200\], got 1000"),
     ("/flow_layer", 4, "noise", r"Start from must be one of samples, data, got 'noise'"),
     ("/flow_inspect", 1, 1e6, r"x₁ must be a number in \[-100, 100\], got 1000000\.0"),
     ("/flow_inspect", 2, "0,5", r"x₂ must be a number in \[-100, 100\], got '0,5'"),
@@ -443,3 +444,9 @@ def test_an_uploaded_decompression_bomb_is_refused_while_decoding(tmp_path):
     assert bomb.stat().st_size < 100_000
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(bomb.read_bytes())).load()
+
+
+def test_flow_layer_takes_every_layer_of_the_model_asked_for(app, client):
+    """Issue 15: /flow_layer refused k = 9..12 ('must be a number in [0, 8]') although realnvp-* have 12 layers."""
+    image, table = client.predict(FLOW_NAME, 50, 0, 12, "samples", api_name="/flow_layer")
+    assert image and "f_{12}" in table.replace(" ", "")

@@ -323,7 +323,7 @@ def test_grid_lines_cover_the_square():
     assert lines.shape == (26, 11, 2)
     assert lines[:13, :, 0].std(axis=1).max() == 0  # first the lines of constant x_1
     assert lines[13:, :, 1].std(axis=1).max() == 0
-    assert tab._axis_lines(3.0) == (6, 19) and (lines[6, :, 0] == 0).all() and (lines[19, :, 1] == 0).all()
+    assert tab.axis_lines(3.0) == (6, 19) and (lines[6, :, 0] == 0).all() and (lines[19, :, 1] == 0).all()
 
 
 # -- the app: named endpoints and the browser ---------------------------------------------------------------------

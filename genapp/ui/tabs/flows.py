@@ -11,7 +11,6 @@ with `genapp.render.canvas` (numpy rasters, tens of ms) and has `genapp.ui.text.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import gradio as gr
@@ -20,16 +19,26 @@ import torch
 from PIL import Image
 
 from genapp import families
+from genapp.flows import MAX_COUPLINGS
 from genapp.lab import flows as lab
 from genapp.lab import likelihood as lik
 from genapp.render import canvas, style
 from genapp.ui import trained_data, widgets
+from genapp.ui.flow_view import (  # noqa: F401  (blank, pixel_to_data: used by tests and the API too)
+    GRID_STEP,
+    X_LIM,
+    Z_LIM,
+    axis_lines,
+    blank,
+    density_images,
+    latent_backdrop,
+    pixel_to_data,
+)
 from genapp.ui.text import flows as text
 
 DEFAULT_MODEL = "realnvp-moons"
 DEFAULT_POINTS = 2000
 SOURCES = ("samples", "data")
-Z_LIM, X_LIM, GRID_STEP = 3.0, style.DEFAULT_LIM, 0.5  # grid lines: z-space [-3, 3]^2, data space [-4, 4]^2
 HELD_OUT_SEED = 1_000_003  # added to the user's seed: the data that x -> z maps
 MAX_COORD = 100.0  # typed coordinates for the inspector
 GIF_FRAMES_PER_LAYER = 8
@@ -37,6 +46,9 @@ GIF_SIZE = 400
 DDIM_PREFIX = "ddim:"  # the picker's value for a DDPM shown as its DDIM flow: "ddim:ddpm-moons"
 DDIM_MIN, DDIM_MAX, DDIM_DEFAULT = lab.DDIM_STEPS
 DDIM_MAX_INVERSE = 500  # data points pulled back through a DDIM flow (Newton at every step): a few seconds
+# The layer slider's widest range: any flow's layers (couplings + NICE's scaling) or a DDIM flow's steps. The page
+# narrows it to the shown model's K; an API client's k is checked against the model itself (`layer_view`).
+LAYER_MAX = max(MAX_COUPLINGS + 1, DDIM_MAX)
 
 
 def _flow(model_name: Any, extra: Mapping[str, Any] | None):
@@ -91,21 +103,7 @@ def _held_out(flow, n: int, seed: int, extra: Mapping[str, Any] | None = None) -
     return torch.from_numpy(x.copy())
 
 
-def _axis_lines(lim: float) -> tuple[int, ...]:
-    """Indices, in `canvas.grid_lines(lim, GRID_STEP)`, of the two lines through the origin (drawn darker)."""
-    per_direction = int(round(2 * lim / GRID_STEP)) + 1
-    return per_direction // 2, per_direction + per_direction // 2
-
-
 # -- z -> x and x -> z -------------------------------------------------------------------------------------------
-@lru_cache(maxsize=4)
-def _latent_backdrop(size: int) -> np.ndarray:
-    """z-space: the bare grid and the contours of N(0, I), read-only."""
-    img = canvas.draw_circles(widgets.canvas(size), widgets.background("", size))
-    img.setflags(write=False)
-    return img
-
-
 def z_to_x(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mapping[str, Any] | None = None,
            size: int = style.DEFAULT_SIZE, steps: Any = DDIM_DEFAULT) -> tuple[np.ndarray, str]:
     """Samples z ~ N(0, I), coloured by angle and radius, beside x = f(z) in the same colours (1.30); the z-space
@@ -114,8 +112,8 @@ def z_to_x(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
     n, seed = widgets.check_points(n), widgets.check_seed(seed)
     lines = canvas.grid_lines(Z_LIM, GRID_STEP)
     zx = lab.sample_map(flow, n, seed, lines)
-    cv, colors, axes = widgets.canvas(size), canvas.angle_radius_colors(zx.z), _axis_lines(Z_LIM)
-    left = canvas.render_colored(cv, zx.z, colors, canvas.draw_lines(cv, _latent_backdrop(size), lines, strong=axes),
+    cv, colors, axes = widgets.canvas(size), canvas.angle_radius_colors(zx.z), axis_lines(Z_LIM)
+    left = canvas.render_colored(cv, zx.z, colors, canvas.draw_lines(cv, latent_backdrop(size), lines, strong=axes),
                                  title="z ~ N(0, I)", subtitle="colour: angle and radius of z",
                                  corner=f"{n} points · seed {seed}")
     data_grid = canvas.draw_lines(cv, trained_data.backdrop(model, size, session=extra), zx.lines, strong=axes)
@@ -133,12 +131,12 @@ def x_to_z(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: Mappi
     lines = canvas.grid_lines(X_LIM, GRID_STEP)
     n = _inverse_points(flow, n)
     xz = lab.normalize(flow, _held_out(model, n, seed, extra), lines)
-    cv, colors, axes = widgets.canvas(size), canvas.angle_radius_colors(xz.x), _axis_lines(X_LIM)
+    cv, colors, axes = widgets.canvas(size), canvas.angle_radius_colors(xz.x), axis_lines(X_LIM)
     data_grid = canvas.draw_lines(cv, trained_data.backdrop(model, size, session=extra), lines, strong=axes)
     left = canvas.render_colored(cv, xz.x, colors, data_grid, title="x: held-out data",
                                  subtitle="colour: angle and radius of x",
                                  corner=f"{trained_data.describe(model, session=extra)} · {n} points")
-    right = canvas.render_colored(cv, xz.z, colors, canvas.draw_lines(cv, _latent_backdrop(size), xz.lines,
+    right = canvas.render_colored(cv, xz.z, colors, canvas.draw_lines(cv, latent_backdrop(size), xz.lines,
                                                                       strong=axes),
                                   title="z = f⁻¹(x)", subtitle=f"{title} · over N(0, I)")
     drawing = trained_data.is_drawing(model, session=extra)
@@ -166,9 +164,9 @@ def layer_view(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any =
     lines = canvas.grid_lines(lim, GRID_STEP)
     view = lab.layers(flow, start, direction, k, lines)
     cv = widgets.canvas(size)
-    backdrop = trained_data.backdrop(model, size, session=extra) if k == K else _latent_backdrop(size) if k == 0 else \
+    backdrop = trained_data.backdrop(model, size, session=extra) if k == K else latent_backdrop(size) if k == 0 else \
         widgets.background("", size)
-    base = canvas.draw_lines(cv, backdrop, view.line_states[k], strong=_axis_lines(lim))
+    base = canvas.draw_lines(cv, backdrop, view.line_states[k], strong=axis_lines(lim))
     image = canvas.render_colored(cv, view.states[k], canvas.angle_radius_colors(start.numpy()), base,
                                   ghost=view.previous, title=text.layer_title(view),
                                   subtitle=text.layer_subtitle(view),
@@ -177,35 +175,14 @@ def layer_view(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, k: Any =
 
 
 # -- density and the point inspector -----------------------------------------------------------------------------
-def _density_images(grid: lab.DensityGrid, model_name: str, marker: tuple[float, float] | None,
-                    size: int) -> tuple[np.ndarray, np.ndarray]:
-    cv, scale = widgets.canvas(size), lab.heat_scale(grid)
-    if marker is not None and not (abs(marker[0]) <= grid.lim and abs(marker[1]) <= grid.lim):
-        marker = None
-    px_tick, ld_title, ld_subtitle = text.heat_labels(scale)
-    left = canvas.heatmap_frame(cv, np.exp(grid.log_px), cmap=style.DENSITY_CMAP, vmin=0.0, vmax=scale.px_high,
-                                title="pₓ(x)  (1.29)", subtitle=f"{model_name} · grid integral {grid.integral:.3f}",
-                                bar_label="pₓ(x)", bar_ticks=("0", px_tick), marker=marker)
-    right = canvas.heatmap_frame(cv, grid.log_det, cmap="RdBu_r", vmin=scale.ld_low, vmax=scale.ld_high,
-                                 title=ld_title, subtitle=ld_subtitle, bar_label="log|det J_f⁻¹(x)|",
-                                 bar_ticks=(f"{scale.ld_low:+.2g}", f"{scale.ld_high:+.2g}"), marker=marker)
-    return left, right
-
-
 def density(model_name: Any, extra: Mapping[str, Any] | None = None, marker: tuple[float, float] | None = None,
             size: int = style.DEFAULT_SIZE, steps: Any = DDIM_DEFAULT) -> tuple[np.ndarray, np.ndarray, str]:
     """Heatmaps of p_x (1.29) and log|det J_{f^-1}(x)| on a grid (a DDIM flow's coarser, see lab.ddim_grid_size),
     with the grid integral of p_x read out. Returns (p_x image, log-det image, markdown)."""
     flow, _, title = _shown(model_name, extra, steps)
     grid = lab.density(flow, lim=X_LIM)
-    left, right = _density_images(grid, title, marker, size)
+    left, right = density_images(grid, title, marker, size)
     return left, right, text.format_density(grid, _ddim_steps(flow))
-
-
-def pixel_to_data(col: float, row: float, size: int = style.DEFAULT_SIZE, lim: float = X_LIM) -> tuple[float, float]:
-    """The data point under pixel (col, row) of a size x size frame of [-lim, lim]^2 (row 0 at the top)."""
-    scale = 2 * lim / size
-    return (col + 0.5) * scale - lim, lim - (row + 0.5) * scale
 
 
 def inspect(model_name: Any, x1: Any, x2: Any, extra: Mapping[str, Any] | None = None,
@@ -216,7 +193,7 @@ def inspect(model_name: Any, x1: Any, x2: Any, extra: Mapping[str, Any] | None =
     flow, model, title = _shown(model_name, extra, steps)
     x1, x2 = widgets.check_float(x1, "x₁", -MAX_COORD, MAX_COORD), widgets.check_float(x2, "x₂", -MAX_COORD, MAX_COORD)
     point = lab.inspect_point(flow, x1, x2, data=trained_data.of(model, session=extra))
-    left, right = _density_images(lab.density(flow, lim=X_LIM), title, (x1, x2), size)
+    left, right = density_images(lab.density(flow, lim=X_LIM), title, (x1, x2), size)
     return left, right, text.format_inspection(point, trained_data.is_drawing(model, session=extra), _ddim_steps(flow))
 
 
@@ -302,12 +279,6 @@ def export_gif(model_name: Any, n: Any = DEFAULT_POINTS, seed: Any = 0, extra: M
 
 
 # -- layout ------------------------------------------------------------------------------------------------------
-def blank(message: str, width: int = 1) -> np.ndarray:
-    """The bare backdrop with a hint, `width` panels wide."""
-    frame = widgets.canvas().render(np.zeros((0, 2)), widgets.background(""), title=message)
-    return frame if width == 1 else canvas.side_by_side(frame, frame, "")
-
-
 def build_tab(ctx: widgets.AppContext) -> None:
     """The flows tab's components and events (call inside a gr.Tab)."""
     choices, values = model_choices(), _choice_values(None)
@@ -347,7 +318,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
         with gr.Column(scale=5, min_width=360):
             layer_image = gr.Image(blank("loading…"), label="z_k", height=style.DEFAULT_SIZE, elem_id="flow-layer",
                                    **image)
-            layer_k = gr.Slider(0, 8, value=8, step=1, label="k: state z_k after k layers", elem_id="flow-layer-k")
+            layer_k = gr.Slider(0, LAYER_MAX, value=0, step=1, label="k: state z_k after k layers",
+                                elem_id="flow-layer-k")
             source = gr.Radio([("z ~ N(0, I), forwards (1.30)", "samples"),
                                ("held-out data, backwards (1.33)", "data")], value="samples", label="Start from")
         with gr.Column(scale=5, min_width=360):
