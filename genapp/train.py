@@ -3,7 +3,8 @@
 Anything with `loss(batch) -> scalar` and `sample(n)` trains here. Beyond the lecture (engineering, not the
 method): Adam with a cosine learning-rate decay (a `LambdaLR`), gradient clipping, an optional EMA of the weights
 (torch's `AveragedModel`; used for DDPM, as Ho et al. do), bf16 autocast on CUDA, a progress callback for the UI,
-a tqdm bar for the terminal, a stop hook, NaN/inf detection that keeps the last good weights, and a resume state.
+a tqdm bar for the terminal, a stop hook, a pause hook, NaN/inf detection that keeps the last good weights, and a
+resume state.
 
 Processes. `python -m genapp train ...` is one process on the device asked for. `accelerate launch --num_processes
 K -m genapp train ...` (or torchrun) runs K processes under DDP, the model and optimiser prepared by the
@@ -56,6 +57,7 @@ MAX_BATCH_SIZE = 65_536  # 64 x the largest recipe's batch; beyond it one step c
 MAX_LR = 1.0  # Adam moves each weight by about lr per step: beyond 1 nothing trains (1e300 overflows float32)
 STATE_FORMAT = 1
 STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"
+PAUSE_POLL_S = 0.01  # a paused run asks should_pause / should_stop this often
 
 
 @dataclass
@@ -226,6 +228,7 @@ def train(
     resume: str | Path | None = None,
     save_state: str | Path | None = None,
     save_every: int | None = None,
+    should_pause: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train `model` in place by minimising `model.loss(batch)` on batches drawn from `dataset`.
 
@@ -235,6 +238,13 @@ def train(
     the EMA weights. `callback(step, loss, model)` runs every `callback_every` steps and at the end (on every
     process); `should_stop()` is polled every step and ends training early, keeping the model as it is. A
     non-finite loss ends training with status "diverged" and the weights of the last finite step restored.
+
+    `should_pause()` is asked before every step: while it returns True the loop waits there (asking it and
+    `should_stop()` every PAUSE_POLL_S), and the waiting time is not counted: not against `time_limit`, not in the
+    cosine's progress, not in `result.seconds`. On entering a pause `callback` is told the last step if it has not
+    been already. To take exactly one step while paused, `should_pause` returns False once. One process only
+    (ValueError under several: a pause would have to be agreed on by every rank at every step; the UI that pauses
+    trains in one process).
 
     `batch_size` is the global batch (a multiple of the number of processes; see the module docstring for the
     sharding). `precision` "auto" is bf16 autocast on CUDA for a DDPM, float32 otherwise. `save_state`: a folder
@@ -254,6 +264,8 @@ def train(
         raise ValueError(f"save_every must be >= 1, got {save_every}")
     accelerator = _accelerator()
     n_proc, rank = accelerator.num_processes, accelerator.process_index
+    if should_pause is not None and n_proc > 1:
+        raise ValueError(f"should_pause needs one process; this run has {n_proc}")
     if batch_size % n_proc:
         raise ValueError(f"batch_size {batch_size} is the global batch: it must be a multiple of the {n_proc} "
                          "processes")
@@ -288,7 +300,16 @@ def train(
     start = time.perf_counter()
     bar = tqdm(range(start_step + 1, steps + 1), disable=not progress or not accelerator.is_main_process,
                desc=f"train {type(model).__name__}", leave=False)
+    reported = start_step  # the last step `callback` was told
     for step in bar:
+        if should_pause is not None and should_pause():  # hold before this step, the clock stopped
+            if callback is not None and step - 1 > reported:
+                callback(step - 1, result.losses[-1], model)
+                reported = step - 1
+            held = time.perf_counter()
+            while not (should_stop is not None and should_stop()) and should_pause():
+                time.sleep(PAUSE_POLL_S)
+            start += time.perf_counter() - held  # the paused time counts nowhere
         clock = seconds_before + time.perf_counter() - start  # the time limit is checked against the step's start
         if save_state is not None:  # what a resume needs if this step is abandoned (stop, time limit)
             rng = _rng_states(data_generator, dev)
@@ -325,6 +346,7 @@ def train(
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if callback is not None:
                 callback(step, loss_value, model)
+                reported = step
         if save_state is not None and save_every and step % save_every == 0:
             _save_state(Path(save_state), run, model, optimizer, ema, _rng_states(data_generator, dev), accelerator,
                         result, seconds_before + time.perf_counter() - start)

@@ -1,7 +1,9 @@
-"""The one training loop: loss falls, device choice, EMA, cosine, stop hook, NaN handling, determinism, resume."""
+"""The one training loop: loss falls, device choice, EMA, cosine, stop and pause hooks, NaN handling, determinism,
+resume."""
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -70,6 +72,64 @@ def test_stop_hook_ends_early_and_keeps_weights():
     result = train(small_ddpm(), data.get("moons"), steps=1000, batch_size=16, progress=False,
                    should_stop=lambda: len(calls) >= 1, callback=lambda *a: calls.append(a), callback_every=3)
     assert result.status == "stopped" and 3 <= result.steps < 10
+
+
+class Counting:
+    """moons, counting the batches drawn: one per step the loop starts."""
+
+    def __init__(self) -> None:
+        self.dataset, self.batches = data.get("moons"), 0
+
+    def sample(self, n, generator=None):
+        self.batches += 1
+        return self.dataset.sample(n, generator=generator)
+
+
+def test_a_pause_holds_the_loop_and_its_time_counts_against_no_limit():
+    """Held for 1.5 s after step 5 with a 1.2 s time limit: no batch is drawn while held, and the run still takes
+    all its 20 steps (the limit and result.seconds leave the hold out; counted, it would end the run at step 6)."""
+    dataset, held = Counting(), {}
+
+    def should_pause() -> bool:
+        if dataset.batches < 5:
+            return False
+        held.setdefault("from", (time.perf_counter(), dataset.batches))
+        if time.perf_counter() - held["from"][0] < 1.5:
+            held["during"] = dataset.batches  # the batches drawn so far, asked while held
+            return True
+        return False
+
+    start = time.perf_counter()
+    result = train(small_ddpm(), dataset, steps=20, batch_size=16, progress=False, time_limit=1.2,
+                   should_pause=should_pause)
+    wall = time.perf_counter() - start
+    assert held["from"][1] == held["during"] == 5  # nothing advanced while held
+    assert result.status == "finished" and result.steps == 20 and dataset.batches == 20
+    assert wall >= 1.5 and result.seconds < wall - 1.4
+
+
+def test_step_while_paused_takes_exactly_one_step_then_resume_goes_on():
+    """A scripted pause: held at step 5 (reported to the callback on entering the hold), one Step (5 -> 6, held
+    again and reported), then resumed to the end. With callback_every=100 the only reports are the holds and the end."""
+    dataset, asked, reports = Counting(), [0], []
+
+    def should_pause() -> bool:  # False once while held is one Step
+        if dataset.batches < 5:
+            return False
+        asked[0] += 1
+        if asked[0] == 4:  # the Step
+            return False
+        return asked[0] < 8  # then held again until the 8th question: Resume
+
+    result = train(small_ddpm(), dataset, steps=20, batch_size=16, progress=False, should_pause=should_pause,
+                   callback=lambda step, loss, model: reports.append(step), callback_every=100)
+    assert reports == [5, 6, 20] and result.steps == 20 and dataset.batches == 20
+
+
+def test_stop_ends_a_paused_run():
+    result = train(small_ddpm(), data.get("moons"), steps=50, batch_size=16, progress=False,
+                   should_pause=lambda: True, should_stop=lambda: True)
+    assert result.status == "stopped" and result.steps == 0
 
 
 def test_non_finite_loss_restores_last_good_weights():
