@@ -149,6 +149,21 @@ def test_outputs_are_named_in_the_api_view(client):
         "q(x_k | x_0)", "Forward process: readout", "Noise schedule"]
 
 
+def test_every_named_endpoint_has_only_named_outputs(client):
+    """Issue 15, item 6: no output of any tab's endpoints is listed as value_N (names come from component labels)."""
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    flows = {"/flow_z_to_x", "/flow_x_to_z", "/flow_layer", "/flow_density", "/flow_inspect", "/flow_likelihood",
+             "/flow_compare_ddpm", "/flow_export", "/flow_export_gif"}
+    train = {"/train", "/train_stop", "/train_download", "/train_push", "/train_drawing", "/train_pause", "/train_step"}
+    assert flows | train <= set(endpoints)
+    unnamed = {name: labels for name, endpoint in endpoints.items()
+               if not all(labels := [r.get("label") or "" for r in endpoint["returns"]])
+               or any(label.startswith("value_") for label in labels)}
+    assert not unnamed
+    assert [r["label"] for r in endpoints["/flow_inspect"]["returns"]] == ["p_x", "log det", "Inspected point"]
+    assert [r["label"] for r in endpoints["/train_step"]["returns"]] == ["Status"]
+
+
 def test_bad_input_is_a_readable_error(client):
     with pytest.raises(Exception, match=r"Points must be a number in \[10, 20000\], got 5"):
         client.predict(MODEL, 5, 0, "beta", "ancestral", 50, api_name="/sample")

@@ -436,12 +436,58 @@ def test_push_failures_are_clear_and_never_echo_the_token(server):
 
 
 # -- the page ---------------------------------------------------------------------------------------------------
+def test_pause_holds_the_run_step_takes_one_step_resume_goes_on():
+    """Issue 15: Pause/Resume and Step on the session's run. Held: its step and its clock stand still and the status
+    says "paused at step N"; Step: exactly N + 1, held again; Resume: it trains on; the time held counts nowhere."""
+    session = Session()
+    run = tab.begin(settings("ddpm", steps=50_000, seconds=60), None, session)
+    try:
+        wait_until(lambda: run.live.step > 0)
+        assert tab.pause_session(session) is not None and run.live.paused
+        wait_until(lambda: run.live.holding)
+        step, elapsed, reports = run.live.step, run.live.elapsed, len(run.live.steps)
+        time.sleep(0.4)
+        assert (run.live.step, run.live.elapsed, len(run.live.steps)) == (step, elapsed, reports)
+        assert f"paused at step {step:,}" in tab.status_line(run)
+        stepped = tab.step_session(session)  # the Step button waits for its step
+        assert run.live.step == step + 1 and f"paused at step {step + 1:,}" in stepped.status
+        wait_until(lambda: run.live.holding)
+        time.sleep(0.2)
+        assert run.live.step == step + 1 and run.live.elapsed < elapsed + 0.2  # one step's time, not the hold's
+        tab.pause_session(session)  # Resume
+        assert not run.live.paused
+        wait_until(lambda: run.live.step > step + 1)
+        assert "paused" not in tab.status_line(run)
+    finally:
+        final = tab.stop_session(session)
+    assert final.run.training["status"] == "stopped" and final.run.training["steps"] > step + 1
+    assert final.run.training["seconds"] < run.live.elapsed + 0.5
+    assert tab.pause_session(session) is None and tab.step_session(session) is None  # nothing trains now
+
+
+def test_step_on_a_running_run_pauses_it_after_one_more_step():
+    live = lab.start(settings("nice", steps=50_000, seconds=60), data.get("moons"), callback_every=1000)
+    try:
+        time.sleep(0.2)  # a few steps, none reported yet (every 1000)
+        reached = live.step_once(timeout=10)
+        assert live.paused and live.holding and reached == live.step > 0
+        time.sleep(0.2)
+        assert live.step == reached
+    finally:
+        live.stop()
+        assert live.wait(10)
+    assert live.result.status == "stopped" and live.result.steps == reached
+
+
 def test_the_tab_is_in_the_app_with_its_endpoints():
     from genapp.ui import build_demo
 
     demo = build_demo()
     names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
-    assert {"train", "train_stop", "train_download", "train_push", "train_drawing"} <= names
+    assert {"train", "train_stop", "train_download", "train_push", "train_drawing", "train_pause",
+            "train_step"} <= names
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"train-pause-btn", "train-step-btn"} <= ids
     assert "Device" in tab.limits_markdown() or tab.DEVICE.type in tab.limits_markdown()
     # The page picks the sketchpad's brush itself (gradio starts it with no tool): a script run from the page's load
     # clicks the first tool, which is the brush while the sketchpad has no crop and no upload.

@@ -5,7 +5,8 @@ hundred points (DDPM; DDIM is beyond the lecture, Song et al. 2021) or the flow'
 (1.29).
 
 `start` trains on a daemon thread of its own and returns the `Live` record at once; whoever shows it reads the record
-(its lists only grow) and calls `Live.stop()` to end the run early. No gradio here.
+(its lists only grow) and calls `Live.stop()` to end the run early, `Live.toggle_pause()` to pause or resume it and
+`Live.step_once()` to take one step while paused (the paused time counts against no limit). No gradio here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import shlex
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,21 @@ SNAPSHOT_LIM = 4.0  # ... over [-4, 4]^2
 SNAPSHOT_SEED = 1234  # the same noise for every snapshot: successive ones show the model change, not the draw
 DRAWING = "drawing"  # the dataset name (config.dataset) of a model trained on a hand-drawn point cloud
 LOOP_POINTS = 4  # points of the loop's minibatch shown going through its body
+SCHEDULES = ("linear", "cosine")  # a DDPM's beta schedules (1.10); cosine is beyond the lecture (Nichol & Dhariwal)
+
+
+def knob_limits(on_gpu: bool) -> dict[str, tuple[float, float]]:
+    """(lowest, highest) of every knob of a run the Train tab starts: what the machine serves in about a minute."""
+    return {
+        "steps": (10, 50_000),
+        "seconds": (2, 600 if on_gpu else 120),
+        "lr": (1e-5, 3e-2),
+        "batch_size": (16, 8192 if on_gpu else 2048),
+        "hidden": (8, 512 if on_gpu else 256),
+        "depth": (1, 6 if on_gpu else 4),
+        "couplings": (1, 32 if on_gpu else 16),
+        "num_steps": (10, 1000),
+    }
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,13 @@ class TrainSettings:
                 f"{self.seconds:g}", "--lr", f"{self.lr:g}", "--batch-size", self.batch_size, "--hidden", self.hidden,
                 "--depth", self.depth, *arch, "--seed", self.seed, "--out", "OUT"]
         return "python -m genapp " + " ".join(shlex.quote(str(a)) for a in args)
+
+
+def next_name(settings: TrainSettings, models: Mapping[str, Any] | None) -> str:
+    """my-<family>-<dataset>-<i>, with i one more than the highest among `models`' names so far."""
+    stem = f"my-{settings.family}-{settings.dataset}-"
+    taken = [int(name[len(stem):]) for name in (models or {}) if name.startswith(stem) and name[len(stem):].isdigit()]
+    return f"{stem}{max(taken, default=0) + 1}"
 
 
 @dataclass(frozen=True)
@@ -164,7 +188,9 @@ class Live:
     """The live record of one run. The training thread appends to `steps` / `losses` (they only grow: a reader
     takes a prefix of `len(steps)`), replaces `snapshot` and `loop` (the loop's body on its latest minibatch), and
     at the end sets `result` (or `error`), the model on the CPU in eval mode with its `final` snapshot, then `ended`.
-    `stop()` asks the run to end after its current step."""
+    `stop()` asks the run to end after its current step; `pause()` / `resume()` / `toggle_pause()` hold it before
+    its next step, `step_once()` lets a paused run take one step. `elapsed` leaves out the time held, as the
+    training loop's clock does (its `should_pause` is `self.should_pause`)."""
 
     total_steps: int
     time_limit: float
@@ -179,9 +205,58 @@ class Live:
     error: BaseException | None = None
     stop_flag: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
+    paused: bool = False  # asked to pause (the loop holds at its next step)
+    held: float = 0.0  # seconds the loop has been held in earlier pauses
+    hold_from: float | None = None  # when the current hold began (None: not held)
+    step_tokens: int = 0  # steps a paused run may still take
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stop(self) -> None:
         self.stop_flag.set()
+
+    def pause(self) -> None:
+        with self.lock:
+            self.paused = True
+
+    def resume(self) -> None:
+        with self.lock:
+            self.paused, self.step_tokens = False, 0
+
+    def toggle_pause(self) -> bool:
+        """Pause a running run, resume a paused one; return whether it is paused now."""
+        with self.lock:
+            self.paused, self.step_tokens = not self.paused, 0
+            return self.paused
+
+    def step_once(self, timeout: float | None = None) -> int:
+        """Take exactly one more step, then hold (a running run is paused after its next step); wait up to
+        `timeout` s for that step to be reported and return the last step reported."""
+        with self.lock:
+            before = self.step
+            self.paused, self.step_tokens = True, self.step_tokens + 1
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while self.step <= before and not self.done and (deadline is None or time.perf_counter() < deadline):
+            time.sleep(0.005)
+        return self.step
+
+    def should_pause(self) -> bool:
+        """The training loop's question before each step: hold (True) or go (False, a step token is spent). Keeps
+        the hold's clock: a hold runs from the first True to the next False."""
+        with self.lock:
+            now = time.perf_counter()
+            go = not self.paused or self.step_tokens > 0
+            if self.paused and self.step_tokens > 0:
+                self.step_tokens -= 1
+            if go and self.hold_from is not None:
+                self.held, self.hold_from = self.held + now - self.hold_from, None
+            elif not go and self.hold_from is None:
+                self.hold_from = now
+            return not go
+
+    @property
+    def holding(self) -> bool:
+        """The loop is held now (paused and waiting for Resume or Step)."""
+        return self.hold_from is not None and not self.done
 
     def should_stop(self) -> bool:
         return self.stop_flag.is_set()
@@ -202,7 +277,10 @@ class Live:
 
     @property
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        """Seconds trained so far, the time held in pauses left out (it stands still while held)."""
+        with self.lock:
+            now = self.hold_from if self.hold_from is not None else time.perf_counter()
+            return now - self.started - self.held
 
     @property
     def fraction(self) -> float:
@@ -230,7 +308,8 @@ def run(live: Live, dataset: Any, *, lr: float, batch_size: int, ema_decay: floa
     try:
         result = train(live.model, recorder, steps=live.total_steps, lr=lr, batch_size=batch_size, ema_decay=ema_decay,
                        device=device, seed=seed, callback=callback, callback_every=callback_every,
-                       should_stop=live.should_stop, progress=False, time_limit=live.time_limit)
+                       should_stop=live.should_stop, progress=False, time_limit=live.time_limit,
+                       should_pause=live.should_pause)
         live.model.cpu().eval()  # the tabs sample on the CPU
         if recorder.last is not None and result.status != "diverged":  # a diverged run's last batch never trained
             live.loop = loop_step(live.model, recorder.last, result.steps, seed=result.steps)

@@ -306,7 +306,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 panel = gr.Image(blank("loading…", 2), label=label, elem_id=elem_id, **image)
             with gr.Column(scale=3, min_width=260):
                 widgets.explain(explanation)
-                readout = widgets.explain("", elem_classes="genapp-readout")
+                readout = widgets.explain("", elem_classes="genapp-readout", label=f"{label}: readout")
         return panel, readout
 
     zx_image, zx_text = side_by_side_panel("z → x: sampling", "z -> x", "flow-zx", text.EXPLAIN_ZX)
@@ -323,7 +323,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
             source = gr.Radio([("z ~ N(0, I), forwards (1.30)", "samples"),
                                ("held-out data, backwards (1.33)", "data")], value="samples", label="Start from")
         with gr.Column(scale=5, min_width=360):
-            layer_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-layer-readout")
+            layer_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-layer-readout", label="Layer k")
 
     gr.Markdown("### Density")
     widgets.explain(text.EXPLAIN_DENSITY)
@@ -339,12 +339,12 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 x2 = gr.Number(0.0, label="x₂", elem_id="flow-x2", **coord)
             inspect_btn = gr.Button("Inspect this point", size="sm", elem_id="flow-inspect-btn")
             inspect_md = widgets.explain("*Click a point on one of the maps.*", elem_classes="genapp-readout",
-                                        elem_id="flow-inspect-readout")
-    density_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-density-readout")
+                                        elem_id="flow-inspect-readout", label="Inspected point")
+    density_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-density-readout", label="Density")
 
     gr.Markdown("### Likelihood: flows beside a DDPM")
     widgets.explain(text.EXPLAIN_LIKELIHOOD)
-    likelihood_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-likelihood")
+    likelihood_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-likelihood", label="Likelihood")
     with gr.Row():
         compare_btn = gr.Button("Compare with the DDPM", variant="secondary", elem_id="flow-compare-btn", scale=0,
                                 min_width=300)

@@ -14,7 +14,7 @@ under a name like `my-ddpm-moons-1`, which the DDPM and flows tabs list for that
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,24 +37,15 @@ from genapp.ui.text import train as text
 DRAWING = "my drawing"  # the dataset choice for the sketchpad / upload
 DRAWING_NAME = lab.DRAWING  # config.dataset of a model trained on it
 DRAWING_JITTER = 0.03  # data units of Gaussian jitter on those points: a stroke is a thin band, not a curve
-SCHEDULES = ("linear", "cosine")
+SCHEDULES = lab.SCHEDULES
 DEVICE = pick_device("auto")
 ON_GPU = DEVICE.type == "cuda"
-# (lowest, highest) of every knob: what this machine serves in about a minute per run
-LIMITS: dict[str, tuple[float, float]] = {
-    "steps": (10, 50_000),
-    "seconds": (2, 600 if ON_GPU else 120),
-    "lr": (1e-5, 3e-2),
-    "batch_size": (16, 8192 if ON_GPU else 2048),
-    "hidden": (8, 512 if ON_GPU else 256),
-    "depth": (1, 6 if ON_GPU else 4),
-    "couplings": (1, 32 if ON_GPU else 16),
-    "num_steps": (10, 1000),
-}
+LIMITS = lab.knob_limits(ON_GPU)  # (lowest, highest) of every knob: what this machine serves in a minute per run
 DEFAULT_SECONDS = 60
 SNAPSHOT_EVERY_S = 2.0  # a new snapshot (samples or density) and loss curve this often
 STATUS_EVERY_S = 0.5  # the progress bar and status line this often
 STOP_WAIT_S = 30.0  # the Stop button waits at most this long for the run to end (one step, one snapshot)
+STEP_WAIT_S = 10.0  # the Step button waits at most this long for its step to be reported
 CALLBACK_EVERY = 10  # steps between progress reports (train keeps a copy of the weights at each)
 MAX_TRAINING = 2  # runs at once across all visitors: each takes one core of this 2-core machine
 _CLAIM = threading.Lock()  # one check-and-set of a Session.job at a time
@@ -225,9 +216,7 @@ def _follow(run: Training, every: float) -> Iterator[Update]:
     live, settings, shown, first = run.live, run.settings, None, True
     while not live.wait(0.0 if first else every):
         n = len(live.steps)
-        steps, losses, snap = live.steps[:n], live.losses[:n], live.snapshot
-        status = text.training(text.describe(settings), live.step, settings.steps, live.elapsed, settings.seconds,
-                               losses[-1] if n else None, DEVICE.type, live.fraction)
+        steps, losses, snap, status = live.steps[:n], live.losses[:n], live.snapshot, status_line(run)
         image = figure = loop = None
         if snap is not shown or first:
             image, shown = render_snapshot(settings, snap, run.back, live.fraction), snap
@@ -246,7 +235,7 @@ def _finish(run: Training) -> Update:
     if live.error is not None:
         raise gr.Error(f"Training failed: {str(live.error)[:300]}") from None
     result = live.result
-    name = next_name(settings, session)
+    name = lab.next_name(settings, session)
     dropped = session.add(name, live.model, run.dataset)
     trained = session.run = TrainedRun(name, settings, training_record(result, settings.command()))
     tab = "Diffusion (DDPM)" if settings.family == "ddpm" else "Flows"
@@ -254,6 +243,34 @@ def _finish(run: Training) -> Update:
     return Update(text.finished(name, result, tab, dropped, MAX_MODELS),
                   loss_plot(settings, np.arange(1, result.steps + 1), result.losses, result.steps),
                   image, session, trained, text.loop_markdown(live.loop))
+
+
+def status_line(run: Training) -> str:
+    """The status of a run that has not ended: its step, clock (paused time left out), loss; "paused at step N"."""
+    live, n = run.live, len(run.live.losses)
+    return text.training(text.describe(run.settings), live.step, run.settings.steps, live.elapsed,
+                         run.settings.seconds, live.losses[n - 1] if n else None, DEVICE.type, live.fraction,
+                         paused=live.paused)
+
+
+def _running(session: Any) -> Training | None:
+    return session.job if isinstance(session, Session) and _busy(session) else None
+
+
+def pause_session(session: Any) -> Update | None:
+    """Pause/Resume: hold the session's run before its next step, or let a held one go on; None if none trains."""
+    if (run := _running(session)) is None:
+        return None
+    run.live.toggle_pause()
+    return Update(status_line(run))
+
+
+def step_session(session: Any, timeout: float = STEP_WAIT_S) -> Update | None:
+    """Step: the session's run takes exactly one step and holds (pausing it if it ran); None if none trains."""
+    if (run := _running(session)) is None:
+        return None
+    run.live.step_once(timeout)
+    return Update(status_line(run))
 
 
 def stop_session(session: Any, timeout: float = STOP_WAIT_S) -> Update | None:
@@ -264,13 +281,6 @@ def stop_session(session: Any, timeout: float = STOP_WAIT_S) -> Update | None:
         return None
     run.stop()
     return run.finish(timeout) or Update(text.stopping())
-
-
-def next_name(settings: TrainSettings, extra: Mapping[str, Any] | None) -> str:
-    """my-<family>-<dataset>-<i>, with i one more than this session's highest so far."""
-    stem = f"my-{settings.family}-{settings.dataset}-"
-    taken = [int(name[len(stem):]) for name in (extra or {}) if name.startswith(stem) and name[len(stem):].isdigit()]
-    return f"{stem}{max(taken, default=0) + 1}"
 
 
 # -- layout ------------------------------------------------------------------------------------------------------
@@ -320,10 +330,13 @@ def build_tab(ctx: widgets.AppContext) -> None:
             with gr.Row():
                 train_btn = gr.Button("▶ Train", variant="primary", elem_id="train-btn")
                 stop_btn = gr.Button("■ Stop", variant="stop", elem_id="train-stop-btn")
+            with gr.Row():
+                pause_btn = gr.Button("⏸ Pause/Resume", size="sm", elem_id="train-pause-btn")
+                step_btn = gr.Button("Step", size="sm", elem_id="train-step-btn")
             with gr.Accordion("Bounds on this machine", open=False):
                 gr.Markdown(limits_markdown(), elem_classes="genapp-readout")
         with gr.Column(scale=8, min_width=480):
-            status = gr.HTML(text.ready(DEVICE.type, DEFAULT_SECONDS), elem_id="train-status")
+            status = gr.HTML(text.ready(DEVICE.type, DEFAULT_SECONDS), label="Status", elem_id="train-status")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=1, min_width=300):
                     snap_image = gr.Image(blank_snapshot(), label="Snapshot", format="jpeg", interactive=False,
@@ -347,8 +360,9 @@ def build_tab(ctx: widgets.AppContext) -> None:
                         with gr.Row():
                             private = gr.Checkbox(False, label="private repo", min_width=100)
                             push_btn = gr.Button("Push to Hub", size="sm", elem_id="train-push-btn")
-                        push_md = widgets.explain("", elem_id="train-push-result")
-            loop_md = widgets.explain(text.LOOP_WAIT, elem_classes="genapp-readout", elem_id="train-loop")
+                        push_md = widgets.explain("", elem_id="train-push-result", label="Push result")
+            loop_md = widgets.explain(text.LOOP_WAIT, elem_classes="genapp-readout", elem_id="train-loop",
+                                      label="The loop's body (Algorithm 1)")
 
     gr.Markdown("### Draw your own distribution")
     widgets.explain(text.EXPLAIN_DRAW)
@@ -420,6 +434,9 @@ def build_tab(ctx: widgets.AppContext) -> None:
     # line out of it (it also closes a running one's generator, which only stops the run: the Update comes from here)
     stop_btn.click(on_stop, [ctx.session, ctx.models_changed], shown, api_name="train_stop", queue=False,
                    cancels=[train_event])
+    status_only = dict(inputs=[ctx.session], outputs=status, queue=False)  # Pause/Resume, Step: the status says
+    pause_btn.click(lambda extra: outputs(pause_session(extra), None)[0], api_name="train_pause", **status_only)
+    step_btn.click(lambda extra: outputs(step_session(extra), None)[0], api_name="train_step", **status_only)
     draw = dict(fn=on_draw, outputs=[drawn, dataset], concurrency_id="render", concurrency_limit=1,
                 trigger_mode="always_last", show_progress="hidden")
     sketch.change(inputs=[sketch, seed, ctx.session], api_name="train_drawing", **draw)

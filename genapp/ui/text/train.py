@@ -85,10 +85,13 @@ def describe(settings: TrainSettings) -> str:
 
 
 def training(description: str, step: int, total_steps: int, elapsed: float, time_limit: float, loss: float | None,
-             device: str, fraction: float) -> str:
-    """The status while a run trains."""
+             device: str, fraction: float, paused: bool = False) -> str:
+    """The status while a run trains, or is paused (its clock stopped)."""
     detail = (f"step {step:,} of at most {total_steps:,} · {elapsed:.0f} s of {time_limit:g} s · "
               + (f"loss {loss:.4f} · " if loss is not None else "") + f"on {device}")
+    if paused:
+        return status_html(f"{description}: paused at step {step:,}", detail + " · the clock is stopped: "
+                           "Pause/Resume goes on, Step takes one step", fraction, "wait")
     return status_html(f"Training {description}", detail, fraction)
 
 
