@@ -2,7 +2,8 @@
 
 Anything with `loss(batch) -> scalar` and `sample(n)` trains here. Beyond the lecture (engineering, not the
 method): Adam with a cosine learning-rate decay (a `LambdaLR`), gradient clipping, an optional EMA of the weights
-(torch's `AveragedModel`; used for DDPM, as Ho et al. do), bf16 autocast on CUDA, a progress callback for the UI,
+(torch's `AveragedModel`; used for DDPM, as Ho et al. do), bf16 autocast and torch.compile on CUDA, a progress
+callback for the UI,
 a tqdm bar for the terminal, a stop hook, a pause hook, NaN/inf detection that keeps the last good weights, and a
 resume state.
 
@@ -53,6 +54,7 @@ class Trainable(Protocol):
 
 Status = Literal["finished", "stopped", "diverged"]
 Precision = Literal["auto", "fp32", "bf16"]
+Compile = bool | Literal["auto"]
 MAX_BATCH_SIZE = 65_536  # 64 x the largest recipe's batch; beyond it one step could exhaust memory
 MAX_LR = 1.0  # Adam moves each weight by about lr per step: beyond 1 nothing trains (1e300 overflows float32)
 STATE_FORMAT = 1
@@ -63,7 +65,8 @@ PAUSE_POLL_S = 0.01  # a paused run asks should_pause / should_stop this often
 @dataclass
 class TrainResult:
     """What a run did: the loss after every step (a resumed run's earlier steps included), how it ended, where and
-    how long it ran, in which precision, as which of how many processes, and the step it resumed from (0: fresh)."""
+    how long it ran, in which precision, as which of how many processes, the step it resumed from (0: fresh), and
+whether (and how long) torch.compile compiled the loss."""
 
     losses: list[float] = field(default_factory=list)
     status: Status = "finished"
@@ -73,6 +76,8 @@ class TrainResult:
     process_index: int = 0
     num_processes: int = 1
     resumed_from: int = 0
+    compiled: bool = False  # the loss ran through torch.compile
+    compile_seconds: float = 0.0  # compiling it before the first step (not in `seconds`, not against time_limit)
 
     @property
     def steps(self) -> int:
@@ -143,14 +148,56 @@ def process_seed(seed: int, process_index: int, step: int = 0) -> int:
 
 
 class _Loss(nn.Module):
-    """`model.loss` as a forward: DDP synchronises the gradients of calls that go through its forward."""
+    """`model.loss` as a forward: DDP synchronises the gradients of calls that go through its forward. `loss_fn`, when
+    given, is a torch.compile'd `model.loss`: the module itself is never wrapped, so its state_dict keys (the
+    checkpoint, the resume state, the EMA's copy) never gain an `_orig_mod.` prefix."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.model = model
+        self.loss_fn = loss_fn
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(batch)
+        return (self.loss_fn or self.model.loss)(batch)
+
+
+def _use_compile(compile: Compile, dev: torch.device) -> bool:
+    """torch.compile: "auto" on CUDA only, where the small models' steps are launch-bound; on this project's 2-core
+    CPU the compile time was not paid back within a recipe's run for most families (docs/scaling.md)."""
+    if compile == "auto":
+        return dev.type == "cuda"
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True, False or 'auto', got {compile!r:.40}")
+    return compile
+
+
+def _compile_loss(model: nn.Module, batch: torch.Tensor, bf16: bool, backend: str | Callable,
+                  ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """torch.compile(model.loss), compiled now (forward and backward: torch.compile is lazy) on a batch shaped like
+    the training batches, so that a failure (no C compiler, an unsupported op) falls back to eager with a warning
+    before the loop starts. Nothing the run depends on changes: the RNG states, the buffers and the gradients are as
+    they were (the weights are not stepped). Returns the compiled function, or None if compiling failed."""
+    dev = batch.device
+    rng = torch.get_rng_state(), torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        compiled = torch.compile(model.loss, backend=backend, dynamic=False)  # a graph per batch shape
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = compiled(batch)
+        loss.backward()
+    except Exception as error:  # noqa: BLE001 - any failure of the compiler means: train without it
+        warnings.warn(f"torch.compile failed, training without it ({type(error).__name__}: "
+                      f"{' '.join(str(error).split())[:300]})", RuntimeWarning, stacklevel=3)
+        compiled = None
+    finally:
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state(rng[1], dev)
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+    return compiled
 
 
 def _accelerator():
@@ -229,6 +276,8 @@ def train(
     save_state: str | Path | None = None,
     save_every: int | None = None,
     should_pause: Callable[[], bool] | None = None,
+    compile: Compile = "auto",
+    _compile_backend: str | Callable = "inductor",
 ) -> TrainResult:
     """Train `model` in place by minimising `model.loss(batch)` on batches drawn from `dataset`.
 
@@ -251,6 +300,14 @@ def train(
     the resume state is written to every `save_every` steps and at the end (not after a divergence); `resume`: a
     folder to continue from (same lr, batch size, seed, EMA and clipping; `steps` is the run's total; the elapsed
     time carries on against `time_limit`; the RNG states carry on when the number of processes is the same).
+
+    `compile` (beyond the lecture: engineering): run `model.loss` through torch.compile, "auto" = on CUDA only. It is
+    compiled before the first step (`result.compile_seconds`, counted neither in `result.seconds` nor against
+    `time_limit`); if that fails, a RuntimeWarning and eager training. The model itself is not wrapped (same
+    state_dict keys, same EMA, same checkpoints and resume states). Inductor draws its random numbers its own way,
+    so a compiled run's k and eps differ from an eager run's with the same seed (the same distribution); a
+    compiled run resumed compiled continues bit for bit. `_compile_backend`: torch.compile's backend, for tests
+    ("eager" checks the wiring without a C compiler).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -277,6 +334,7 @@ def train(
         raise ValueError(f"launched as {n_proc} processes on {accelerator.device.type}: device must be 'auto' or "
                          f"{accelerator.device.type!r}, got {device!r:.40}")
     bf16 = _use_bf16(precision, dev, model)
+    use_compile = _use_compile(compile, dev)
     model.to(dev).train()
     torch.manual_seed(process_seed(seed, rank))  # the loss's own draws (k, eps) use the global generator
     data_generator = torch.Generator().manual_seed(process_seed(seed, rank))
@@ -292,10 +350,16 @@ def train(
         result.resumed_from = start_step
     done = {"progress": _progress(start_step, steps, seconds_before, time_limit)}
     scheduler = LambdaLR(optimizer, lambda _: cosine_factor(done["progress"]))  # reads the loop's progress
+    local_batch = batch_size // n_proc
+    loss_fn = None
+    if use_compile:  # on a batch of its own generator: the run's streams are untouched
+        compile_start = time.perf_counter()
+        probe = dataset.sample(local_batch, generator=torch.Generator().manual_seed(seed)).to(dev)
+        loss_fn = _compile_loss(model, probe, bf16, _compile_backend)
+        result.compiled, result.compile_seconds = loss_fn is not None, time.perf_counter() - compile_start
     with warnings.catch_warnings():  # torch 2.14 renames broadcast_buffers; accelerate 1.16 cannot pass the new name
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning)
-        loss_module, prepared_optimizer = accelerator.prepare(_Loss(model), optimizer)
-    local_batch = batch_size // n_proc
+        loss_module, prepared_optimizer = accelerator.prepare(_Loss(model, loss_fn), optimizer)
     last_good = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
     bar = tqdm(range(start_step + 1, steps + 1), disable=not progress or not accelerator.is_main_process,
@@ -470,8 +534,8 @@ def hardware() -> str:
 
 def training_record(result: TrainResult, command: str) -> dict:
     """The `training` entry of a model card and of training.json: how to reproduce the run, where and how it ran,
-    how it ended, and its final loss (the mean of the last 100 steps). `processes` and `precision` appear only
-    when they are not the plain one process in float32."""
+    how it ended, and its final loss (the mean of the last 100 steps). `processes`, `precision` and `compiled`
+    (with `compile_seconds`) appear only when they are not the plain one eager process in float32."""
     last = result.losses[-100:]
     record = dict(command=command, seconds=round(result.seconds, 1), steps=result.steps, device=result.device,
                   threads=torch.get_num_threads(), hardware=hardware(), torch=torch.__version__, status=result.status,
@@ -480,4 +544,7 @@ def training_record(result: TrainResult, command: str) -> dict:
         record["processes"] = result.num_processes
     if result.precision != "fp32":
         record["precision"] = result.precision
+    if result.compiled:
+        record["compiled"] = True
+        record["compile_seconds"] = round(result.compile_seconds, 1)
     return record
