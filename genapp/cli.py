@@ -4,14 +4,48 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes at most 64 bits
 MAX_THREADS = 256
 SHIPPED_DATASETS = ("moons", "8gaussians", "checkerboard", "swissroll", "2spirals", "25gaussians")
+# On CUDA, with no --batch-size given: the recipe's batch x GPU_BATCH_FACTOR, its lr x sqrt(GPU_BATCH_FACTOR) (Adam's
+# square-root rule, docs/scaling.md). The 2-D steps are launch-bound on a GPU: 4x the points cost about the same time.
+GPU_BATCH_FACTOR = 4
+COMPILE_CHOICES = {"auto": "auto", "on": True, "off": False}
+
+
+def resolve_settings(recipe: Mapping[str, Any], given: Mapping[str, Any], device_type: str,
+                     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The run's settings: what the user gave (None = not given) over the recipe. On CUDA, when no batch size was
+    given, the recipe's batch times GPU_BATCH_FACTOR and, unless the user gave lr, the recipe's lr times
+    sqrt(GPU_BATCH_FACTOR); then also (second value) the record of that scaling for the card, else None."""
+    settings = {key: given[key] if given.get(key) is not None else value for key, value in recipe.items()}
+    settings |= {key: value for key, value in given.items() if key not in recipe}
+    if device_type != "cuda" or given.get("batch_size") is not None or "batch_size" not in recipe:
+        return settings, None
+    settings["batch_size"] = recipe["batch_size"] * GPU_BATCH_FACTOR
+    lr_factor = math.sqrt(GPU_BATCH_FACTOR) if given.get("lr") is None and "lr" in recipe else 1.0
+    if lr_factor != 1.0:
+        settings["lr"] = recipe["lr"] * lr_factor
+    return settings, dict(batch_factor=GPU_BATCH_FACTOR, lr_factor=lr_factor, recipe_batch_size=recipe["batch_size"],
+                          recipe_lr=recipe.get("lr"))
+
+
+def _device_type(device: str) -> str:
+    """Where `train` will run: "cpu" under ACCELERATE_USE_CPU, else `pick_device(device)`'s type (ValueError for a
+    device that is not there)."""
+    from genapp.train import pick_device
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return "cpu"
+    return pick_device(device).type
 
 
 def _positive_int(text: str) -> int:
@@ -70,9 +104,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = data.get(args.dataset)
     images = len(dataset.data_shape) > 1
     family = families.get(args.family)
-    for key, value in family.recipe_for(args.dataset).items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
+    recipe = family.recipe_for(args.dataset)
+    settings, scaled = resolve_settings(recipe, {key: getattr(args, key, None) for key in recipe},
+                                        _device_type(args.device))
+    for key, value in settings.items():
+        setattr(args, key, value)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = family.build(args.dataset, hidden=args.hidden, depth=args.depth, num_steps=args.num_steps,
@@ -93,14 +129,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     command = "python -m genapp " + " ".join(shlex.quote(a) for a in argv)
     main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch` / torchrun only rank 0 speaks
     if main_process:
-        print(f"training {args.family} on {args.dataset}: {args.steps} steps, lr {args.lr}, batch {args.batch_size}")
+        print(f"training {args.family} on {args.dataset}: {args.steps} steps, lr {args.lr:g}, batch {args.batch_size}"
+              + (f" (the recipe's batch x{scaled['batch_factor']} and lr x{scaled['lr_factor']:g} on the GPU; "
+                 "--batch-size keeps the recipe's)" if scaled else ""))
     state = out / "resume" if args.resume or args.save_every else None  # optimiser, EMA, step, RNG (genapp.train)
     if args.resume and not (out / "resume" / "state.json").is_file():
         raise ValueError(f"--resume: no resume state in {out / 'resume'} (start the run with --save-every N)")
     result = train(model, dataset, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                    ema_decay=args.ema or None, device=args.device, seed=args.seed, progress=not args.quiet,
                    time_limit=args.seconds, precision=args.precision, resume=out / "resume" if args.resume else None,
-                   save_state=state, save_every=args.save_every)
+                   save_state=state, save_every=args.save_every, compile=COMPILE_CHOICES[args.compile])
     if result.process_index != 0:  # the other processes hold the same weights; only the main process writes
         return 0 if result.status != "diverged" else 1
     print(f"{result.status} after {result.steps} steps in {result.seconds:.1f} s on {result.device}"
@@ -108,6 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"final loss (mean of last 100) {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
     model.cpu()
     training = training_record(result, command)
+    if scaled:
+        training["gpu_defaults"] = scaled
     metrics = None
     if args.eval and images:
         print("--eval measures 2-D models; for images run benchmarks/digits_quality.py on the checkpoint")
@@ -233,7 +273,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_positive_float,
                    help="wall-clock budget: training ends at whichever of --steps and --seconds comes first")
     p.add_argument("--lr", type=_positive_float, help="Adam learning rate (cosine-decayed to 0)")
-    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, help="global batch; default: the recipe's, x"
+                   f"{GPU_BATCH_FACTOR} on CUDA (with the lr x{math.sqrt(GPU_BATCH_FACTOR):g} unless --lr is given)")
     p.add_argument("--hidden", type=_positive_int, help="width of the network(s)")
     p.add_argument("--depth", type=_positive_int, help="hidden layers of the network(s)")
     p.add_argument("--ema", type=float, help="EMA decay of the weights (0: none)")
@@ -247,6 +288,9 @@ def make_parser() -> argparse.ArgumentParser:
                    "launch` each process takes the device the launcher gives it")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="bf16 autocast: auto = on CUDA for DDPM, float32 on the CPU and for flows")
+    p.add_argument("--compile", choices=tuple(COMPILE_CHOICES), default="auto",
+                   help="torch.compile the loss: auto = on CUDA only (on the CPU compiling costs more than it saves, "
+                        "docs/scaling.md); falls back to eager with a warning if compiling fails")
     p.add_argument("--save-every", type=_positive_int,
                    help="write a resume state (optimiser, EMA, step, RNG) to OUT/resume every N steps and at the end")
     p.add_argument("--resume", action="store_true",
