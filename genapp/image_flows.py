@@ -1,0 +1,317 @@
+"""Normalizing flows on images (lecture 8, sec. 1.2, on pixels): RealNVP / NICE couplings with image masks,
+Dinh et al.'s dequantization and logit transform, and the likelihood in bits/dim.
+
+An `ImageFlow` is a `genapp.flows.Flow` over flattened images (n, D), D = C * H * W, built from the lecture's layers
+composed with one more bijection, the logit transform, as its last layer f_{K+1}:
+
+    z ~ N(0, I)  --couplings f_1..f_K (1.34)/(1.36)-->  y (logit space)  --f_{K+1}: y -> x-->  x in (0, 1)^D
+
+so `Flow.inverse` / `log_prob` / `trajectory` give log p_x(x) = log p_z(z) + sum_k log|det J_{f_k^{-1}}| (1.29, 1.32)
+with the transform's log-det counted like any coupling's. Beyond the lecture (marked where used):
+- image masks: checkerboard and channel-wise (Dinh et al. 2017, sec. 3.4); the lecture splits z in halves;
+- uniform dequantization x = (pixel + u) / L, u ~ U[0, 1)^D, and the logit transform (Dinh et al. 2017, sec. 4.1);
+- bits/dim = (-log p_x(x) + D log L) / (D log 2), an upper bound (in expectation over u) on the discrete NLL of the
+  L-level data (Theis et al. 2016): log P(pixels) >= E_u[log p_x((pixels + u) / L)] - D log L;
+- the independent-pixel baseline (`IndependentPixels`), the floor every image model must beat.
+
+No `from __future__ import annotations`: the hub mixin reads `ImageFlow.__init__`'s annotation at runtime (see flows).
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from genapp.data import check_count
+from genapp.flows import COUPLINGS, MAX_SAMPLE_NUMBERS, DiagonalScaling, Flow, FlowConfig
+
+MASKS = ("checkerboard", "channel", "mixed")
+MAX_LEVELS = 256
+
+
+# -- masks (beyond the lecture: the lecture's half split, laid out on images) --------------------------------------
+def checkerboard_mask(shape: tuple[int, int, int], parity: int) -> torch.Tensor:
+    """(C, H, W) bool, True (conditioning z_1) where (h + w) % 2 == parity, in every channel (Dinh et al. 2017,
+    sec. 3.4). Parities 0 and 1 are complementary."""
+    c, h, w = shape
+    hh, ww = torch.meshgrid(torch.arange(h, device="cpu"), torch.arange(w, device="cpu"), indexing="ij")
+    return ((hh + ww) % 2 == parity).expand(c, h, w).clone()
+
+
+def channel_mask(shape: tuple[int, int, int], parity: int) -> torch.Tensor:
+    """(C, H, W) bool: RealNVP's channel-wise mask on the squeezed image (C, H, W) -> (4C, H/2, W/2) (Dinh et al.
+    2017, sec. 3.6), written on the unsqueezed pixels: pixel (c, h, w) sits in squeezed channel
+    s = 4c + 2 (h % 2) + (w % 2), and parity 0 conditions on s < 2C (for C = 1: the even rows), parity 1 on the rest."""
+    c, h, w = shape
+    if h % 2 or w % 2:
+        raise ValueError(f"a channel-wise mask squeezes 2x2 blocks: H and W must be even, got {shape}")
+    cc, hh, ww = torch.meshgrid(*(torch.arange(n, device="cpu") for n in shape), indexing="ij")
+    first = 4 * cc + 2 * (hh % 2) + (ww % 2) < 2 * c
+    return first if parity == 0 else ~first
+
+
+def image_mask(masks: str, shape: tuple[int, int, int], k: int) -> torch.Tensor:
+    """The (C, H, W) conditioning mask of coupling k (0-based): parity k % 2, so consecutive couplings transform
+    complementary pixels; `masks` "checkerboard", "channel", or "mixed" (two checkerboard couplings, then two
+    channel-wise ones, and so on)."""
+    if masks not in MASKS:
+        raise ValueError(f"masks must be one of {MASKS}, got {masks!r:.40}")
+    use_channel = masks == "channel" or (masks == "mixed" and (k // 2) % 2 == 1)
+    return (channel_mask if use_channel else checkerboard_mask)(shape, k % 2)
+
+
+# -- preprocessing (beyond the lecture: Dinh et al. 2017, sec. 4.1) --------------------------------------------------
+def dequantize(pixels: torch.Tensor, levels: int, noise: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform dequantization x = (pixel + u) / L, u ~ U[0, 1) (drawn with `generator` unless `noise` gives u):
+    integer pixels 0..L-1 -> x in [0, 1), each level's bin of volume 1/L per dimension."""
+    j = pixels.to(torch.get_default_dtype()) if noise is None else pixels.to(noise.dtype)
+    if noise is None:
+        noise = torch.rand(j.shape, generator=generator, dtype=j.dtype)
+    return (j + noise.to(j.device)) / levels
+
+
+class LogitTransform(nn.Module):
+    """The last bijection f_{K+1} of an image flow, in the lecture's direction (latent side -> data):
+    forward y -> x = (sigmoid(y) - alpha) / (1 - 2 alpha); inverse x -> y = logit(alpha + (1 - 2 alpha) x), the
+    preprocessing of Dinh et al. (2017, sec. 4.1, alpha = 0.05), which keeps y finite at x = 0 and x -> 1.
+
+    log|dy/dx| per pixel = log(1 - 2 alpha) - log s - log(1 - s), s = alpha + (1 - 2 alpha) x; summed over pixels."""
+
+    name = "logit transform"
+    formula = "$y = \\mathrm{logit}(\\alpha + (1 - 2\\alpha) x)$ (Dinh et al. 2017; beyond the lecture)"
+    volume_preserving = False
+
+    def __init__(self, alpha: float = 0.05) -> None:
+        super().__init__()
+        if not 0 < alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
+        self.alpha = alpha
+
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x = f(y) and log|det J_f(y)| = sum_i [log sigmoid(y_i) + log sigmoid(-y_i) - log(1 - 2 alpha)]."""
+        x = (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
+        log_det = (F.logsigmoid(y) + F.logsigmoid(-y) - math.log(1 - 2 * self.alpha)).sum(1)
+        return x, log_det
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """y = f^{-1}(x) and log|det J_{f^{-1}}(x)| = log|det dy/dx|."""
+        s = self.alpha + (1 - 2 * self.alpha) * x
+        y = torch.log(s) - torch.log1p(-s)
+        return y, self.log_det(x)
+
+    def log_det(self, x: torch.Tensor) -> torch.Tensor:
+        """log|det dy/dx| = sum_i [log(1 - 2 alpha) - log s_i - log(1 - s_i)], (n, D) -> (n,)."""
+        s = self.alpha + (1 - 2 * self.alpha) * x
+        return (math.log(1 - 2 * self.alpha) - torch.log(s) - torch.log1p(-s)).sum(1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"layer": "LogitTransform", "name": self.name, "formula": self.formula, "volume_preserving": False,
+                "conditioning": [], "transformed": "all"}
+
+
+def pixels_from_unit(images: torch.Tensor, levels: int) -> torch.Tensor:
+    """Integer pixels (int64, 0..L-1) from integer images (returned as they are, range-checked) or from floats in
+    [0, 1] on the grid j / (L - 1) (ValueError off the grid)."""
+    if not 2 <= levels <= MAX_LEVELS:
+        raise ValueError(f"levels must be in [2, {MAX_LEVELS}], got {levels!r}")
+    if images.dtype.is_floating_point:
+        scaled = images.double() * (levels - 1)
+        j = scaled.round()
+        if bool((scaled - j).abs().max() > 1e-3) if scaled.numel() else False:
+            raise ValueError(f"float images must lie on the grid j / {levels - 1}, j = 0..{levels - 1}")
+        images = j
+    j = images.to(torch.int64)
+    if j.numel() and (int(j.min()) < 0 or int(j.max()) > levels - 1):
+        raise ValueError(f"pixels must lie in 0..{levels - 1}, got {int(j.min())}..{int(j.max())}")
+    return j
+
+
+def pixels_from_signed(images: torch.Tensor, levels: int) -> torch.Tensor:
+    """Integer pixels from images in [-1, 1] on `genapp.data`'s grid -1 + 2 j / (L - 1) (an `ImageDataset`)."""
+    return pixels_from_unit((images + 1) / 2, levels)
+
+
+def bits_per_dim(log_px: torch.Tensor, dim: int, levels: int) -> torch.Tensor:
+    """(-log p_x(x) + D log L) / (D log 2): the density of x = (pixels + u) / L in bits per pixel of L-level data."""
+    return (-log_px + dim * math.log(levels)) / (dim * math.log(2))
+
+
+# -- the flow -----------------------------------------------------------------------------------------------------
+@dataclass
+class ImageFlowConfig(FlowConfig):
+    """A `FlowConfig` for images: `shape` (C, H, W), `levels` L of the data (256 for 8-bit, 17 for sklearn's digits),
+    `alpha` of the logit transform, `masks` ("checkerboard", "channel", "mixed"). data_dim = C * H * W (0 = derive).
+    """
+
+    data_dim: int = 0
+    shape: tuple[int, int, int] = (1, 8, 8)
+    levels: int = 256
+    alpha: float = 0.05
+    masks: str = "checkerboard"
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.shape)
+        if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape):
+            raise ValueError(f"shape must be (C, H, W) of positive ints, got {self.shape!r:.60}")
+        self.shape = shape  # a JSON list back to a tuple
+        dim = shape[0] * shape[1] * shape[2]
+        if self.data_dim == 0:
+            self.data_dim = dim
+        elif self.data_dim != dim:
+            raise ValueError(f"data_dim must be C * H * W = {dim} (or 0), got {self.data_dim!r}")
+        super().__post_init__()
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int) or not 2 <= self.levels <= MAX_LEVELS:
+            raise ValueError(f"levels must be an int in [2, {MAX_LEVELS}], got {self.levels!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha!r}")
+        if self.masks not in MASKS:
+            raise ValueError(f"masks must be one of {MASKS}, got {self.masks!r:.40}")
+        if self.masks != "checkerboard" and (shape[1] % 2 or shape[2] % 2):
+            raise ValueError(f"masks {self.masks!r} need even H and W, got {shape}")
+
+
+@dataclass
+class NLLTerms:
+    """One batch's exact NLL split as in (1.29, 1.32), all per image (n,), in nats unless named bits:
+    -log p_x(x) = -log_pz - sum_k log_dets[k]; bits/dim adds the dequantization's D log L (`dequant`)."""
+
+    log_pz: torch.Tensor
+    log_dets: list[torch.Tensor]  # log|det J_{f_k^{-1}}(z_k)|, k = 1..K+1 (the last is the logit transform)
+    layer_names: list[str]
+    dequant: float  # D log L
+    bits_per_dim: torch.Tensor
+
+
+class ImageFlow(Flow):
+    """couplings f_1..f_K with image masks (+ NICE's scaling) and the logit transform f_{K+1}, base N(0, I):
+    a `Flow` on flattened images x in (0, 1)^D; `log_prob(x)` is (1.29) with every log-det counted (1.32)."""
+
+    def __init__(self, config: ImageFlowConfig) -> None:
+        nn.Module.__init__(self)  # not Flow.__init__: its couplings split vectors in halves (`coupling_mask`)
+        if isinstance(config, dict):
+            config = ImageFlowConfig(**config)
+        self.config = config
+        coupling = COUPLINGS[config.kind]
+        masks = [image_mask(config.masks, config.shape, k).flatten() for k in range(config.num_couplings)]
+        layers: list[nn.Module] = [coupling(m, config.hidden, config.depth, config.activation) for m in masks]
+        if coupling.volume_preserving and config.nice_scaling:
+            layers.append(DiagonalScaling(config.data_dim))
+        layers.append(LogitTransform(config.alpha))
+        self.layers = nn.ModuleList(layers)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.config.shape)
+
+    def images(self, v: torch.Tensor) -> torch.Tensor:
+        """(n, D) -> (n, C, H, W)."""
+        return v.reshape(len(v), *self.shape)
+
+    def preprocess(self, images: torch.Tensor, noise: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images (integer pixels, or floats in [0, 1] on the grid j / (L - 1)) -> dequantized x (n, D) in [0, 1),
+        on the module's device and dtype."""
+        p = next(self.parameters())
+        j = pixels_from_unit(images, self.config.levels).reshape(len(images), -1)
+        u = None if noise is None else noise.reshape(len(images), -1)
+        return dequantize(j.cpu(), self.config.levels, u, generator).to(p.device, p.dtype)
+
+    def log_prob_bits_per_dim(self, images: torch.Tensor, noise: torch.Tensor | None = None,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n,) bits/dim of L-level images: (-log p_x(x) + D log L) / (D log 2), x = (pixels + u) / L (one draw of
+        u, or `noise`); its mean over u bounds the discrete NLL from above. Differentiable: the training loss."""
+        x = self.preprocess(images, noise, generator)
+        return bits_per_dim(self.log_prob(x), self.config.data_dim, self.config.levels)
+
+    def nll_terms(self, images: torch.Tensor, noise: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None) -> NLLTerms:
+        """The exact NLL of each image split into log p_z(z) and each layer's log|det J_{f_k^{-1}}(z_k)|   (1.32)."""
+        with torch.no_grad():
+            v = self.preprocess(images, noise, generator)
+            log_dets = []
+            for layer in reversed(self.layers):  # z_{k-1} = f_k^{-1}(z_k)   (1.33)
+                v, ld = layer.inverse(v)
+                log_dets.append(ld)
+            log_dets.reverse()
+            log_pz = self.base_log_prob(v)
+            log_px = log_pz + torch.stack(log_dets).sum(0)  # (1.29)
+        d, levels = self.config.data_dim, self.config.levels
+        names = [info["name"] for info in self.layer_info()]
+        return NLLTerms(log_pz, log_dets, names, d * math.log(levels), bits_per_dim(log_px, d, levels))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1]: x = f(z), z ~ N(0, T^2 I) at temperature T (T < 1: the typical, blurrier
+        images; beyond the lecture, Kingma & Dhariwal 2018). `quantize(x)` gives the pixels."""
+        if not 0 <= temperature <= 10:
+            raise ValueError(f"temperature must be in [0, 10], got {temperature!r}")
+        n = check_count(n, (self.config.data_dim,), MAX_SAMPLE_NUMBERS)
+        p = next(self.parameters())
+        gen_device = generator.device if generator is not None else p.device
+        z = torch.randn(n, self.config.data_dim, generator=generator, device=gen_device, dtype=p.dtype)
+        return self.images(self((temperature * z).to(p.device))[0])
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """x in [0, 1] -> integer pixels floor(x L), clipped to 0..L-1 (the bin x was dequantized from)."""
+        return (x * self.config.levels).floor().clamp(0, self.config.levels - 1).to(torch.int64)
+
+    @torch.no_grad()
+    def image_trajectory(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """[z_0, z_1, ..., z_K, x] as images (n, C, H, W): the image after each layer from a latent z (n, D) or
+        (n, C, H, W). All but the last live in logit space (unbounded); the last is x in (0, 1)."""
+        return [self.images(s) for s in self.trajectory(z.reshape(len(z), -1))]
+
+    @torch.no_grad()
+    def inverse_image_trajectory(self, images: torch.Tensor, noise: torch.Tensor | None = None,
+                                 generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """The same states from data (1.33): [z_0 = f^{-1}(x), ..., z_K = y, x], x dequantized from `images`."""
+        return [self.images(s) for s in self.inverse_trajectory(self.preprocess(images, noise, generator))]
+
+
+def image_flow_config(kind: str, shape: tuple[int, int, int], levels: int, **options: Any) -> ImageFlowConfig:
+    """An `ImageFlowConfig` with `options` named as its fields (kind "realnvp" or "nice")."""
+    known = {f.name for f in dataclasses.fields(ImageFlowConfig)}
+    if unknown := sorted(options.keys() - known):
+        raise ValueError(f"unknown options {unknown}; known: {sorted(known)}")
+    return ImageFlowConfig(kind=kind, shape=tuple(shape), levels=levels, **options)
+
+
+# -- the floor (beyond the lecture) --------------------------------------------------------------------------------
+class IndependentPixels:
+    """Each pixel an independent categorical over the L levels, fit on training pixels with add-one (Laplace)
+    smoothing: p_i(j) = (count_i(j) + 1) / (n + L). Its bits/dim on held-out images is the floor an image model must
+    beat: anything lower comes from modelling how pixels depend on each other."""
+
+    def __init__(self, pixels: torch.Tensor, levels: int) -> None:
+        j = pixels_from_unit(pixels, levels).reshape(len(pixels), -1)
+        counts = torch.zeros(j.shape[1], levels, dtype=torch.float64)
+        counts.scatter_add_(1, j.T, torch.ones(j.T.shape, dtype=torch.float64))
+        self.levels = levels
+        self.log_probs = torch.log((counts + 1) / (len(j) + levels))  # (D, L)
+
+    def bits_per_dim(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n,) bits/dim: -(1/D) sum_i log2 p_i(pixel_i)."""
+        j = pixels_from_unit(pixels, self.levels).reshape(len(pixels), -1)
+        if j.shape[1] != len(self.log_probs):
+            raise ValueError(f"images have {j.shape[1]} pixels, the baseline was fit on {len(self.log_probs)}")
+        return -self.log_probs.gather(1, j.T).T.mean(1) / math.log(2)
+
+
+# -- data ----------------------------------------------------------------------------------------------------------
+DIGITS_LEVELS = 17  # sklearn's digits take the 17 values 0..16: pixel j is level j, x = (j + u) / 17
+DIGITS_HELDOUT = 297  # fixed held-out split: 1,500 train / 297 held out, by a seeded permutation
+
+
+def digits_split(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """sklearn's 8x8 digits as integer pixels (n, 1, 8, 8), levels 0..16: (train 1,500, held out 297), fixed by
+    `seed` (a permutation of the 1,797 digits; the last DIGITS_HELDOUT are held out)."""
+    from genapp.data.images import load_digits
+
+    pixels = pixels_from_signed(load_digits().images, DIGITS_LEVELS)
+    perm = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))
+    return pixels[perm[:-DIGITS_HELDOUT]], pixels[perm[-DIGITS_HELDOUT:]]
