@@ -189,7 +189,10 @@ class NLLTerms:
 
 class ImageFlow(Flow):
     """couplings f_1..f_K with image masks (+ NICE's scaling) and the logit transform f_{K+1}, base N(0, I):
-    a `Flow` on flattened images x in (0, 1)^D; `log_prob(x)` is (1.29) with every log-det counted (1.32)."""
+    a `Flow` on flattened images x in (0, 1)^D; `log_prob(x)` is (1.29) with every log-det counted (1.32).
+    `config_cls`: the config a checkpoint's config.json must rebuild (for a loader that asks the model class)."""
+
+    config_cls = ImageFlowConfig
 
     def __init__(self, config: ImageFlowConfig) -> None:
         nn.Module.__init__(self)  # not Flow.__init__: its couplings split vectors in halves (`coupling_mask`)
