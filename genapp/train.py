@@ -304,10 +304,10 @@ def train(
     `compile` (beyond the lecture: engineering): run `model.loss` through torch.compile, "auto" = on CUDA only. It is
     compiled before the first step (`result.compile_seconds`, counted neither in `result.seconds` nor against
     `time_limit`); if that fails, a RuntimeWarning and eager training. The model itself is not wrapped (same
-    state_dict keys, same EMA, same checkpoints and resume states). Inductor draws its random numbers its own way,
-    so a compiled run's k and eps differ from an eager run's with the same seed (the same distribution); a
-    compiled run resumed compiled continues bit for bit. `_compile_backend`: torch.compile's backend, for tests
-    ("eager" checks the wiring without a C compiler).
+    state_dict keys, same EMA, same checkpoints and resume states). Inductor generates random numbers in its own
+    kernels, so a compiled run's k and eps differ from an eager run's with the same seed (the same distribution).
+    `_compile_backend`: torch.compile's backend, for tests ("eager" checks the wiring without a C compiler; with
+    it a compiled run is the eager run and resumes bit for bit).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
