@@ -16,7 +16,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.utils import Status
 from test_app_api import need_checkpoint, serve_app
-from test_browser import ARTIFACTS, _wait_for, chromium, open_page
+from test_browser import ARTIFACTS, _wait_for, chromium, open_accordion, open_page
 
 pytestmark = pytest.mark.browser
 SECONDS = 4  # the training budget typed into the page
@@ -78,6 +78,7 @@ def test_draw_train_download_and_find_it_in_this_session_only():
         dataset.click()  # back to a built-in set: the DDPM tab's list is checked below
         page.locator("ul.option-list li", has_text="moons").first.click()
         _wait_for(lambda: dataset.input_value() == "moons", 10, "moons to be chosen")
+        open_accordion(page, "train-settings")
         seconds = page.locator("#train-seconds input")
         seconds.fill(str(SECONDS))
         seconds.press("Tab")

@@ -365,7 +365,7 @@ def test_named_endpoints_answer(served):
 
 @pytest.mark.browser
 def test_flows_tab_in_chromium(served):
-    from test_browser import _wait_for, chromium, open_page
+    from test_browser import _wait_for, chromium, open_accordion, open_page
 
     artifacts = ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -373,6 +373,8 @@ def test_flows_tab_in_chromium(served):
         page, errors = open_page(browser)
         page.goto(served, wait_until="load")
         page.get_by_role("tab", name=re.compile("Flows")).click()
+        for folded in ("flow-layers-acc", "flow-density-acc"):
+            open_accordion(page, folded)
         layer = page.locator("#flow-layer img")
         readout = page.locator("#flow-layer-readout")
         _wait_for(lambda: "sum" in readout.inner_text(), 60, "the layer table")

@@ -350,10 +350,13 @@ CSS = """
 .prose table { display: block; overflow-x: auto; max-width: 100%; }
 .prose td, .prose th { word-break: normal; overflow-wrap: normal; }
 .prose { overflow-x: auto; max-width: 100%; }
+/* a tab's first row: the model and its one obvious button, aligned on the input's baseline */
+.genapp-toolbar { align-items: flex-end !important; }
 /* phones (Gradio scopes rules inside @media to the page's content): every row stacks its panels at full width */
 @media (max-width: 640px) {
   .row { flex-direction: column !important; flex-wrap: nowrap !important; }
   .row > *, .column, .block, .form { min-width: 0 !important; max-width: 100% !important; }
   .row > * { width: 100% !important; flex: 1 1 auto !important; }
+  #genapp-title p { display: none; }  /* the title stays; the tabs' own introductions say the same */
 }
 """

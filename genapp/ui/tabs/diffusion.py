@@ -279,32 +279,17 @@ def build_tab(ctx: widgets.AppContext) -> None:
     default = DEFAULT_MODEL if DEFAULT_MODEL in choices else (choices[0] if choices else None)
     default_data = next((e.get("dataset", "") for e in genapp.available() if e["name"] == default), "")
     widgets.explain(text.INTRO)
+    # the first screen (issue 15): the model, one obvious button, the picture; every setting folded beside it
+    with gr.Row(equal_height=False, elem_classes="genapp-toolbar"):
+        # allow_custom_value: an API client names its session's own models, which its page never listed;
+        # widgets.get_model checks every name against the shipped ones and the session's
+        model = gr.Dropdown(choices, value=default, label="Model", info="ddpm-<dataset>, from checkpoints/",
+                            elem_id="ddpm-model", allow_custom_value=True, scale=3, min_width=240)
+        animate_btn = gr.Button("▶ Animate", variant="primary", size="lg", elem_id="animate-btn", scale=2,
+                                min_width=160)
+        sample_btn = gr.Button("Sample (no animation)", variant="secondary", size="lg", elem_id="sample-btn",
+                               scale=2, min_width=160)
     with gr.Row(equal_height=False):
-        with gr.Column(scale=4, min_width=300):
-            # allow_custom_value: an API client names its session's own models, which its page never listed;
-            # widgets.get_model checks every name against the shipped ones and the session's
-            model = gr.Dropdown(choices, value=default, label="Model", info="ddpm-<dataset>, from checkpoints/",
-                                elem_id="ddpm-model", allow_custom_value=True)
-            with gr.Row():
-                n = gr.Slider(widgets.MIN_POINTS, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=10, label="Points")
-                seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed")
-            variance = gr.Radio([("σₖ² = β̃ₖ (1.16)", "beta_tilde"), ("σₖ² = βₖ", "beta")], value="beta_tilde",
-                                label="Reverse-step variance (1.18)")
-            sampler = gr.Radio([("Ancestral (Algorithm 2)", "ancestral"),
-                                ("DDIM (deterministic, beyond the lecture)", "ddim")],
-                               value="ancestral", label="Sampler")
-            ddim_steps = gr.Slider(2, 1000, value=DEFAULT_DDIM_STEPS, step=1, visible=False,
-                                   label="DDIM steps (beyond the lecture)")
-            fps = gr.Slider(5, 60, value=DEFAULT_FPS, step=1, label="Playback speed (frames/s)")
-            with gr.Row():
-                animate_btn = gr.Button("▶ Animate", variant="primary", elem_id="animate-btn")
-                sample_btn = gr.Button("Sample (no animation)", variant="secondary", elem_id="sample-btn")
-            summary = gr.Markdown("", label="Chain summary", elem_classes="genapp-explain", elem_id="chain-summary")
-            with gr.Accordion("Export the chain and the samples", open=False):
-                gif_btn = gr.Button("Make a GIF of the chain", size="sm")
-                gif_file = gr.File(label="Chain (GIF)", interactive=False)
-                sample_files = gr.File(label="Final samples x₀ (.npy, .csv)", file_count="multiple",
-                                       interactive=False)
         with gr.Column(scale=5, min_width=360):
             frame = gr.Image(blank_frame("press ▶ Animate", default_data), label="Reverse chain", format="jpeg",
                              height=style.DEFAULT_SIZE, interactive=False, show_label=False, elem_id="chain-frame",
@@ -315,38 +300,63 @@ def build_tab(ctx: widgets.AppContext) -> None:
                                      elem_id="scrub-show")
             chain_data = gr.JSON(None, visible=False)  # the kept chain, sent once per run: the page scrubs it
             api_only = gr.Button(visible=False)  # /scrub and /schedule for API clients (the page needs neither)
-
-    gr.Markdown("### Inside one step")
-    widgets.explain(text.EXPLAIN_INSIDE)
-    with gr.Row(equal_height=False):
-        inside_k = gr.Slider(1, 1000, value=100, step=1, label="Step k to look inside", scale=4,
-                             elem_id="inside-k")
-        inside_btn = gr.Button("Look inside step k", scale=1, min_width=160)
-    inside_plot = gr.Plot(label="Inside step k", show_label=False, visible=False)
-    inside_text = widgets.explain(text.NO_RUN, elem_classes="genapp-readout", elem_id="inside-readout",
-                                  label="Inside step k: readout")
-
-    gr.Markdown("### Forward process")
-    widgets.explain(text.EXPLAIN_FORWARD)
-    with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
-            fwd_k = gr.Slider(0, 1000, value=250, step=1, label="k (forward)", elem_id="forward-k")
-            fwd_frame = gr.Image(label="q(x_k | x_0)", format="jpeg", height=400, interactive=False,
-                                 show_label=False, buttons=["fullscreen"])
-        with gr.Column(scale=6, min_width=360):
-            fwd_text = widgets.explain("", elem_classes="genapp-readout", label="Forward process: readout")
-            schedule = gr.Plot(label="Noise schedule", show_label=False)
+            summary = gr.Markdown("", label="Chain summary", elem_classes="genapp-explain", elem_id="chain-summary")
+            with gr.Accordion("Settings: points, seed, variance (1.18), sampler, speed", open=False,
+                              elem_id="ddpm-settings"):
+                with gr.Row():
+                    n = gr.Slider(widgets.MIN_POINTS, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=10,
+                                  label="Points", elem_id="ddpm-points")
+                    seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed")
+                variance = gr.Radio([("σₖ² = β̃ₖ (1.16)", "beta_tilde"), ("σₖ² = βₖ", "beta")], value="beta_tilde",
+                                    label="Reverse-step variance (1.18)")
+                sampler = gr.Radio([("Ancestral (Algorithm 2)", "ancestral"),
+                                    ("DDIM (deterministic, beyond the lecture)", "ddim")],
+                                   value="ancestral", label="Sampler")
+                ddim_steps = gr.Slider(2, 1000, value=DEFAULT_DDIM_STEPS, step=1, visible=False,
+                                       label="DDIM steps (beyond the lecture)")
+                fps = gr.Slider(5, 60, value=DEFAULT_FPS, step=1, label="Playback speed (frames/s)")
+            with gr.Accordion("Export the chain and the samples", open=False):
+                gif_btn = gr.Button("Make a GIF of the chain", size="sm")
+                gif_file = gr.File(label="Chain (GIF)", interactive=False)
+                sample_files = gr.File(label="Final samples x₀ (.npy, .csv)", file_count="multiple",
+                                       interactive=False)
 
-    gr.Markdown("### Variational bound")
-    widgets.explain(text.explain_vlb(VLB_POINTS))
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=4, min_width=320):
-            vlb_btn = gr.Button("Compute the bound L", variant="secondary", elem_id="vlb-btn")
-            vlb_text = widgets.explain("", elem_classes="genapp-readout", elem_id="vlb-readout",
-                                       label="Variational bound: readout")
-        with gr.Column(scale=6, min_width=360):
-            vlb_plot = gr.Plot(figures.message_figure(text.NO_BOUND), label="Variational bound", show_label=False)
-    with gr.Accordion("Why predict ε: what L_simple drops (Lemma 3, (1.25))", open=False):
+    # the details, folded below the first screen (issue 15): each opens on a click, and each follows the model and run
+    with gr.Accordion("Inside one step k: the guess x̂₀ (1.21), ε_θ and the noise added (1.24)", open=False,
+                      elem_id="ddpm-inside"):
+        widgets.explain(text.EXPLAIN_INSIDE)
+        with gr.Row(equal_height=False):
+            inside_k = gr.Slider(1, 1000, value=100, step=1, label="Step k to look inside", scale=4,
+                                 elem_id="inside-k")
+            inside_btn = gr.Button("Look inside step k", scale=1, min_width=160)
+        inside_plot = gr.Plot(label="Inside step k", show_label=False, visible=False)
+        inside_text = widgets.explain(text.NO_RUN, elem_classes="genapp-readout", elem_id="inside-readout",
+                                      label="Inside step k: readout")
+
+    with gr.Accordion("Forward process q(x_k | x_0) (1.5) and the noise schedule (1.10)", open=False,
+                      elem_id="ddpm-forward"):
+        widgets.explain(text.EXPLAIN_FORWARD)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=300):
+                fwd_k = gr.Slider(0, 1000, value=250, step=1, label="k (forward)", elem_id="forward-k")
+                fwd_frame = gr.Image(label="q(x_k | x_0)", format="jpeg", height=400, interactive=False,
+                                     show_label=False, buttons=["fullscreen"])
+            with gr.Column(scale=6, min_width=360):
+                fwd_text = widgets.explain("", elem_classes="genapp-readout", label="Forward process: readout")
+                schedule = gr.Plot(label="Noise schedule", show_label=False)
+
+    with gr.Accordion("Variational bound L (1.11) against the data's entropy H", open=False, elem_id="ddpm-bound"):
+        widgets.explain(text.explain_vlb(VLB_POINTS))
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=320):
+                vlb_btn = gr.Button("Compute the bound L", variant="secondary", elem_id="vlb-btn")
+                vlb_text = widgets.explain("", elem_classes="genapp-readout", elem_id="vlb-readout",
+                                           label="Variational bound: readout")
+            with gr.Column(scale=6, min_width=360):
+                vlb_plot = gr.Plot(figures.message_figure(text.NO_BOUND), label="Variational bound",
+                                   show_label=False)
+    with gr.Accordion("Why predict ε: what L_simple drops (Lemma 3, (1.25))", open=False, elem_id="ddpm-weights"):
         widgets.explain(text.EXPLAIN_WEIGHTS)
         weights = gr.Plot(label="The weight L_simple drops", show_label=False, elem_id="weights-plot")
 

@@ -284,23 +284,28 @@ def build_tab(ctx: widgets.AppContext) -> None:
     choices, values = model_choices(), _choice_values(None)
     default = DEFAULT_MODEL if DEFAULT_MODEL in values else (values[0] if values else None)
     widgets.explain(text.INTRO)
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=False, elem_classes="genapp-toolbar"):
         model = gr.Dropdown(choices, value=default, label="Model",
                             info="realnvp-<dataset>, nice-<dataset>, or a DDPM as a flow (DDIM, beyond the lecture)",
                             scale=3, elem_id="flow-model")
-        n = gr.Slider(widgets.MIN_POINTS, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=10, label="Points", scale=3)
-        seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed", scale=1)
+        resample_btn = gr.Button("↻ New samples", variant="primary", size="lg", scale=1, min_width=160,
+                                 elem_id="flow-resample")
+    with gr.Accordion("Settings: points, seed", open=False, elem_id="flow-settings"):
+        with gr.Row():
+            n = gr.Slider(widgets.MIN_POINTS, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=10, label="Points",
+                          scale=3)
+            seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed", scale=1,
+                             elem_id="flow-seed")
     steps = gr.Slider(DDIM_MIN, DDIM_MAX, value=DDIM_DEFAULT, step=1, label="DDIM steps N'", visible=False,
                       info="the DDPM's deterministic sampler visits N' of its N steps: the flow's layers",
                       elem_id="flow-ddim-steps")
     info = widgets.explain(text.NO_MODELS if default is None else "", elem_id="flow-info")
-    widgets.explain(text.EXPLAIN_DDIM)
+    ddim_text = widgets.explain(text.EXPLAIN_DDIM, visible=False, elem_id="flow-ddim-explain")
     image = dict(format="png", interactive=False, show_label=False, buttons=["download", "fullscreen"],
                  elem_classes="genapp-frame")
 
-    def side_by_side_panel(title: str, label: str, elem_id: str, explanation: str):
-        """A heading, then a two-panel image beside its explanation and readout."""
-        gr.Markdown(f"### {title}")
+    def side_by_side_panel(label: str, elem_id: str, explanation: str):
+        """A two-panel image beside its explanation and readout."""
         with gr.Row(equal_height=False):
             with gr.Column(scale=7, min_width=480):
                 panel = gr.Image(blank("loading…", 2), label=label, elem_id=elem_id, **image)
@@ -309,45 +314,52 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 readout = widgets.explain("", elem_classes="genapp-readout", label=f"{label}: readout")
         return panel, readout
 
-    zx_image, zx_text = side_by_side_panel("z → x: sampling", "z -> x", "flow-zx", text.EXPLAIN_ZX)
-    xz_image, xz_text = side_by_side_panel("x → z: normalizing", "x -> z", "flow-xz", text.EXPLAIN_XZ)
+    zx_image, zx_text = side_by_side_panel("z -> x", "flow-zx", text.EXPLAIN_ZX)  # the first screen's picture
 
-    gr.Markdown("### Layer by layer")
-    widgets.explain(text.EXPLAIN_LAYERS)
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=5, min_width=360):
-            layer_image = gr.Image(blank("loading…"), label="z_k", height=style.DEFAULT_SIZE, elem_id="flow-layer",
-                                   **image)
-            layer_k = gr.Slider(0, LAYER_MAX, value=0, step=1, label="k: state z_k after k layers",
-                                elem_id="flow-layer-k")
-            source = gr.Radio([("z ~ N(0, I), forwards (1.30)", "samples"),
-                               ("held-out data, backwards (1.33)", "data")], value="samples", label="Start from")
-        with gr.Column(scale=5, min_width=360):
-            layer_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-layer-readout", label="Layer k")
+    # the details, folded below the first screen (issue 15): each follows the model and opens on a click
+    with gr.Accordion("x → z: normalizing held-out data (1.33)", open=False, elem_id="flow-xz-acc"):
+        xz_image, xz_text = side_by_side_panel("x -> z", "flow-xz", text.EXPLAIN_XZ)
 
-    gr.Markdown("### Density")
-    widgets.explain(text.EXPLAIN_DENSITY)
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=4, min_width=300):
-            px_image = gr.Image(blank("loading…"), label="p_x", elem_id="flow-density", **image)
-        with gr.Column(scale=4, min_width=300):
-            ld_image = gr.Image(blank("loading…"), label="log det", elem_id="flow-logdet", **image)
-        with gr.Column(scale=3, min_width=280):
-            with gr.Row():
-                coord = dict(minimum=-MAX_COORD, maximum=MAX_COORD, min_width=80)
-                x1 = gr.Number(1.0, label="x₁", elem_id="flow-x1", **coord)
-                x2 = gr.Number(0.0, label="x₂", elem_id="flow-x2", **coord)
-            inspect_btn = gr.Button("Inspect this point", size="sm", elem_id="flow-inspect-btn")
-            inspect_md = widgets.explain("*Click a point on one of the maps.*", elem_classes="genapp-readout",
-                                        elem_id="flow-inspect-readout", label="Inspected point")
-    density_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-density-readout", label="Density")
+    with gr.Accordion("Layer by layer: z_k after k couplings (1.30)", open=False, elem_id="flow-layers-acc"):
+        widgets.explain(text.EXPLAIN_LAYERS)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=360):
+                layer_image = gr.Image(blank("loading…"), label="z_k", height=style.DEFAULT_SIZE,
+                                       elem_id="flow-layer", **image)
+                layer_k = gr.Slider(0, LAYER_MAX, value=0, step=1, label="k: state z_k after k layers",
+                                    elem_id="flow-layer-k")
+                source = gr.Radio([("z ~ N(0, I), forwards (1.30)", "samples"),
+                                   ("held-out data, backwards (1.33)", "data")], value="samples", label="Start from")
+            with gr.Column(scale=5, min_width=360):
+                layer_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-layer-readout",
+                                           label="Layer k")
 
-    gr.Markdown("### Likelihood: flows beside a DDPM")
-    widgets.explain(text.EXPLAIN_LIKELIHOOD)
-    likelihood_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-likelihood", label="Likelihood")
-    with gr.Row():
-        compare_btn = gr.Button("Compare with the DDPM", variant="secondary", elem_id="flow-compare-btn", scale=0,
-                                min_width=300)
+    with gr.Accordion("Density p_x (1.29), log det, and one point's terms (1.32)", open=False,
+                      elem_id="flow-density-acc"):
+        widgets.explain(text.EXPLAIN_DENSITY)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=300):
+                px_image = gr.Image(blank("loading…"), label="p_x", elem_id="flow-density", **image)
+            with gr.Column(scale=4, min_width=300):
+                ld_image = gr.Image(blank("loading…"), label="log det", elem_id="flow-logdet", **image)
+            with gr.Column(scale=3, min_width=280):
+                with gr.Row():
+                    coord = dict(minimum=-MAX_COORD, maximum=MAX_COORD, min_width=80)
+                    x1 = gr.Number(1.0, label="x₁", elem_id="flow-x1", **coord)
+                    x2 = gr.Number(0.0, label="x₂", elem_id="flow-x2", **coord)
+                inspect_btn = gr.Button("Inspect this point", size="sm", elem_id="flow-inspect-btn")
+                inspect_md = widgets.explain("*Click a point on one of the maps.*", elem_classes="genapp-readout",
+                                            elem_id="flow-inspect-readout", label="Inspected point")
+        density_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-density-readout",
+                                     label="Density")
+
+    with gr.Accordion("Likelihood (1.31): flows beside a DDPM", open=False, elem_id="flow-likelihood-acc"):
+        widgets.explain(text.EXPLAIN_LIKELIHOOD)
+        likelihood_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-likelihood",
+                                        label="Likelihood")
+        with gr.Row():
+            compare_btn = gr.Button("Compare with the DDPM", variant="secondary", elem_id="flow-compare-btn",
+                                    scale=0, min_width=300)
 
     with gr.Accordion("Export the figures and the samples", open=False):
         with gr.Row():
@@ -359,13 +371,14 @@ def build_tab(ctx: widgets.AppContext) -> None:
     # -- wiring: thin adapters from components to the callbacks above --
     def on_model(model, n_steps, extra):
         if not model:
-            return gr.update(), text.NO_MODELS, gr.update(visible=False)
+            return gr.update(), text.NO_MODELS, gr.update(visible=False), gr.update(visible=False)
         flow, source, title = _shown(model, extra, n_steps)
         K, data = _depth(flow), trained_data.describe(source, extra)
         if lab.is_ddim(flow):
             return (gr.update(maximum=K, value=K), text.describe_ddim(title, flow, data),
-                    gr.update(visible=True, maximum=min(DDIM_MAX, source.num_steps)))
-        return gr.update(maximum=K, value=K), text.describe_model(model, flow, data), gr.update(visible=False)
+                    gr.update(visible=True, maximum=min(DDIM_MAX, source.num_steps)), gr.update(visible=True))
+        return (gr.update(maximum=K, value=K), text.describe_model(model, flow, data), gr.update(visible=False),
+                gr.update(visible=False))
 
     def on_z_to_x(model, points, seed, n_steps, extra):
         if not model:
@@ -442,7 +455,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 .then(**xz_io, **private, **render).then(**density_io, **name("flow_density"), **render)
                 .then(**likelihood_io, **name("flow_likelihood"), **render))
 
-    model_io = dict(fn=on_model, inputs=[model, steps, extra], outputs=[layer_k, info, steps], **private)
+    model_io = dict(fn=on_model, inputs=[model, steps, extra], outputs=[layer_k, info, steps, ddim_text], **private)
+    resample_btn.click(lambda s: (int(s or 0) + 1) % (widgets.MAX_SEED + 1), seed, seed, queue=False, **private)
     refresh_all(model.change(**model_io), named=True)
     refresh_all(steps.release(**model_io), named=False)  # N' changes the DDIM flow: every panel
     ctx.models_changed.change(refresh_choices, [model, extra], model, **private)

@@ -304,65 +304,64 @@ def build_tab(ctx: widgets.AppContext) -> None:
     """The Train tab's components and events (call inside a gr.Tab)."""
     start = knob_defaults("ddpm")
     widgets.explain(text.INTRO)
+    # the first screen (issue 15): what to train, one obvious button, the live picture; the knobs folded beside it
+    with gr.Row(equal_height=False, elem_classes="genapp-toolbar"):
+        family = gr.Radio([(families.get(f).label, f) for f in families.names()], value="ddpm", label="Family",
+                          elem_id="train-family", scale=3, min_width=240)
+        dataset = gr.Dropdown([*data.names(), DRAWING], value="moons", label="Dataset",
+                              info="a built-in 2-D toy, or the shape you draw below", elem_id="train-dataset",
+                              scale=3, min_width=200)
+        train_btn = gr.Button("▶ Train", variant="primary", size="lg", elem_id="train-btn", scale=2, min_width=140)
+        stop_btn = gr.Button("■ Stop", variant="stop", size="lg", elem_id="train-stop-btn", scale=1, min_width=100)
+    status = gr.HTML(text.ready(DEVICE.type, DEFAULT_SECONDS), label="Status", elem_id="train-status")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=3, min_width=300):
-            family = gr.Radio([(families.get(f).label, f) for f in families.names()], value="ddpm", label="Family",
-                              elem_id="train-family")
-            dataset = gr.Dropdown([*data.names(), DRAWING], value="moons", label="Dataset",
-                                  info="a built-in 2-D toy, or the shape you draw below", elem_id="train-dataset")
+        with gr.Column(scale=1, min_width=300):
+            snap_image = gr.Image(blank_snapshot(), label="Snapshot", format="jpeg", interactive=False,
+                                  show_label=False, buttons=["download", "fullscreen"],
+                                  elem_id="train-snapshot", elem_classes="genapp-frame")
+        with gr.Column(scale=1, min_width=300):
+            loss = gr.Plot(figures.message_figure("The loss curve appears here.", 6.4, 3.2), label="Loss",
+                           show_label=False, elem_id="train-loss")
             with gr.Row():
-                steps = number("steps", start["steps"], "Steps, at most", "train-steps")
-                seconds = number("seconds", DEFAULT_SECONDS, "Time limit, s", "train-seconds")
-            with gr.Row():
-                lr = number("lr", start["lr"], "Learning rate", "train-lr")
-                batch = number("batch_size", start["batch_size"], "Batch size", "train-batch")
-            with gr.Row():
-                hidden = number("hidden", start["hidden"], "Width", "train-width")
-                depth = number("depth", start["depth"], "Depth", "train-depth")
-            with gr.Row(visible=True) as ddpm_row:
-                num_steps = number("num_steps", start["num_steps"], "N", "train-n")
-                schedule = gr.Dropdown(list(SCHEDULES), value="linear", label="β schedule", info="(1.10)",
-                                       min_width=120, elem_id="train-schedule")
-            with gr.Row(visible=False) as flow_row:
-                couplings = number("couplings", 8, "Couplings K", "train-couplings")
-                gr.Markdown("")
-            seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed")
-            with gr.Row():
-                train_btn = gr.Button("▶ Train", variant="primary", elem_id="train-btn")
-                stop_btn = gr.Button("■ Stop", variant="stop", elem_id="train-stop-btn")
-            with gr.Row():
-                pause_btn = gr.Button("⏸ Pause/Resume", size="sm", elem_id="train-pause-btn")
+                pause_btn = gr.Button("Pause / Resume", size="sm", elem_id="train-pause-btn")
                 step_btn = gr.Button("Step", size="sm", elem_id="train-step-btn")
+            with gr.Accordion("Settings: steps, time, learning rate, batch, network, seed", open=False,
+                              elem_id="train-settings"):
+                with gr.Row():
+                    steps = number("steps", start["steps"], "Steps, at most", "train-steps")
+                    seconds = number("seconds", DEFAULT_SECONDS, "Time limit, s", "train-seconds")
+                with gr.Row():
+                    lr = number("lr", start["lr"], "Learning rate", "train-lr")
+                    batch = number("batch_size", start["batch_size"], "Batch size", "train-batch")
+                with gr.Row():
+                    hidden = number("hidden", start["hidden"], "Width", "train-width")
+                    depth = number("depth", start["depth"], "Depth", "train-depth")
+                with gr.Row(visible=True) as ddpm_row:
+                    num_steps = number("num_steps", start["num_steps"], "N", "train-n")
+                    schedule = gr.Dropdown(list(SCHEDULES), value="linear", label="β schedule", info="(1.10)",
+                                           min_width=120, elem_id="train-schedule")
+                with gr.Row(visible=False) as flow_row:
+                    couplings = number("couplings", 8, "Couplings K", "train-couplings")
+                    gr.Markdown("")
+                seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed")
             with gr.Accordion("Bounds on this machine", open=False):
                 gr.Markdown(limits_markdown(), elem_classes="genapp-readout")
-        with gr.Column(scale=8, min_width=480):
-            status = gr.HTML(text.ready(DEVICE.type, DEFAULT_SECONDS), label="Status", elem_id="train-status")
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=1, min_width=300):
-                    snap_image = gr.Image(blank_snapshot(), label="Snapshot", format="jpeg", interactive=False,
-                                          show_label=False, buttons=["download", "fullscreen"],
-                                          elem_id="train-snapshot", elem_classes="genapp-frame")
-                with gr.Column(scale=1, min_width=300):
-                    loss = gr.Plot(figures.message_figure("The loss curve appears here.", 6.4, 3.2), label="Loss",
-                                   show_label=False, elem_id="train-loss")
-                    widgets.explain(text.EXPLAIN_USE)
-                    download_btn = gr.Button("Download the checkpoint (.zip)", size="sm",
-                                             elem_id="train-download-btn")
-                    download_file = gr.File(label="Checkpoint", interactive=False, visible=False,
-                                            elem_id="train-download")
-                    with gr.Accordion("Push to the Hugging Face Hub", open=False):
-                        repo_id = gr.Textbox(label="Repo id", placeholder="your-name/genapp-my-ddpm-moons",
-                                             max_length=96, elem_id="train-repo")
-                        if share.on_space():  # the Hub's own sign-in; a pasted token only when run locally
-                            gr.LoginButton(elem_id="train-login")
-                        token = gr.Textbox(label="Access token (write)", type="password", max_length=256,
-                                           placeholder="hf_…", elem_id="train-token", visible=not share.on_space())
-                        with gr.Row():
-                            private = gr.Checkbox(False, label="private repo", min_width=100)
-                            push_btn = gr.Button("Push to Hub", size="sm", elem_id="train-push-btn")
-                        push_md = widgets.explain("", elem_id="train-push-result", label="Push result")
-            loop_md = widgets.explain(text.LOOP_WAIT, elem_classes="genapp-readout", elem_id="train-loop",
-                                      label="The loop's body (Algorithm 1)")
+            widgets.explain(text.EXPLAIN_USE)
+            download_btn = gr.Button("Download the checkpoint (.zip)", size="sm", elem_id="train-download-btn")
+            download_file = gr.File(label="Checkpoint", interactive=False, visible=False, elem_id="train-download")
+            with gr.Accordion("Push to the Hugging Face Hub", open=False):
+                repo_id = gr.Textbox(label="Repo id", placeholder="your-name/genapp-my-ddpm-moons", max_length=96,
+                                     elem_id="train-repo")
+                if share.on_space():  # the Hub's own sign-in; a pasted token only when run locally
+                    gr.LoginButton(elem_id="train-login")
+                token = gr.Textbox(label="Access token (write)", type="password", max_length=256,
+                                   placeholder="hf_…", elem_id="train-token", visible=not share.on_space())
+                with gr.Row():
+                    private = gr.Checkbox(False, label="private repo", min_width=100)
+                    push_btn = gr.Button("Push to Hub", size="sm", elem_id="train-push-btn")
+                push_md = widgets.explain("", elem_id="train-push-result", label="Push result")
+    loop_md = widgets.explain(text.LOOP_WAIT, elem_classes="genapp-readout", elem_id="train-loop",
+                              label="The loop's body (Algorithm 1)")
 
     gr.Markdown("### Draw your own distribution")
     widgets.explain(text.EXPLAIN_DRAW)
