@@ -7,6 +7,7 @@ training quality; one test runs the shipped checkpoints/ddpm-moons.
 from __future__ import annotations
 
 import csv
+import math
 import time
 
 import gradio as gr
@@ -271,6 +272,37 @@ def test_a_gap_within_noise_of_0_is_called_consistent_with_0():
     assert "0.300 ± 0.020 nats: an upper bound on" in above and "consistent with 0" not in above
     impossible = text.bound_readout({"beta": bound_with_gap(-0.3, 0.02)}, "beta", decoder)
     assert "upper bound on" not in impossible and "no model can be" in impossible
+
+
+def _shipped_with_bound() -> list[str]:
+    """Shipped 2-D DDPMs whose card carries the paired gap L - H (data with an exact density)."""
+    import json
+
+    names = []
+    for folder in sorted(genapp.io.hub.checkpoints_dir().glob("ddpm-*")):
+        record = folder / "training.json"
+        if record.is_file() and "vlb_gap" in json.loads(record.read_text()).get("metrics", {}):
+            names.append(folder.name)
+    return names
+
+
+@pytest.mark.parametrize("name", _shipped_with_bound())
+def test_the_pages_bound_agrees_with_the_card_and_is_never_an_impossible_number(name):
+    """Issue 15: on ddpm-8gaussians the page printed L - H = -0.016 "an upper bound on D_KL". Now, on every shipped
+    DDPM, the page's paired gap (sigma^2 = beta, BOUND_POINTS fresh points) is within 3 combined standard errors of
+    the card's (50,000 points), and a gap below 0 is only ever shown as consistent with 0."""
+    import json
+
+    metrics = json.loads((genapp.io.hub.checkpoints_dir() / name / "training.json").read_text())["metrics"]
+    torch.set_num_threads(1)
+    _, readout = tab.vlb(name, "beta")
+    b = lab.kept_bound(widgets.get_model(name, None, family="ddpm"), "beta", tab.VLB_POINTS)
+    assert b.gap_stderr <= 0.05  # a few hundredths of a nat
+    combined = math.hypot(b.gap_stderr, metrics["vlb_gap_stderr"])
+    assert abs(b.gap - metrics["vlb_gap"]) <= 3 * combined, (b.gap, b.gap_stderr, metrics["vlb_gap"])
+    assert f"{b.gap:.3f} ± {b.gap_stderr:.3f}" in readout
+    if b.gap < 0:
+        assert "consistent with 0" in readout and "upper bound on" not in readout
 
 
 # -- the renderer ------------------------------------------------------------------------------------------------
