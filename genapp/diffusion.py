@@ -8,7 +8,7 @@ Algorithm 2, written as a generator so that the app animates the very code the t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from genapp.data import check_count
-from genapp.nets import EpsMLP, UNet
+from genapp.nets import EpsMLP, EpsMLPChain, UNet
 from genapp.schedules import NoiseSchedule, ScheduleName, Variance
 
 MAX_NUM_STEPS = 4000
@@ -276,6 +276,16 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
         shape = (n, *self.config.data_shape)
         return torch.randn(shape, generator=generator, device=device, dtype=self.dtype).to(self.device)
 
+    def _chain_eps(self, n: int, ks: list[int], dtype: torch.dtype) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """eps_theta(x, k) for a chain of n points visiting the steps ks: EpsMLP's chain runner (the same function,
+        preallocated and with the k-embedding tabulated, see `EpsMLPChain`), else the network as is."""
+        if type(self.net) is EpsMLP:
+            try:
+                return EpsMLPChain(self.net, n, ks, dtype, self.device)
+            except TypeError:  # an EpsMLP whose layers were swapped for others: the plain call below
+                pass
+        return self.eps_theta
+
     def reverse_chain(
         self,
         n: int,
@@ -286,17 +296,31 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
         """Algorithm 2 as a generator: yields a ChainStep for k = N, N-1, ..., 0 (N + 1 states).
 
         x_N ~ N(0, I); for k = N..1: z ~ N(0, I) if k > 1 else z = 0; x_{k-1} = mu_theta(x_k, k) + sigma_k z (1.24).
+        The same numbers as `p_step` applied N times with the same z (to float rounding; tested), computed with the
+        schedule's coefficients as plain floats and one fused pass per term. Every yielded tensor is fresh: a
+        consumer may keep the states of earlier steps.
         """
+        N = self.num_steps
         sigma = self.schedule.sigma(variance).tolist()  # plain floats: no device sync inside the loop
+        beta, alpha, alpha_bar = self.beta.tolist(), self.alpha.tolist(), self.alpha_bar.tolist()
         x_k = self._noise(n, generator) if x_N is None else x_N.to(self.device)
-        for k in range(self.num_steps, 0, -1):
+        n = x_k.shape[0]
+        with torch.inference_mode():
+            eps_theta = self._chain_eps(n, list(range(N, 0, -1)), x_k.dtype)
+        for k in range(N, 0, -1):
             with torch.inference_mode():
-                eps_pred = self.eps_theta(x_k, k)
-                x0_pred = self.predict_x0(x_k, k, eps_pred)
-                z = self._noise(n, generator) if k > 1 else torch.zeros_like(x_k)
+                eps_pred = eps_theta(x_k, k)
+                # (1.21) solved for x_0: (x_k - sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_bar_k)
+                x0_pred = torch.add(x_k, eps_pred, alpha=-math.sqrt(1 - alpha_bar[k])).div_(math.sqrt(alpha_bar[k]))
+                z = self._noise(n, generator) if k > 1 else None
             yield ChainStep(k, x_k, eps_pred, x0_pred, sigma[k] if k > 1 else 0.0)
             with torch.inference_mode():
-                x_k = self.p_step(x_k, k, z, variance, eps_pred)
+                # mu_theta = (x_k - beta_k / sqrt(1 - alpha_bar_k) eps_theta) / sqrt(alpha_k)  (1.23)
+                x_prev = torch.add(x_k, eps_pred, alpha=-beta[k] / math.sqrt(1 - alpha_bar[k]))
+                x_prev.div_(math.sqrt(alpha[k]))
+                if z is not None:
+                    x_prev.add_(z, alpha=sigma[k])  # + sigma_k z  (1.24); z = 0 at k = 1
+                x_k = x_prev
         yield ChainStep(0, x_k)
 
     def ddim_timesteps(self, num_steps: int) -> list[int]:
@@ -318,10 +342,12 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
         steps = self.ddim_timesteps(num_steps)
         x_k = self._noise(n, generator) if x_N is None else x_N.to(self.device)
         bound = self.config.data_bound
+        with torch.inference_mode():
+            eps_theta = self._chain_eps(x_k.shape[0], steps[:-1], x_k.dtype)
         for k, k_prev in zip(steps[:-1], steps[1:]):
             with torch.inference_mode():
                 alpha_bar = self.alpha_bar[k].to(x_k.dtype)
-                x0_pred = self.predict_x0(x_k, k, self.eps_theta(x_k, k)).clamp(-bound, bound)
+                x0_pred = self.predict_x0(x_k, k, eps_theta(x_k, k)).clamp(-bound, bound)
                 eps_pred = (x_k - alpha_bar.sqrt() * x0_pred) / (1 - alpha_bar).sqrt()
             yield ChainStep(k, x_k, eps_pred, x0_pred)
             alpha_bar_prev = self.alpha_bar[k_prev].to(x_k.dtype)

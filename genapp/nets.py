@@ -84,6 +84,60 @@ class EpsMLP(nn.Module):
         return h
 
 
+class EpsMLPChain:
+    """eps_theta of an EpsMLP on the reverse chain (1.24): n points per call, every row at the same step k.
+
+    The same function as `EpsMLP.forward` (to float rounding; tested), with fewer passes over memory per step:
+    - the embedding of k is the same for every point, so its product with the first layer's k-columns, plus that
+      layer's bias, is one (hidden,) row per k, computed for all the chain's k at once when the runner is built;
+    - the features are written into one preallocated (n, d + 2 d F) buffer as [x, all sines, all cosines], each
+      block contiguous per row (sin and cos into strided slots run ~4x slower), and the first layer's x-columns
+      are permuted once to that order;
+    - each linear layer is one `torch.addmm` into a preallocated (n, hidden) buffer, SiLU applied in place.
+    Only the returned (n, d) prediction is a fresh tensor: callers may keep it. The first layer (k-table and
+    permuted columns) is a snapshot taken when the runner is built (build one per chain); the others are views.
+    """
+
+    def __init__(self, net: EpsMLP, n: int, ks: list[int], dtype: torch.dtype, device: torch.device | str) -> None:
+        linears, activations = list(net.net)[0::2], list(net.net)[1::2]
+        if not all(isinstance(a, nn.SiLU) for a in activations) or not all(isinstance(m, nn.Linear) for m in linears):
+            raise TypeError("EpsMLPChain runs an EpsMLP of Linear layers with SiLU between them")
+        first, x_cols = linears[0], linears[0].in_features - net.time_dim
+        self.freqs = net.fourier.freqs.to(dtype)
+        d, F = x_cols // (1 + 2 * self.freqs.numel()), self.freqs.numel()  # data dim, frequencies
+        self.d, self.dF = d, d * F
+        # EpsMLP's columns: x_0..x_{d-1}, then per dim j: sin(j, f) for f < F, cos(j, f) for f < F
+        order = list(range(d)) + [d + j * 2 * F + f for j in range(d) for f in range(F)]
+        order += [d + j * 2 * F + F + f for j in range(d) for f in range(F)]
+        self.row = {k: j for j, k in enumerate(ks)}
+        with torch.inference_mode():
+            self.w_x_t = first.weight[:, order].t()  # (d + 2dF, hidden), read by addmm as transposed
+            w_k = first.weight[:, x_cols:]
+            emb = sinusoidal_embedding(torch.tensor(ks, device=device), net.time_dim).to(dtype)
+            self.k_table = torch.addmm(first.bias, emb, w_k.t())  # (len(ks), hidden): bias + W_k emb(k)
+            self.features = torch.empty(n, x_cols, dtype=dtype, device=device)
+            self.angles = torch.empty(n, d, F, dtype=dtype, device=device)
+            self.h = [torch.empty(n, first.out_features, dtype=dtype, device=device) for _ in range(2)]
+        self.layers = [(layer.weight.t(), layer.bias) for layer in linears[1:]]  # views: the live weights
+
+    def __call__(self, x_k: torch.Tensor, k: int) -> torch.Tensor:
+        """eps_theta(x_k, k) for an int k the runner was built for; a fresh (n, d) tensor."""
+        features, h, d, dF = self.features, self.h, self.d, self.dF
+        features[:, :d].copy_(x_k)
+        if dF:
+            torch.mul((x_k * (2 * math.pi))[:, :, None], self.freqs, out=self.angles)  # FourierFeatures' angles
+            angles = self.angles.view(-1, dF)
+            torch.sin(angles, out=features[:, d : d + dF])
+            torch.cos(angles, out=features[:, d + dF :])
+        torch.addmm(self.k_table[self.row[k]], features, self.w_x_t, out=h[0])
+        nn.functional.silu(h[0], inplace=True)
+        for j, (w_t, b) in enumerate(self.layers[:-1]):
+            torch.addmm(b, h[j % 2], w_t, out=h[1 - j % 2])
+            nn.functional.silu(h[1 - j % 2], inplace=True)
+        w_t, b = self.layers[-1]
+        return torch.addmm(b, h[(len(self.layers) - 1) % 2], w_t)
+
+
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> 3x3 conv, plus a projection of the step embedding, twice; a residual connection."""
 

@@ -195,3 +195,74 @@ def test_config_validation():
         DDPMConfig(hidden=10**6)
     with pytest.raises(ValueError, match="variance must be"):
         tiny_ddpm().sample(2, variance="fixed_large")
+
+
+def straightforward_chain(ddpm, n, seed, variance, last_k=1):
+    """Algorithm 2 written out: x_{k-1} = 1/sqrt(alpha_k) (x_k - beta_k/sqrt(1-alpha_bar_k) eps) + sigma_k z (1.24),
+    eps from the network's plain forward, the noise drawn in the chain's order (x_N, then z for k = N..2)."""
+    g = torch.Generator().manual_seed(seed)
+    dtype = ddpm.dtype
+    x = torch.randn(n, 2, generator=g, dtype=dtype)
+    sigma = ddpm.schedule.sigma(variance)
+    states = []
+    with torch.no_grad():
+        for k in range(ddpm.num_steps, last_k - 1, -1):
+            eps = ddpm.net(x, torch.full((n,), k))
+            ab = ddpm.alpha_bar[k].item()
+            states.append((k, x, eps, (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)))  # (1.21) solved for x_0
+            z = torch.randn(n, 2, generator=g, dtype=dtype) if k > 1 else torch.zeros(n, 2, dtype=dtype)
+            x = (x - ddpm.beta[k].item() / math.sqrt(1 - ab) * eps) / math.sqrt(ddpm.alpha[k].item()) \
+                + sigma[k].item() * z  # (1.24)
+    return states + [(0, x, None, None)]
+
+
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-13), (torch.float32, 1e-5)])
+def test_reverse_chain_is_the_straightforward_formulation(variance, dtype, tol):
+    """The preallocated, tabulated chain gives Algorithm 2's numbers at every step (to float rounding), and what
+    it yielded stays what it was: no buffer reused in place aliases a kept x_k, eps_pred or x0_pred."""
+    ddpm = tiny_ddpm(num_steps=40).to(dtype)
+    kept, seen = [], []
+    for step in ddpm.reverse_chain(64, generator=torch.Generator().manual_seed(3), variance=variance):
+        kept.append(step)
+        seen.append([None if t is None else t.clone() for t in (step.x_k, step.eps_pred, step.x0_pred)])
+    expected = straightforward_chain(ddpm, 64, 3, variance)
+    assert [s.k for s in kept] == [e[0] for e in expected]
+    for step, at_yield, (k, x, eps, x0) in zip(kept, seen, expected):
+        # rounding relative to the state's scale (an untrained net lets |x_k| grow to ~1e3); x0_pred divides by
+        # sqrt(alpha_bar_k) (1.21), which scales its rounding up as much
+        scale = max(x.abs().max().item(), 1.0 if eps is None else eps.abs().max().item())
+        amplification = [1, 1, 1 / ddpm.alpha_bar[k].sqrt().item()]
+        for got, then, want, a in zip((step.x_k, step.eps_pred, step.x0_pred), at_yield, (x, eps, x0), amplification):
+            if want is None:
+                assert got is None
+                continue
+            assert torch.equal(got, then), f"k = {k}: a yielded tensor changed after the chain moved on"
+            torch.testing.assert_close(got, want, rtol=0, atol=tol * scale * a)
+    distinct = {s.x_k.data_ptr() for s in kept} | {s.eps_pred.data_ptr() for s in kept[:-1]}
+    assert len(distinct) == 2 * len(kept) - 1
+
+
+def test_reverse_chain_of_a_shipped_checkpoint_matches_the_network_forward():
+    """ddpm-moons, float32, 50 of its 1000 steps: the chain against the straightforward formulation."""
+    import itertools
+
+    import genapp
+
+    ddpm = genapp.load("ddpm-moons")
+    expected = straightforward_chain(ddpm, 256, 0, "beta_tilde", last_k=951)[:50]
+    chain = itertools.islice(ddpm.reverse_chain(256, torch.Generator().manual_seed(0)), 50)
+    for step, (k, x, eps, _) in zip(chain, expected, strict=True):
+        assert step.k == k
+        torch.testing.assert_close(step.x_k, x, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(step.eps_pred, eps, rtol=1e-5, atol=1e-5)
+
+
+def test_ddim_chain_with_the_runner_is_the_plain_network(monkeypatch):  # beyond the lecture: DDIM
+    ddpm = tiny_ddpm(num_steps=50)
+    fast = list(ddpm.ddim_chain(32, num_steps=10, generator=torch.Generator().manual_seed(2)))
+    monkeypatch.setattr(DDPM, "_chain_eps", lambda self, n, ks, dtype: self.eps_theta)
+    plain = list(ddpm.ddim_chain(32, num_steps=10, generator=torch.Generator().manual_seed(2)))
+    assert [s.k for s in fast] == [s.k for s in plain]
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a.x_k, b.x_k, rtol=1e-12, atol=1e-12)
