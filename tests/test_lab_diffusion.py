@@ -96,6 +96,26 @@ def test_run_chain_keeps_ddims_strided_steps(model):
     np.testing.assert_array_equal(run.final, expected.numpy())
 
 
+def test_the_chains_steps_are_small_picklable_values_computed_where_asked(model):
+    """chain_states is what a ZeroGPU worker runs (issue 19): each yield crosses to the app pickled, so it is one
+    state (n x 2 float32) and a float, and run_chain takes whatever computes them."""
+    import pickle
+
+    settings = lab.ChainSettings("tiny", 500, 3, "beta", "ancestral")
+    steps = list(lab.chain_states(model, settings, "cpu"))
+    assert len(steps) == N + 1 and all(len(pickle.dumps(step)) < 5_000 for step in steps)  # 500 x 2 x 4 bytes
+    asked = []
+
+    def elsewhere(m, s):
+        asked.append((m, s))
+        yield from steps
+
+    run = list(lab.run_chain(model, settings, elsewhere))[-1]
+    assert asked == [(model, settings)] and run.done
+    np.testing.assert_array_equal(run.final, steps[-1][1])
+    np.testing.assert_array_equal(run.final, list(lab.run_chain(model, settings))[-1].final)  # same seed, same chain
+
+
 def test_a_chain_worker_runs_the_same_chain_in_the_background(model):
     settings = lab.ChainSettings("tiny", 32, 5, "beta", "ancestral")
     worker = lab.ChainWorker(lab.run_chain(model, settings))

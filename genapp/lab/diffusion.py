@@ -8,6 +8,7 @@ The chain is `DDPM.reverse_chain` / `DDPM.ddim_chain` itself, run unchanged: the
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import threading
@@ -87,24 +88,42 @@ def chain_steps(model: DDPM, settings: ChainSettings) -> np.ndarray:
     return np.arange(model.num_steps, -1, -1, dtype=np.int64)
 
 
-def run_chain(model: DDPM, settings: ChainSettings) -> Iterator[ChainRun]:
-    """Run the chain, yielding a ChainRun after every step (its first `filled` states computed; they share one
-    buffer); the last one is done. Every step of Algorithm 2 (or DDIM) runs, whatever the caller draws."""
-    ks = chain_steps(model, settings)
-    run = ChainRun(settings, str(model.config.dataset or ""), model.num_steps, ks,
-                   np.empty((len(ks), settings.n, 2), dtype=np.float16), np.zeros(len(ks), dtype=np.float32))
+def chain_states(model: DDPM, settings: ChainSettings, device: torch.device | str = "cpu"
+                 ) -> Iterator[tuple[float, np.ndarray]]:
+    """The chain itself, step by step: (sigma_k, x_k in float32) for each visited k, N..0, computed on `device`.
+
+    Small, picklable values on purpose: on a Space with ZeroGPU this generator runs in a worker that holds a lent GPU
+    (`genapp.ui.gpu.on_gpu`), and each yield crosses to the app. A model living on another device is copied there,
+    never moved: the shipped models are shared by every visitor. The noise comes from a CPU generator seeded with
+    `settings.seed` whatever the device, so a seed gives the same draws on the GPU."""
+    device = torch.device(device)
+    if model.device != device:
+        model = copy.deepcopy(model).to(device)
     g = torch.Generator().manual_seed(settings.seed)
-    start = time.perf_counter()
     if settings.sampler == "ddim":
         chain = model.ddim_chain(settings.n, settings.ddim_steps, generator=g)
     else:
         chain = model.reverse_chain(settings.n, generator=g, variance=settings.variance)
-    for i, step in enumerate(chain):
-        x_k = step.x_k.float().cpu().numpy()
+    for step in chain:
+        yield float(step.sigma), step.x_k.float().cpu().numpy()
+
+
+def run_chain(model: DDPM, settings: ChainSettings,
+              states: Callable[[DDPM, ChainSettings], Iterator[tuple[float, np.ndarray]]] = chain_states
+              ) -> Iterator[ChainRun]:
+    """Run the chain, yielding a ChainRun after every step (its first `filled` states computed; they share one
+    buffer); the last one is done. Every step of Algorithm 2 (or DDIM) runs, whatever the caller draws. `states`
+    computes the steps (`chain_states` on the CPU by default; the app passes one that picks the device per call)."""
+    ks = chain_steps(model, settings)
+    run = ChainRun(settings, str(model.config.dataset or ""), model.num_steps, ks,
+                   np.empty((len(ks), settings.n, 2), dtype=np.float16), np.zeros(len(ks), dtype=np.float32))
+    start = time.perf_counter()
+    for i, (sigma, x_k) in enumerate(states(model, settings)):
         run.states[i] = x_k
-        run.sigmas[i] = step.sigma
-        if step.k == 0:
-            yield dataclasses.replace(run, filled=i + 1, final=x_k.copy(), seconds=time.perf_counter() - start)
+        run.sigmas[i] = sigma
+        if i == len(ks) - 1:
+            yield dataclasses.replace(run, filled=i + 1, final=np.array(x_k, dtype=np.float32),
+                                      seconds=time.perf_counter() - start)
         else:
             yield dataclasses.replace(run, filled=i + 1)
 

@@ -23,7 +23,7 @@ from genapp.lab import diffusion as lab
 from genapp.lab.memo import SharedResults
 from genapp.render import figures, style
 from genapp.render import scrub as page_scrub
-from genapp.ui import limits, trained_data, widgets
+from genapp.ui import gpu, limits, trained_data, widgets
 from genapp.ui.chain_view import blank_frame, frame_indices, inside_figure, render_state, scrub_data
 from genapp.ui.session import Session
 from genapp.ui.text import diffusion as text
@@ -68,6 +68,16 @@ def _keep(extra: Mapping[str, Any] | None, run: lab.ChainRun) -> None:
         extra.chain = run
 
 
+def _chain_states(model, settings: lab.ChainSettings) -> Iterator[tuple[float, np.ndarray]]:
+    """The chain's steps on the device chosen now, inside the call (a GPU lent to this call on ZeroGPU)."""
+    yield from lab.chain_states(model, settings, gpu.call_device())
+
+
+# On a Space with ZeroGPU each chain holds a lent GPU for at most a minute (check_cost bounds its work); elsewhere
+# this is _chain_states itself
+chain_states = gpu.on_gpu(_chain_states, duration=60)
+
+
 def run_chain(settings: lab.ChainSettings, extra: Mapping[str, Any] | None = None) -> Iterator[lab.ChainRun]:
     """`genapp.lab.diffusion.run_chain` on the named model (a gr.Error for an unknown model, DDIM steps beyond N, or
     more points x steps than one request may compute: `limits.check_cost`)."""
@@ -75,7 +85,7 @@ def run_chain(settings: lab.ChainSettings, extra: Mapping[str, Any] | None = Non
     if settings.sampler == "ddim" and not 1 <= settings.ddim_steps <= model.num_steps:
         raise widgets.refuse(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
     limits.check_cost(settings.n, settings.ddim_steps if settings.sampler == "ddim" else model.num_steps)
-    return lab.run_chain(model, settings)
+    return lab.run_chain(model, settings, chain_states)
 
 
 def _reusable(previous: lab.ChainRun | None, settings: lab.ChainSettings) -> bool:
