@@ -213,6 +213,22 @@ def test_masks_alternate_and_cover_every_coordinate():
     assert all(sorted(i["conditioning"] + i["transformed"]) == list(range(5)) for i in info[:3])
 
 
+@pytest.mark.parametrize(("mask", "cond_first"), [([1, 0], True), ([0, 1], False), ([1, 1, 0], True),
+                                                  ([0, 0, 1, 1, 1], False), ([1, 0, 1], None), ([0, 1, 1, 0], None)])
+def test_split_and_merge_are_boolean_indexing(mask, cond_first):
+    """Contiguous masks split by slicing, others by indexing: both must equal v[mask], v[~mask] and the write-back."""
+    m = torch.tensor(mask, dtype=torch.bool)
+    layer = AdditiveCoupling(m, 4, 1)
+    v = points(6, len(mask))
+    v_1, v_2 = layer.split(v)
+    assert torch.equal(v_1, v[:, m]) and torch.equal(v_2, v[:, ~m])
+    new = -v_2 - 7
+    expected = v.clone()
+    expected[:, ~m] = new
+    assert torch.equal(layer.merge(v, new), expected)
+    assert layer.cond_first is cond_first  # sliced (True/False) or indexed (None)
+
+
 def test_trajectory_has_every_state():
     z = points(16, 2)
     for flow in flows(2):
