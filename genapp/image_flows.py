@@ -27,9 +27,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from genapp.data import check_count
-from genapp.flows import COUPLINGS, MAX_SAMPLE_NUMBERS, DiagonalScaling, Flow, FlowConfig
+from genapp.flows import ACTIVATIONS, COUPLINGS, MAX_SAMPLE_NUMBERS, Coupling, DiagonalScaling, Flow, FlowConfig
 
 MASKS = ("checkerboard", "channel", "mixed")
+CONDITIONERS = ("mlp", "conv")
 MAX_LEVELS = 256
 
 
@@ -62,6 +63,49 @@ def image_mask(masks: str, shape: tuple[int, int, int], k: int) -> torch.Tensor:
         raise ValueError(f"masks must be one of {MASKS}, got {masks!r:.40}")
     use_channel = masks == "channel" or (masks == "mixed" and (k // 2) % 2 == 1)
     return (channel_mask if use_channel else checkerboard_mask)(shape, k % 2)
+
+
+class ConvConditioner(nn.Module):
+    """mu_theta / sigma_theta of a coupling as a small CNN (beyond the lecture, as RealNVP's own conditioners): the
+    conditioning values z_1 (n, d') are put back at their pixels, the moved pixels zeroed, a mask channel added;
+    3x3 convolutions give `outputs_per_coord` maps, read at the moved pixels -> (n, outputs_per_coord * (D - d')),
+    laid out as the MLP's (all sigma_theta, then all mu_theta), so the coupling's (1.34)/(1.36) code is unchanged."""
+
+    def __init__(self, mask: torch.Tensor, outputs_per_coord: int, hidden: int, depth: int, activation: str) -> None:
+        super().__init__()
+        mask = torch.as_tensor(mask, dtype=torch.bool, device="cpu")
+        c = mask.shape[0]
+        self.shape = tuple(mask.shape)
+        self.outputs_per_coord = outputs_per_coord
+        self.register_buffer("mask_image", mask.to(torch.get_default_dtype())[None], persistent=False)
+        self.register_buffer("cond", mask.flatten().nonzero().squeeze(1), persistent=False)
+        self.register_buffer("trans", (~mask).flatten().nonzero().squeeze(1), persistent=False)
+        layers: list[nn.Module] = [nn.Conv2d(c + 1, hidden, 3, padding=1), ACTIVATIONS[activation]()]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(hidden, hidden, 3, padding=1), ACTIVATIONS[activation]()]
+        layers.append(nn.Conv2d(hidden, outputs_per_coord * c, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, v_1: torch.Tensor) -> torch.Tensor:
+        n, d = len(v_1), self.cond.numel() + self.trans.numel()
+        image = v_1.new_zeros(n, d).index_copy(1, self.cond, v_1).reshape(n, *self.shape)
+        mask = self.mask_image.to(v_1.dtype).expand(n, 1, *self.shape[1:])
+        out = self.net(torch.cat([image, mask], 1)).reshape(n, self.outputs_per_coord, d)
+        return out[:, :, self.trans].flatten(1)
+
+
+def image_coupling(kind: str, mask: torch.Tensor, conditioner: str, hidden: int, depth: int,
+                   activation: str) -> Coupling:
+    """The lecture's coupling of `kind` ((1.34) NICE, (1.36) RealNVP) on the flattened (C, H, W) `mask`, with an MLP
+    on the conditioning pixels ("mlp") or a `ConvConditioner` ("conv", composed in place of the MLP)."""
+    if conditioner not in CONDITIONERS:
+        raise ValueError(f"conditioner must be one of {CONDITIONERS}, got {conditioner!r:.40}")
+    cls = COUPLINGS[kind]
+    if conditioner == "mlp":
+        return cls(mask.flatten(), hidden, depth, activation)
+    layer = cls(mask.flatten(), 1, 1, activation)  # its 1-wide MLP is replaced at once
+    layer.net = ConvConditioner(mask, cls.outputs_per_coord, hidden, depth, activation)
+    return layer
 
 
 # -- preprocessing (beyond the lecture: Dinh et al. 2017, sec. 4.1) --------------------------------------------------
@@ -145,7 +189,8 @@ def bits_per_dim(log_px: torch.Tensor, dim: int, levels: int) -> torch.Tensor:
 @dataclass
 class ImageFlowConfig(FlowConfig):
     """A `FlowConfig` for images: `shape` (C, H, W), `levels` L of the data (256 for 8-bit, 17 for sklearn's digits),
-    `alpha` of the logit transform, `masks` ("checkerboard", "channel", "mixed"). data_dim = C * H * W (0 = derive).
+    `alpha` of the logit transform, `masks` ("checkerboard", "channel", "mixed"), `conditioner` ("mlp" on the
+    conditioning pixels, or "conv": `ConvConditioner`, `hidden` channels). data_dim = C * H * W (0 = derive).
     """
 
     data_dim: int = 0
@@ -153,6 +198,7 @@ class ImageFlowConfig(FlowConfig):
     levels: int = 256
     alpha: float = 0.05
     masks: str = "checkerboard"
+    conditioner: str = "mlp"
 
     def __post_init__(self) -> None:
         shape = tuple(self.shape)
@@ -171,6 +217,8 @@ class ImageFlowConfig(FlowConfig):
             raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha!r}")
         if self.masks not in MASKS:
             raise ValueError(f"masks must be one of {MASKS}, got {self.masks!r:.40}")
+        if self.conditioner not in CONDITIONERS:
+            raise ValueError(f"conditioner must be one of {CONDITIONERS}, got {self.conditioner!r:.40}")
         if self.masks != "checkerboard" and (shape[1] % 2 or shape[2] % 2):
             raise ValueError(f"masks {self.masks!r} need even H and W, got {shape}")
 
@@ -200,8 +248,9 @@ class ImageFlow(Flow):
             config = ImageFlowConfig(**config)
         self.config = config
         coupling = COUPLINGS[config.kind]
-        masks = [image_mask(config.masks, config.shape, k).flatten() for k in range(config.num_couplings)]
-        layers: list[nn.Module] = [coupling(m, config.hidden, config.depth, config.activation) for m in masks]
+        layers: list[nn.Module] = [
+            image_coupling(config.kind, image_mask(config.masks, config.shape, k), config.conditioner, config.hidden,
+                           config.depth, config.activation) for k in range(config.num_couplings)]
         if coupling.volume_preserving and config.nice_scaling:
             layers.append(DiagonalScaling(config.data_dim))
         layers.append(LogitTransform(config.alpha))

@@ -12,6 +12,7 @@ import torch
 from genapp.flows import AffineCoupling
 from genapp.image_flows import (
     DIGITS_HELDOUT,
+    ConvConditioner,
     ImageFlow,
     ImageFlowConfig,
     IndependentPixels,
@@ -26,10 +27,11 @@ from genapp.image_flows import (
 )
 
 
-def tiny_flow(kind: str, masks: str = "mixed", shape=(1, 4, 4), levels: int = 4, couplings: int = 4) -> ImageFlow:
+def tiny_flow(kind: str, masks: str = "mixed", shape=(1, 4, 4), levels: int = 4, couplings: int = 4,
+              conditioner: str = "mlp") -> ImageFlow:
     torch.manual_seed(0)
     flow = ImageFlow(ImageFlowConfig(kind=kind, shape=shape, levels=levels, num_couplings=couplings, hidden=16,
-                                     masks=masks)).double()
+                                     masks=masks, conditioner=conditioner)).double()
     with torch.no_grad():  # make the layers far from the identity so a wrong log-det shows
         for p in flow.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -73,6 +75,21 @@ def test_masks_alternate_and_cover_every_pixel(masks, shape):
         assert torch.equal(layers[0], checkerboard_mask(shape, 0)) and torch.equal(layers[2], channel_mask(shape, 0))
 
 
+@torch.no_grad()
+def test_conv_conditioner_shapes_and_dependence():
+    """(the coupling structure itself, z_1 passed through and a triangular Jacobian, is checked against autograd)"""
+    flow = tiny_flow("realnvp", conditioner="conv")
+    layer = flow.layers[0]
+    assert isinstance(layer.net, ConvConditioner)
+    v_1 = torch.randn(2, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    assert layer.net(v_1).shape == (2, 2 * 8)  # sigma_theta and mu_theta for the 8 moved pixels
+    sigma, mu = layer.log_scale_shift(v_1)
+    assert sigma.shape == mu.shape == (2, 8)
+    bumped = v_1.clone()
+    bumped[:, 0] += 1.0  # conditioning pixel (0, 0) is a 3x3 neighbour of moved pixel (0, 1): its output changes
+    assert float((layer.log_scale_shift(bumped)[1] - mu)[:, 0].abs().min()) > 0
+
+
 def test_flow_couplings_use_the_image_masks():
     flow = tiny_flow("realnvp", masks="checkerboard")
     assert torch.equal(flow.layers[0].mask, checkerboard_mask((1, 4, 4), 0).flatten())
@@ -80,9 +97,10 @@ def test_flow_couplings_use_the_image_masks():
 
 
 # -- bijection -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("conditioner", ["mlp", "conv"])
 @pytest.mark.parametrize("kind", ["realnvp", "nice"])
-def test_inverse_of_forward_is_identity(kind):
-    flow = tiny_flow(kind)
+def test_inverse_of_forward_is_identity(kind, conditioner):
+    flow = tiny_flow(kind, conditioner=conditioner)
     z = torch.randn(5, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     x, log_det = flow(z)
     lo, hi = -0.05 / 0.9, 0.95 / 0.9  # the logit transform's image: ((0 - alpha), (1 - alpha)) / (1 - 2 alpha)
@@ -92,9 +110,10 @@ def test_inverse_of_forward_is_identity(kind):
     torch.testing.assert_close(inv_log_det, -log_det, atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("conditioner", ["mlp", "conv"])
 @pytest.mark.parametrize("kind", ["realnvp", "nice"])
-def test_log_det_matches_autograd_jacobian(kind):
-    flow = tiny_flow(kind)
+def test_log_det_matches_autograd_jacobian(kind, conditioner):
+    flow = tiny_flow(kind, conditioner=conditioner)
     x = torch.rand(3, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 0.9 + 0.05
     _, log_det = flow.inverse(x)
     for i in range(len(x)):
@@ -225,6 +244,8 @@ def test_config_checks():
         ImageFlowConfig(shape=(1, 7, 7), masks="channel")
     with pytest.raises(ValueError, match="levels"):
         ImageFlowConfig(levels=1)
+    with pytest.raises(ValueError, match="conditioner"):
+        ImageFlowConfig(conditioner="transformer")
     assert isinstance(ImageFlow(ImageFlowConfig(kind="realnvp", shape=(1, 4, 4))).layers[0], AffineCoupling)
 
 
