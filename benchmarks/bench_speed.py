@@ -1,5 +1,6 @@
-"""Part 4: training steps/s per family and sampling throughput of our chain against diffusers' scheduler loop on the
-same network; part 5: sampling time against the number of points n and the number of steps N.
+"""Part 4: training steps/s per family, sampling throughput of our chain against diffusers' scheduler loop on the
+same network, and the chain against the machine's matmul limit (chain_limit.py); part 5: sampling time against the
+number of points n and the number of steps N.
 
 CPU numbers use one torch thread in a process of their own (other benchmark processes run on the other cores);
 GPU numbers hold the GPU alone (an exclusive lock). Times are medians of repeats, the device synchronised around
@@ -153,7 +154,10 @@ def _devices() -> list[str]:
 
 
 def speed_jobs(smoke: bool) -> list[dict]:
-    out = []
+    # the app's chain against a plain matmul loop of its shapes, at 1 and 2 torch threads (benchmarks/chain_limit.py;
+    # the job sets its own thread counts and puts the worker's single thread back)
+    out = [dict(part="speed", key="chain_limit/cpu", module="chain_limit", fn="measure",
+                kwargs=dict(smoke=smoke), estimate_s=3 if smoke else 90)]
     for device in _devices():
         gpu = device == "cuda"
         for family in FAMILIES:

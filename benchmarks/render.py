@@ -400,8 +400,42 @@ def speed_section(rep: Report, part: dict | None) -> None:
                                 f"{r['ours_over_diffusers']:.2f}x")])
     rep.add(table(["device", "n", "N", "ours (s)", "diffusers (s)", "ours pts x steps/s", "diffusers pts x steps/s",
                    "ours / diffusers", "target"], body), "")
-    rep.add("The app's first-frame latency and full-chain time are measured by `benchmarks/app_speed.py`.", "")
+    for r in (r for r in rows if "whole_chain_s" in r):
+        chain_limit_table(rep, r)
+    rep.add("The app's first-frame latency and full-chain time through its callbacks are measured by "
+            "`benchmarks/app_speed.py`.", "")
     _errors(rep, part)
+
+
+def chain_limit_targets(r: dict) -> list[tuple[str, bool, str]]:
+    """(name, met, measured) of the chain_limit targets, read at the app's default thread count."""
+    t = r["targets"]
+    threads = f"{r['app_threads']} thread{'s' if r['app_threads'] > 1 else ''}"
+    return [(f"chain >= {100 * t['fraction']:.0f}% of the matmul limit ({threads})", r["fraction"] >= t["fraction"],
+             f"{100 * r['fraction']:.0f}%"),
+            (f"whole {fmt(r['n'])}-point chain <= {fmt(t['whole_chain_s'])} s ({threads})",
+             r["whole_chain_s"] <= t["whole_chain_s"], f"{r['whole_chain_s']:.2f} s"),
+            (f"first frame <= {fmt(t['first_frame_s'])} s ({threads})", r["first_frame_s"] <= t["first_frame_s"],
+             f"{r['first_frame_s']:.3f} s")]
+
+
+def chain_limit_table(rep: Report, r: dict) -> None:
+    """benchmarks/chain_limit.py: the chain's FLOP/s against a plain addmm loop of the same shapes."""
+    rep.add(f"The chain against the machine's limit (`benchmarks/chain_limit.py`, {r['checkpoint']}, "
+            f"{fmt(r['n'])} points, N = {fmt(r['num_steps'])}): FLOP/s of the whole `reverse_chain` (counting only "
+            "EpsMLP's linear layers) against a loop of `torch.addmm` on exactly the layers' shapes; median of "
+            f"{r['repeats']} interleaved repeats; load average {r['loadavg_before'][0]:.1f} before, "
+            f"{r['loadavg_after'][0]:.1f} after (other processes slow both alike; the fraction is the number to read).",
+            "")
+    body = [[fmt(row["threads"]), f"{row['chain_s']:.2f}", fmt(row["chain_gflops"]), f"{row['matmul_s']:.2f}",
+             fmt(row["matmul_gflops"]), f"{100 * row['fraction']:.0f}%", f"{row['first_frame_s']:.3f}"]
+            for row in r["rows"]]
+    rep.add(table(["threads", "chain (s)", "chain GFLOP/s", "matmul loop (s)", "matmul GFLOP/s", "fraction",
+                   "first frame (s)"], body), "")
+    verdicts = [rep.target(name, met, measured) for name, met, measured in chain_limit_targets(r)]
+    rep.add(f"Chain at {100 * r['fraction']:.0f}% of the matmul limit ({verdicts[0]}); whole chain "
+            f"{r['whole_chain_s']:.2f} s ({verdicts[1]}); first frame {r['first_frame_s']:.3f} s ({verdicts[2]}), "
+            f"at the app's {r['app_threads']} torch thread(s).", "")
 
 
 # -- part 5 ---------------------------------------------------------------------------------------------------------

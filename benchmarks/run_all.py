@@ -116,6 +116,9 @@ def _summary(record: dict) -> str:
     if "error" in record:
         return "ERROR " + record["error"][:200]
     r = record["result"]
+    if "whole_chain_s" in r:  # chain_limit.measure
+        return (f"chain at {100 * r['fraction']:.0f}% of the matmul limit; whole chain {r['whole_chain_s']:.2f} s; "
+                f"first frame {r['first_frame_s']:.3f} s")
     for key in ("kl", "gap_beta_tilde", "energy_ratio", "lockstep_max_abs_diff", "steps_per_s",
                 "ours_over_diffusers", "seconds", "missing"):
         if key in r:
