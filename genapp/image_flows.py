@@ -4,10 +4,13 @@ Dinh et al.'s dequantization and logit transform, and the likelihood in bits/dim
 An `ImageFlow` is a `genapp.flows.Flow` over flattened images (n, D), D = C * H * W, built from the lecture's layers
 composed with one more bijection, the logit transform, as its last layer f_{K+1}:
 
-    z ~ N(0, I)  --couplings f_1..f_K (1.34)/(1.36)-->  y (logit space)  --f_{K+1}: y -> x-->  x in (0, 1)^D
+    z ~ N(0, I)  --couplings f_1..f_K (1.34)/(1.36)-->  y (logit space)  --f_{K+1}: y -> x-->  x
 
 so `Flow.inverse` / `log_prob` / `trajectory` give log p_x(x) = log p_z(z) + sum_k log|det J_{f_k^{-1}}| (1.29, 1.32)
-with the transform's log-det counted like any coupling's. Beyond the lecture (marked where used):
+with the transform's log-det counted like any coupling's. Data x = (pixels + u) / L lie in [0, 1)^D; the model's x
+range over (-alpha, 1 - alpha)^D / (1 - 2 alpha), a little wider, so samples are clipped when quantized.
+
+Beyond the lecture (marked where used):
 - image masks: checkerboard and channel-wise (Dinh et al. 2017, sec. 3.4); the lecture splits z in halves;
 - uniform dequantization x = (pixel + u) / L, u ~ U[0, 1)^D, and the logit transform (Dinh et al. 2017, sec. 4.1);
 - bits/dim = (-log p_x(x) + D log L) / (D log 2), an upper bound (in expectation over u) on the discrete NLL of the
@@ -166,7 +169,7 @@ def pixels_from_unit(images: torch.Tensor, levels: int) -> torch.Tensor:
     if images.dtype.is_floating_point:
         scaled = images.double() * (levels - 1)
         j = scaled.round()
-        if bool((scaled - j).abs().max() > 1e-3) if scaled.numel() else False:
+        if scaled.numel() and float((scaled - j).abs().max()) > 1e-3:
             raise ValueError(f"float images must lie on the grid j / {levels - 1}, j = 0..{levels - 1}")
         images = j
     j = images.to(torch.int64)
@@ -237,7 +240,7 @@ class NLLTerms:
 
 class ImageFlow(Flow):
     """couplings f_1..f_K with image masks (+ NICE's scaling) and the logit transform f_{K+1}, base N(0, I):
-    a `Flow` on flattened images x in (0, 1)^D; `log_prob(x)` is (1.29) with every log-det counted (1.32).
+    a `Flow` on flattened images x (data in [0, 1)^D); `log_prob(x)` is (1.29) with every log-det counted (1.32).
     `config_cls`: the config a checkpoint's config.json must rebuild (for a loader that asks the model class)."""
 
     config_cls = ImageFlowConfig
@@ -298,8 +301,9 @@ class ImageFlow(Flow):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1]: x = f(z), z ~ N(0, T^2 I) at temperature T (T < 1: the typical, blurrier
-        images; beyond the lecture, Kingma & Dhariwal 2018). `quantize(x)` gives the pixels."""
+        """n images (n, C, H, W), x = f(z) in [-0.06, 1.06] for alpha = 0.05, z ~ N(0, T^2 I) at temperature T
+        (T < 1: smoother, more typical images; beyond the lecture, Kingma & Dhariwal 2018). `quantize(x)` gives the
+        pixels."""
         if not 0 <= temperature <= 10:
             raise ValueError(f"temperature must be in [0, 10], got {temperature!r}")
         n = check_count(n, (self.config.data_dim,), MAX_SAMPLE_NUMBERS)
@@ -309,13 +313,13 @@ class ImageFlow(Flow):
         return self.images(self((temperature * z).to(p.device))[0])
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        """x in [0, 1] -> integer pixels floor(x L), clipped to 0..L-1 (the bin x was dequantized from)."""
+        """x -> integer pixels floor(x L), clipped to 0..L-1 (for data: the bin x was dequantized from)."""
         return (x * self.config.levels).floor().clamp(0, self.config.levels - 1).to(torch.int64)
 
     @torch.no_grad()
     def image_trajectory(self, z: torch.Tensor) -> list[torch.Tensor]:
         """[z_0, z_1, ..., z_K, x] as images (n, C, H, W): the image after each layer from a latent z (n, D) or
-        (n, C, H, W). All but the last live in logit space (unbounded); the last is x in (0, 1)."""
+        (n, C, H, W). All but the last live in logit space (unbounded); the last is x (see `sample`)."""
         return [self.images(s) for s in self.trajectory(z.reshape(len(z), -1))]
 
     @torch.no_grad()
