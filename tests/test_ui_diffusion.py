@@ -49,7 +49,7 @@ def run_of(extra, **kw) -> lab.ChainRun:
 # -- settings and validation -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("n", 5, "Number of points"), ("n", 10**9, "Number of points"), ("n", "many", "Number of points"),
+    [("n", 0, "Number of points"), ("n", 10**9, "Number of points"), ("n", "many", "Number of points"),
      ("seed", -1, "Seed"), ("seed", 1.5, "Seed"), ("variance", "fixed_small", "Variance"),
      ("sampler", "euler", "Sampler"), ("ddim_steps", 0, "DDIM steps")],
 )
@@ -388,7 +388,7 @@ def test_a_new_model_forgets_the_previous_models_chain(extra):
     session = Session(models={"tiny-ddpm": extra["tiny-ddpm"], "other-ddpm": other.eval()})
     tab._keep(session, run_of(session))
     assert tab.inside_step(tab.kept_chain(session), 5, session)[1]
-    assert tab.switch_model("other-ddpm", session) == (30, "8gaussians")
+    assert tab.switch_model("other-ddpm", session) == (30, "8gaussians", False)
     assert tab.kept_chain(session) is None
     with pytest.raises(gr.Error, match="Run the chain first"):
         tab.inside_step(tab.kept_chain(session), 5, session)

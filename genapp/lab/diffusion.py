@@ -59,7 +59,9 @@ class ChainRun:
     """Every state the chain visited: `states[i]` is x_k at k = `ks[i]`, k descending from N to 0 (all N + 1 states
     for Algorithm 2, the strided steps for DDIM), float16 (1,000 steps of 2,000 points in 8 MB). Only the first
     `filled` states are computed; `final` is x_0 in float32 once the chain is done. `sigmas[i]` is sigma_k of the step
-    that leaves x_k (0 for DDIM and at k <= 1). `dataset` is the model's config.dataset (for the frames' backdrop)."""
+    that leaves x_k (0 for DDIM and at k <= 1). `dataset` is the model's config.dataset (for the frames' backdrop).
+    A state is (n, 2) for points, (n, C, H, W) for images; an image run also keeps `x0_preds[i]`, the clean image
+    x_0 that x_k implies (1.21 solved for x_0), as Ho et al.'s progressive-generation figure shows it."""
 
     settings: ChainSettings
     dataset: str
@@ -70,6 +72,11 @@ class ChainRun:
     filled: int = 0
     final: np.ndarray | None = None
     seconds: float = 0.0
+    x0_preds: np.ndarray | None = None
+
+    @property
+    def images(self) -> bool:
+        return self.states.ndim == 5
 
     @property
     def done(self) -> bool:
@@ -89,8 +96,10 @@ def chain_steps(model: DDPM, settings: ChainSettings) -> np.ndarray:
 
 
 def chain_states(model: DDPM, settings: ChainSettings, device: torch.device | str = "cpu"
-                 ) -> Iterator[tuple[float, np.ndarray]]:
-    """The chain itself, step by step: (sigma_k, x_k in float32) for each visited k, N..0, computed on `device`.
+                 ) -> Iterator[tuple[float, np.ndarray, np.ndarray | None]]:
+    """The chain itself, step by step: (sigma_k, x_k, x0_pred) in float32 for each visited k, N..0, computed on
+    `device`; x0_pred (1.21 solved for x_0, what the step predicts) only for image models (None for points, x_0 itself
+    at k = 0).
 
     Small, picklable values on purpose: on a Space with ZeroGPU this generator runs in a worker that holds a lent GPU
     (`genapp.ui.gpu.on_gpu`), and each yield crosses to the app. A model living on another device is copied there,
@@ -99,28 +108,36 @@ def chain_states(model: DDPM, settings: ChainSettings, device: torch.device | st
     device = torch.device(device)
     if model.device != device:
         model = copy.deepcopy(model).to(device)
+    images = len(model.config.data_shape) > 1
     g = torch.Generator().manual_seed(settings.seed)
     if settings.sampler == "ddim":
         chain = model.ddim_chain(settings.n, settings.ddim_steps, generator=g)
     else:
         chain = model.reverse_chain(settings.n, generator=g, variance=settings.variance)
+    as_array = lambda t: t.float().cpu().numpy()  # noqa: E731
     for step in chain:
-        yield float(step.sigma), step.x_k.float().cpu().numpy()
+        x_k = as_array(step.x_k)
+        x0 = (x_k if step.x0_pred is None else as_array(step.x0_pred)) if images else None
+        yield float(step.sigma), x_k, x0
 
 
 def run_chain(model: DDPM, settings: ChainSettings,
-              states: Callable[[DDPM, ChainSettings], Iterator[tuple[float, np.ndarray]]] = chain_states
-              ) -> Iterator[ChainRun]:
+              states: Callable[[DDPM, ChainSettings], Iterator[tuple[float, np.ndarray, np.ndarray | None]]]
+              = chain_states) -> Iterator[ChainRun]:
     """Run the chain, yielding a ChainRun after every step (its first `filled` states computed; they share one
     buffer); the last one is done. Every step of Algorithm 2 (or DDIM) runs, whatever the caller draws. `states`
     computes the steps (`chain_states` on the CPU by default; the app passes one that picks the device per call)."""
     ks = chain_steps(model, settings)
-    run = ChainRun(settings, str(model.config.dataset or ""), model.num_steps, ks,
-                   np.empty((len(ks), settings.n, 2), dtype=np.float16), np.zeros(len(ks), dtype=np.float32))
+    shape = (len(ks), settings.n, *model.config.data_shape)
+    run = ChainRun(settings, str(model.config.dataset or ""), model.num_steps, ks, np.empty(shape, dtype=np.float16),
+                   np.zeros(len(ks), dtype=np.float32),
+                   x0_preds=np.empty(shape, dtype=np.float16) if len(shape) > 3 else None)
     start = time.perf_counter()
-    for i, (sigma, x_k) in enumerate(states(model, settings)):
+    for i, (sigma, x_k, x0_pred) in enumerate(states(model, settings)):
         run.states[i] = x_k
         run.sigmas[i] = sigma
+        if run.x0_preds is not None:
+            run.x0_preds[i] = x0_pred
         if i == len(ks) - 1:
             yield dataclasses.replace(run, filled=i + 1, final=np.array(x_k, dtype=np.float32),
                                       seconds=time.perf_counter() - start)
@@ -213,7 +230,8 @@ def scrub_pack(run: ChainRun, lim: float, states: int = SCRUB_STATES) -> ScrubPa
 # -- inside one step ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class StepInside:
-    """The step that leaves x_k, for every point of a finished run (float32 arrays (n, 2)).
+    """The step that leaves x_k, for every point of a finished run (float32 arrays (n, 2); (n, C, H, W) for an image
+    run, whose grid and eps_grid are empty: an eps field over the plane exists only for points).
 
     k_asked: the step asked for; k: the step shown, equal to k_asked for Algorithm 2 (it keeps every state), for
     DDIM the strided step nearest to it (DDIM never visits the others); k_next: where the step lands (k - 1, or DDIM's
@@ -247,17 +265,22 @@ class StepInside:
 
     @property
     def drift(self) -> float:
-        """Mean |mean - x_k| over the points: the deterministic part of the step."""
-        return float(np.linalg.norm(self.mean - self.x_k, axis=1).mean())
+        """Mean |mean - x_k| over the points (or images): the deterministic part of the step."""
+        return _mean_norm(self.mean - self.x_k)
 
     @property
     def noise_size(self) -> float:
-        """Mean |x_next - mean| over the points: the random part of the step."""
-        return float(np.linalg.norm(self.noise, axis=1).mean())
+        """Mean |x_next - mean| over the points (or images): the random part of the step."""
+        return _mean_norm(self.noise)
 
     @property
     def eps_norm(self) -> float:
-        return float(np.linalg.norm(self.eps, axis=1).mean())
+        return _mean_norm(self.eps)
+
+
+def _mean_norm(a: np.ndarray) -> float:
+    """The mean over samples of each sample's Euclidean norm (a point's, or a whole image's)."""
+    return float(np.linalg.norm(a.reshape(len(a), -1), axis=1).mean())
 
 
 def lattice(lim: float, size: int) -> np.ndarray:
@@ -292,9 +315,12 @@ def inside_step(model: DDPM, run: ChainRun, k: int, lim: float = 3.5, grid_size:
         mean = model.p_mean(x_k, shown, eps)  # (1.23)
         x_next = as_model(run.states[i + 1])  # the kept x_{k-1} = mu_theta + sigma_k z (1.24)
         sigma = float(sched.sigma(s.variance)[shown]) if shown > 1 else 0.0  # z = 0 at k = 1 (Algorithm 2)
-    grid = lattice(lim, grid_size)
-    eps_grid = model.eps_theta(as_model(grid), shown)
     out = lambda t: t.float().cpu().numpy()  # noqa: E731
+    if run.images:  # an eps field over the plane exists only for points
+        grid, eps_grid = np.zeros((0, 2), np.float32), torch.zeros(0, 2)
+    else:
+        grid = lattice(lim, grid_size)
+        eps_grid = model.eps_theta(as_model(grid), shown)
     return StepInside(k, shown, k_next, s.sampler, s.variance, float(sched.beta[shown]),
                       float(sched.alpha_bar[shown]), sigma, out(x_k), out(eps), out(x0_pred), out(mean), out(x_next),
                       grid, out(eps_grid))

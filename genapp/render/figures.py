@@ -239,3 +239,27 @@ def loss_figure(
     if len(losses) or floor is not None:
         ax.legend(fontsize=9, frameon=False, loc="upper right")
     return fig
+
+
+def inside_image_step_figure(*, k: int, k_next: int, x_k: np.ndarray, eps: np.ndarray, x0_pred: np.ndarray,
+                             noise: np.ndarray, x_next: np.ndarray, sampler: str, rows: int = 4) -> Figure:
+    """One step of an image chain for its first `rows` images, one column per quantity: x_k, eps_theta(x_k, k), the
+    x_0 it implies (1.21), the noise the step adds (sigma_k z of (1.24); none for DDIM) and x_{k_next}. Images in
+    [-1, 1] are drawn on [-1, 1]; eps and the noise, centred on 0, on their own symmetric range (shown above)."""
+    rows = min(rows, len(x_k))
+    added = "no noise (DDIM)" if sampler == "ddim" else "σₖ z (1.24)"
+    columns = [("x_k", x_k, 1.0), ("ε_θ(x_k, k)", eps, None), ("x̂₀ (1.21)", x0_pred, 1.0),
+               (added, noise, None), (f"x_{k_next}", x_next, 1.0)]
+    fig = Figure(figsize=(9.5, 1.9 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, len(columns), squeeze=False)
+    for j, (title, values, span) in enumerate(columns):
+        v = np.asarray(values, dtype=np.float32)[:rows, 0]
+        lim = span or max(float(np.abs(v).max()), 1e-6)
+        for r in range(rows):
+            ax = axes[r][j]
+            ax.imshow(v[r], cmap="gray" if span else "RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][j].set_title(title if span else f"{title}\n±{lim:.2f}", fontsize=10, color=INK)
+    fig.suptitle(f"Inside step k = {k} → {k_next}", fontsize=11, color=INK)
+    return fig

@@ -77,3 +77,14 @@ def backdrop(model: Any, size: int = style.DEFAULT_SIZE, session: Any = None) ->
         image.setflags(write=False)
         kept[size] = image
     return kept[size]
+
+
+def images(model: Any, n: int, seed: int = 0) -> torch.Tensor | None:
+    """n images (n, C, H, W) in [-1, 1] of an image model's dataset (digits, mnist), the same for the same seed;
+    None for a model on points."""
+    import genapp.data
+
+    name = widgets.dataset_name(model)
+    if len(getattr(model.config, "data_shape", (2,))) < 3 or name not in genapp.data.IMAGE_LOADERS:
+        return None
+    return genapp.data.get(name).sample(n, generator=torch.Generator().manual_seed(seed))

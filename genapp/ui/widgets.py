@@ -173,14 +173,16 @@ def _is_points_model(entry: Mapping[str, Any]) -> bool:
     return list(config.get("data_shape") or [config.get("data_dim", 2)]) == [2]
 
 
-def model_choices(family: str | tuple[str, ...], extra: Mapping[str, Any] | None = None) -> list[str]:
-    """Names for a model picker: shipped checkpoints of `family` ("ddpm", or ("nice", "realnvp")) on 2-D data,
-    then this session's models from `extra` whose family matches (their names as given)."""
+def model_choices(family: str | tuple[str, ...], extra: Mapping[str, Any] | None = None,
+                  images: bool = False) -> list[str]:
+    """Names for a model picker: shipped checkpoints of `family` ("ddpm", or ("nice", "realnvp")) on 2-D data (and
+    on images too with `images`: the DDPM tab draws both), then this session's models from `extra` whose family
+    matches (their names as given)."""
     import genapp
 
     families = (family,) if isinstance(family, str) else tuple(family)
     shipped = [e["name"] for e in genapp.available()
-               if e.get("family") in families and "error" not in e and _is_points_model(e)]
+               if e.get("family") in families and "error" not in e and (images or _is_points_model(e))]
     session = [name for name, model in (extra or {}).items() if _family(model) in families and name not in shipped]
     return shipped + session
 
@@ -192,9 +194,11 @@ def _family(model: Any) -> str | None:
         return None
 
 
-def get_model(name: Any, extra: Mapping[str, Any] | None = None, family: str | tuple[str, ...] | None = None):
+def get_model(name: Any, extra: Mapping[str, Any] | None = None, family: str | tuple[str, ...] | None = None,
+              images: bool = False):
     """The model called `name`: this session's `extra` first, then `genapp.load` (checkpoints/, cached) of a name the
-    picker of `family` lists, so that no name a client makes up reaches the loader (or the Hub)."""
+    picker of `family` lists, so that no name a client makes up reaches the loader (or the Hub). A model of images
+    only where the caller draws them (`images`)."""
     if not isinstance(name, str) or not name:
         raise refuse("Pick a model first.")
     if extra and name in extra:
@@ -202,7 +206,7 @@ def get_model(name: Any, extra: Mapping[str, Any] | None = None, family: str | t
     else:
         import genapp
 
-        if family is not None and name not in (allowed := model_choices(family, extra)):
+        if family is not None and name not in (allowed := model_choices(family, extra, images)):
             raise refuse(f"Model must be one of {', '.join(allowed)}, got {_short(name)}")
 
         try:
@@ -213,7 +217,7 @@ def get_model(name: Any, extra: Mapping[str, Any] | None = None, family: str | t
     if families and _family(model) not in families:
         raise refuse(f"{_short(name)} is not a {' / '.join(families)} model.")
     config = model.config
-    if tuple(getattr(config, "data_shape", None) or (getattr(config, "data_dim", 2),)) != (2,):
+    if not images and tuple(getattr(config, "data_shape", None) or (getattr(config, "data_dim", 2),)) != (2,):
         raise refuse(f"{_short(name)} models images; this tab draws 2-D point clouds.")
     return model
 
@@ -299,6 +303,20 @@ def export_points(points: np.ndarray, stem: str) -> tuple[str, str]:
     npy, csv = folder / f"{stem}.npy", folder / f"{stem}.csv"
     export.save_points(points, npy, csv)
     return str(npy), str(csv)
+
+
+def export_images(images: np.ndarray, stem: str) -> tuple[str, str]:
+    """Write images (n, C, H, W) in [-1, 1] as STEM.npy and a tiled STEM.png in a fresh folder; returns both paths."""
+    from PIL import Image
+
+    from genapp.render import tiles
+
+    folder = export_dir()
+    npy, png = folder / f"{stem}.npy", folder / f"{stem}.png"
+    np.save(npy, np.asarray(images, dtype=np.float32))
+    n = len(images)
+    Image.fromarray(tiles.tile(images, cols=max(1, int(np.ceil(np.sqrt(n)))), scale=8)).save(png)
+    return str(npy), str(png)
 
 
 def export_gif(frames: list[np.ndarray], stem: str, fps: float = 15.0) -> str:

@@ -21,7 +21,7 @@ import torch
 import genapp
 from genapp.lab import diffusion as lab
 from genapp.lab.memo import SharedResults
-from genapp.render import figures, style
+from genapp.render import figures, style, tiles
 from genapp.render import scrub as page_scrub
 from genapp.ui import gpu, limits, trained_data, widgets
 from genapp.ui.chain_view import blank_frame, frame_indices, inside_figure, render_state, scrub_data
@@ -38,6 +38,19 @@ GIF_FRAMES = 60
 GIF_SIZE = 400
 QUIVER_GRID = 15  # eps_theta arrows on a 15 x 15 grid
 VLB_POINTS = lab.BOUND_POINTS
+# Image models (beyond the 2-D lab: issue 18): a chain of up to MAX_IMAGES images (a UNet step on one 8x8 image costs
+# ~200 MLP steps on one point), and the bound on VLB_IMAGES of its digits (1000 UNet passes each: ~1 s per image here)
+MAX_IMAGES = 16
+VLB_IMAGES = 16
+
+
+def is_image_model(model: Any) -> bool:
+    return len(model.config.data_shape) > 1
+
+
+def bound_points(model: Any) -> int:
+    """How many data points (or images) the bound panel uses for this model."""
+    return VLB_IMAGES if is_image_model(model) else VLB_POINTS
 
 
 # -- settings and the kept chain ---------------------------------------------------------------------------------
@@ -46,7 +59,8 @@ def check_settings(model: Any, n: Any, seed: Any, variance: Any, sampler: Any, d
     when the model is known)."""
     if not isinstance(model, str) or not model:
         raise widgets.refuse("Pick a model first.")
-    return lab.ChainSettings(model, widgets.check_points(n), widgets.check_seed(seed),
+    n = widgets.check_int(n, "Number of points", 1, widgets.MAX_POINTS)  # images: 1..MAX_IMAGES (run_chain)
+    return lab.ChainSettings(model, n, widgets.check_seed(seed),
                              widgets.check_choice(variance, "Variance", VARIANCES),
                              widgets.check_choice(sampler, "Sampler", SAMPLERS),
                              widgets.check_int(ddim_steps, "DDIM steps", 1, 4000) if sampler == "ddim" else 0)
@@ -81,9 +95,13 @@ chain_states = gpu.on_gpu(_chain_states, duration=60)
 def run_chain(settings: lab.ChainSettings, extra: Mapping[str, Any] | None = None) -> Iterator[lab.ChainRun]:
     """`genapp.lab.diffusion.run_chain` on the named model (a gr.Error for an unknown model, DDIM steps beyond N, or
     more points x steps than one request may compute: `limits.check_cost`)."""
-    model = widgets.get_model(settings.model, extra, family="ddpm")
+    model = widgets.get_model(settings.model, extra, family="ddpm", images=True)
     if settings.sampler == "ddim" and not 1 <= settings.ddim_steps <= model.num_steps:
         raise widgets.refuse(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
+    if is_image_model(model) and settings.n > MAX_IMAGES:
+        raise widgets.refuse(f"An image chain draws at most {MAX_IMAGES} images at a time, got {settings.n}")
+    if not is_image_model(model):
+        widgets.check_points(settings.n)
     limits.check_cost(settings.n, settings.ddim_steps if settings.sampler == "ddim" else model.num_steps)
     return lab.run_chain(model, settings, chain_states)
 
@@ -161,9 +179,12 @@ def scrub(run: lab.ChainRun | None, k: Any) -> np.ndarray:
 
 
 def export_samples(run: lab.ChainRun) -> list[str]:
-    """The final samples x_0 as .npy and .csv files."""
+    """The final samples x_0 as .npy and .csv files (points), or .npy and a PNG grid (images)."""
     s = run.settings
-    return list(widgets.export_points(run.final, widgets.file_stem(s.model, f"seed{s.seed}", s.sampler, "x0")))
+    stem = widgets.file_stem(s.model, f"seed{s.seed}", s.sampler, "x0")
+    if run.images:
+        return list(widgets.export_images(run.final, stem))
+    return list(widgets.export_points(run.final, stem))
 
 
 def export_gif(run: lab.ChainRun | None, frames: int = GIF_FRAMES, fps: float = 15.0) -> str:
@@ -181,7 +202,7 @@ def inside_step(run: lab.ChainRun | None, k: Any, extra: Mapping[str, Any] | Non
     update after a DDIM run): (figure, Markdown readout)."""
     if run is None or not run.done:
         raise widgets.refuse("Run the chain first (Animate or Sample), then pick a step k.")
-    model = widgets.get_model(run.settings.model, extra, family="ddpm")
+    model = widgets.get_model(run.settings.model, extra, family="ddpm", images=True)
     k = widgets.check_int(k, "k", 1, run.num_steps)
     step = lab.inside_step(model, run, k, lim=style.DEFAULT_LIM - 0.5, grid_size=QUIVER_GRID)
     return inside_figure(step), text.inside_readout(step)
@@ -195,18 +216,18 @@ def inside_pending(run: lab.ChainRun | None, k: Any) -> tuple[int, str | None]:
     return k, (text.inside_pending(k) if run is not None and run.done else None)
 
 
-def switch_model(model_name: Any, extra: Mapping[str, Any] | None = None) -> tuple[int, str]:
+def switch_model(model_name: Any, extra: Mapping[str, Any] | None = None) -> tuple[int, str, bool]:
     """A new model is picked: forget the visitor's kept chain (it was another model's: scrubbing, inside one step and
-    the exports must not show it under this model's name). Returns (N, dataset) of the new model."""
-    model = widgets.get_model(model_name, extra, family="ddpm")
+    the exports must not show it under this model's name). Returns (N, dataset, is it an image model)."""
+    model = widgets.get_model(model_name, extra, family="ddpm", images=True)
     _keep(extra, None)
-    return model.num_steps, widgets.dataset_name(model)
+    return model.num_steps, widgets.dataset_name(model), is_image_model(model)
 
 
 # -- forward process ---------------------------------------------------------------------------------------------
 def _model_with_data(model_name: Any, extra: Mapping[str, Any] | None, needs: str):
     """The DDPM and the data it was trained on (a named toy, or this session's drawing); gr.Error if there is none."""
-    model = widgets.get_model(model_name, extra, family="ddpm")
+    model = widgets.get_model(model_name, extra, family="ddpm", images=True)
     if trained_data.of(model, session=extra) is None:
         raise widgets.refuse(trained_data.missing(model_name, needs))
     return model
@@ -215,10 +236,22 @@ def _model_with_data(model_name: Any, extra: Mapping[str, Any] | None, needs: st
 def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any = 0,
                     extra: Mapping[str, Any] | None = None) -> tuple[np.ndarray, str]:
     """x_k ~ q(x_k | x_0) for x_0 from the data (1.9), with the same x_0 and eps at every k (1.21), so moving k
-    morphs one cloud; and a readout of alpha_bar_k, the SNR and KL(q(x_k | x_0) || N(0, I))."""
-    model = _model_with_data(model_name, extra, "the forward process to start from")
+    morphs one cloud; and a readout of alpha_bar_k, the SNR and KL(q(x_k | x_0) || N(0, I)). For an image model:
+    up to MAX_IMAGES digits x_0 of its data beside their x_k."""
+    model = widgets.get_model(model_name, extra, family="ddpm", images=True)
     k = widgets.check_int(k, "k", 0, model.num_steps)
     n, seed = widgets.check_points(n), widgets.check_seed(seed)
+    if is_image_model(model):
+        x_0 = trained_data.images(model, min(n, MAX_IMAGES), seed)
+        if x_0 is None:
+            raise widgets.refuse(f"{model_name} names no image dataset to start the forward process from")
+        state = lab.forward_process(model, x_0, k, torch.randn(x_0.shape, generator=widgets.generator(seed + 1)))
+        frame = tiles.chain_frame(x_0.numpy(), state.x_k, title=f"q(xₖ | x₀), k = {k}",
+                                  subtitle=f"ᾱₖ = {state.alpha_bar:.4f}", progress=k / model.num_steps,
+                                  labels=("x₀: its data", "xₖ ~ q(xₖ | x₀) (1.9)"),
+                                  corner=f"{widgets.dataset_name(model)} · {len(x_0)} images")
+        return frame, text.forward_readout(state)
+    model = _model_with_data(model_name, extra, "the forward process to start from")
     x_0 = torch.from_numpy(trained_data.points(model, n, seed, session=extra).copy())
     state = lab.forward_process(model, x_0, k, torch.randn(x_0.shape, generator=widgets.generator(seed + 1)))
     frame = widgets.canvas().render(
@@ -231,7 +264,7 @@ def forward_process(model_name: Any, k: Any, n: Any = DEFAULT_POINTS, seed: Any 
 def schedule_plot(model_name: Any, k: Any = None, extra: Mapping[str, Any] | None = None):
     """beta_k, beta_tilde_k and alpha_bar_k over k (1.10, 1.16, 1.18), with a marker at k; a cosine schedule is
     named as beyond the lecture."""
-    model = widgets.get_model(model_name, extra, family="ddpm")
+    model = widgets.get_model(model_name, extra, family="ddpm", images=True)
     sched = model.schedule
     k = None if k is None else widgets.check_int(k, "k", 0, model.num_steps)
     return figures.schedule_figure(sched.beta.numpy(), sched.alpha_bar.numpy(), sched.beta_tilde.numpy(), k,
@@ -251,6 +284,12 @@ def bound(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None
     """`genapp.lab.diffusion.model_bound` on VLB_POINTS points of the model's data (a named toy or this session's
     drawing), with the paired gap to H where the data has an exact density: (model, Bound)."""
     variance = widgets.check_choice(variance, "Variance", VARIANCES)
+    model = widgets.get_model(model_name, extra, family="ddpm", images=True)
+    if is_image_model(model):  # a few of its digits: each costs N UNet passes
+        x_0 = trained_data.images(model, VLB_IMAGES, lab.BOUND_DATA_SEED)
+        if x_0 is None:
+            raise widgets.refuse(f"{model_name} names no image dataset to measure the bound on")
+        return model, lab.model_bound(model, x_0, variance, None, progress)
     model = _model_with_data(model_name, extra, "the bound to be measured on")
     x_0 = torch.from_numpy(trained_data.points(model, VLB_POINTS, lab.BOUND_DATA_SEED, session=extra).copy())
     data = trained_data.of(model, session=extra)
@@ -276,8 +315,8 @@ def weights_plot(model_name: Any, variance: Any, extra: Mapping[str, Any] | None
     """Lemma 3 / (1.25): the weight w_k that L_simple (1.26) drops, for both variances, beside the per-k terms
     L_{k-1} of the model's bound under `variance` once it was computed (`vlb`)."""
     variance = widgets.check_choice(variance, "Variance", VARIANCES)
-    model = widgets.get_model(model_name, extra, family="ddpm")
-    w, kept = lab.dropped_weights(model), lab.kept_bound(model, variance, VLB_POINTS)
+    model = widgets.get_model(model_name, extra, family="ddpm", images=True)
+    w, kept = lab.dropped_weights(model), lab.kept_bound(model, variance, bound_points(model))
     return figures.dropped_weight_figure(w.ks, w.weights, None if kept is None else kept.terms.L_kminus1.numpy(),
                                          variance)
 
@@ -285,7 +324,7 @@ def weights_plot(model_name: Any, variance: Any, extra: Mapping[str, Any] | None
 # -- layout ------------------------------------------------------------------------------------------------------
 def build_tab(ctx: widgets.AppContext) -> None:
     """The DDPM tab's components and events (call inside a gr.Tab)."""
-    choices = widgets.model_choices("ddpm")
+    choices = widgets.model_choices("ddpm", images=True)
     default = DEFAULT_MODEL if DEFAULT_MODEL in choices else (choices[0] if choices else None)
     default_data = next((e.get("dataset", "") for e in genapp.available() if e["name"] == default), "")
     widgets.explain(text.INTRO)
@@ -315,8 +354,9 @@ def build_tab(ctx: widgets.AppContext) -> None:
             with gr.Accordion("Settings: points, seed, variance (1.18), sampler, speed", open=False,
                               elem_id="ddpm-settings"):
                 with gr.Row():
-                    n = gr.Slider(widgets.MIN_POINTS, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=10,
-                                  label="Points", elem_id="ddpm-points")
+                    # from 1: an image model draws 1..MAX_IMAGES (a point model's 10.. is checked in run_chain)
+                    n = gr.Slider(1, widgets.MAX_POINTS, value=DEFAULT_POINTS, step=1, label="Points",
+                                  elem_id="ddpm-points")
                     seed = gr.Number(0, precision=0, minimum=0, maximum=widgets.MAX_SEED, label="Seed")
                 variance = gr.Radio([("σₖ² = β̃ₖ (1.16)", "beta_tilde"), ("σₖ² = βₖ", "beta")], value="beta_tilde",
                                     label="Reverse-step variance (1.18)")
@@ -402,11 +442,16 @@ def build_tab(ctx: widgets.AppContext) -> None:
             return blank_frame("no DDPM checkpoint"), text.NO_MODELS, None
         return forward_with_schedule(model_, k_, n_, seed_, extra)
 
-    def on_model(model_, extra):  # everything shown of the previous model's chain, steps and bound goes
-        N, dataset = switch_model(model_, extra)
+    def on_model(model_, n_, extra):  # everything shown of the previous model's chain, steps and bound goes
+        N, dataset, images = switch_model(model_, extra)
+        n_ = n_ if isinstance(n_, (int, float)) else DEFAULT_POINTS
+        count = (gr.update(label="Images", minimum=1, maximum=MAX_IMAGES, step=1, value=min(n_, MAX_IMAGES))
+                 if images else gr.update(label="Points", minimum=1, maximum=widgets.MAX_POINTS,
+                                          step=1, value=n_ if n_ >= widgets.MIN_POINTS else DEFAULT_POINTS))
         return (gr.update(maximum=N, value=0), gr.update(maximum=N, value=min(N, N // 4)), gr.update(maximum=N),
-                gr.update(maximum=N, value=max(1, N // 10)), blank_frame("press ▶ Animate", dataset), "", None, None,
-                None, gr.update(value=None, visible=False), text.NO_RUN, "", figures.message_figure(text.NO_BOUND))
+                gr.update(maximum=N, value=max(1, N // 10)), blank_frame("press ▶ Animate", dataset, images), "",
+                None, None, None, gr.update(value=None, visible=False), text.NO_RUN, "",
+                figures.message_figure(text.NO_BOUND), count, gr.update(visible=not images))
 
     def on_vlb(model_, variance_, extra, progress=gr.Progress()):  # noqa: B008 (gradio's idiom)
         return vlb(model_, variance_, extra, progress)
@@ -415,7 +460,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
         return weights_plot(model_, variance_, extra) if model_ else None
 
     def refresh_choices(current, extra):
-        names = widgets.model_choices("ddpm", extra)
+        names = widgets.model_choices("ddpm", extra, images=True)
         return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
 
     compute = dict(concurrency_id="compute", concurrency_limit=1)  # the chain, the bound, the GIF: one at a time
@@ -432,6 +477,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
                      **compute).success(**to_page, **private).success(**inside_io, **private, **compute).then(**undim)
     scrub_io = dict(fn=None, inputs=[k_slider, chain_data, shows], js=page_scrub.SCRUB_JS, **private)
     k_slider.input(**scrub_io)  # drawn in the browser: no server call per step of the drag
+    k_slider.release(lambda k_, extra: scrub(run, k_) if (run := kept_chain(extra)) and run.images else gr.skip(),
+                     [k_slider, ctx.session], frame, **private, **render)  # images are drawn by the server
     shows.change(**scrub_io)
     api_only.click(lambda k_, extra: scrub(kept_chain(extra), k_), [k_slider, ctx.session], frame, api_name="scrub",
                    **render)
@@ -443,9 +490,9 @@ def build_tab(ctx: widgets.AppContext) -> None:
     fwd_inputs = [model, fwd_k, n, seed, ctx.session]
     fwd_outputs = [fwd_frame, fwd_text, schedule]
     fwd_k.input(on_forward, fwd_inputs, fwd_outputs, api_name="forward_process", **render)
-    model.change(on_model, [model, ctx.session],
+    model.change(on_model, [model, n, ctx.session],
                  [k_slider, fwd_k, ddim_steps, inside_k, frame, summary, sample_files, gif_file, chain_data,
-                  inside_plot, inside_text, vlb_text, vlb_plot], **private).then(
+                  inside_plot, inside_text, vlb_text, vlb_plot, n, shows], **private).then(
         on_forward, fwd_inputs, fwd_outputs, **private).then(on_weights, [model, variance, ctx.session], weights,
                                                              **private)
     sampler.change(lambda s: gr.update(visible=s == "ddim"), sampler, ddim_steps, queue=False, **private)

@@ -78,6 +78,10 @@ def settings_line(s: ChainSettings) -> str:
 def chain_summary(run: ChainRun) -> str:
     steps = len(run.ks) - 1
     rate = steps / run.seconds if run.seconds > 0 else float("inf")
+    if run.images:
+        return (f"**{steps} steps** for **{run.settings.n} images** in **{run.seconds:.2f} s** ({rate:,.0f} steps/s) · "
+                f"{settings_line(run.settings)}. Left: $x_k$; right: the clean image $\\hat x_0$ it implies (1.21), "
+                "as in Ho et al.'s progressive generation. Drag **k** and let go to see any kept step.")
     return (f"**{steps} steps** for **{run.settings.n:,} points** in **{run.seconds:.2f} s** ({rate:,.0f} steps/s) · "
             f"{settings_line(run.settings)}. Drag **k** to scrub through the kept states.")
 
