@@ -33,7 +33,8 @@ INTRO = """
 # genapp: a lab for diffusion models and normalizing flows
 Two ways to turn simple noise into data, after lecture 8. A **DDPM** (§1.1) learns to reverse a chain that
 slowly drowns data in Gaussian noise; a **normalizing flow** (§1.2) learns one invertible map from a Gaussian to the
-data, with an exact likelihood. Every model here was trained on a 2-D toy dataset, so you can watch each point.
+data, with an exact likelihood. Most models here were trained on 2-D toy datasets, so you can watch each point;
+ddpm-digits draws 8x8 handwritten digits.
 Equation numbers such as (1.24) refer to the lecture.
 """
 

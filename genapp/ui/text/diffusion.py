@@ -26,7 +26,8 @@ $\hat x_0 = (x_k - \sqrt{1-\bar\alpha_k}\,\varepsilon_\theta) / \sqrt{\bar\alpha
 **Right:** one point up close: $x_{k-1} = \mu_\theta(x_k, k) + \sigma_k z$ (1.24), a small deterministic drift to
 $\mu_\theta$, then a Gaussian jump of size $\sigma_k$ (after a DDIM run: DDIM's deterministic step, $\sigma = 0$).
 Dragging **k** above redraws the chain in your browser; releasing it moves this panel to that step (dimmed until
-it is computed).
+it is computed). For an image model (ddpm-digits) the columns are, for its first images: $x_k$, $\varepsilon_\theta$,
+$\hat x_0$, the noise $\sigma_k z$ the step adds, and $x_{k-1}$.
 """
 EXPLAIN_FORWARD = r"""
 $q(x_k \mid x_0) = \mathcal N(\sqrt{\bar\alpha_k}\, x_0,\ (1-\bar\alpha_k) I)$ (1.9): the data shrinks by
@@ -80,7 +81,7 @@ def chain_summary(run: ChainRun) -> str:
     rate = steps / run.seconds if run.seconds > 0 else float("inf")
     if run.images:
         return (f"**{steps} steps** for **{run.settings.n} images** in **{run.seconds:.2f} s** ({rate:,.0f} steps/s) · "
-                f"{settings_line(run.settings)}. Left: $x_k$; right: the clean image $\\hat x_0$ it implies (1.21), "
+                f"{settings_line(run.settings)}. Left: xₖ; right: the clean image x̂₀ it implies (1.21), "
                 "as in Ho et al.'s progressive generation. Drag **k** and let go to see any kept step.")
     return (f"**{steps} steps** for **{run.settings.n:,} points** in **{run.seconds:.2f} s** ({rate:,.0f} steps/s) · "
             f"{settings_line(run.settings)}. Drag **k** to scrub through the kept states.")
