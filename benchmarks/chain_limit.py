@@ -111,7 +111,7 @@ def measure(checkpoint: str = "ddpm-moons", n: int = 2000, threads: tuple[int, .
     model = load_model(checkpoint)
     N = model.num_steps
     flops = flops_per_step(model, n)
-    before = os.getloadavg()
+    before, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     saved = torch.get_num_threads()
     cold_first, _ = chain_times(model, min(n, 16))  # the process's first chain: lazy initialisation, not timed below
     rows = []
@@ -142,7 +142,7 @@ def measure(checkpoint: str = "ddpm-moons", n: int = 2000, threads: tuple[int, .
     return {
         "checkpoint": checkpoint, "n": n, "num_steps": N, "repeats": repeats, "smoke": smoke,
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": started, "finished_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "loadavg_before": before, "loadavg_after": os.getloadavg(),
         "layer_shapes": [[n, i, o] for _, i, o in linear_shapes(model)], "flops_per_step": flops,
         "cold_first_frame_s": cold_first, "app_threads": default, "rows": rows,
