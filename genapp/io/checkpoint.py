@@ -10,7 +10,8 @@ config.json is a JSON object whose keys are the config's fields (+ "family"; a m
 default) with JSON types matching the defaults; every integer in it is <= MAX_CONFIG_INT; the config validates
 itself; a dry run on the meta device (no memory) has <= MAX_PARAMETERS numbers; the safetensors header has exactly
 the model's keys, shapes and dtypes; every weight is finite. Only then is the model built and loaded with
-`load_state_dict(strict=True)`.
+`load_state_dict(strict=True)`. A flow whose config.json has a "shape" key is an image flow (`genapp.image_flows`:
+`ImageFlow`, its config an `ImageFlowConfig`), checked the same way.
 """
 
 from __future__ import annotations
@@ -106,7 +107,13 @@ def load_dir(path: str | Path, map_location: str | torch.device = "cpu", *, fami
     if model_cls is not None and not issubclass(model_cls, family_.model_cls):
         raise CheckpointError(f"{config_path}: holds a {family_.label} ({family_.model_cls.__name__}), "
                               f"not a {model_cls.__name__}")
-    model_cls, config_cls = model_cls or family_.model_cls, family_.config_cls
+    if family_.is_flow and "shape" in raw:  # an image flow (genapp.image_flows): its config holds (C, H, W)
+        from genapp.image_flows import ImageFlow
+
+        if model_cls is None or issubclass(ImageFlow, model_cls):
+            model_cls = ImageFlow
+    model_cls = model_cls or family_.model_cls
+    config_cls = getattr(model_cls, "config_cls", family_.config_cls)  # ImageFlow's is ImageFlowConfig
     config = _build_config(config_cls, raw, config_path)
     if getattr(config, "kind", family) != family:
         raise CheckpointError(f"{config_path}: family {family!r} but kind {config.kind!r}")
