@@ -33,18 +33,20 @@ def tile(images: np.ndarray, cols: int, scale: int, gap: int = 2) -> np.ndarray:
     return out
 
 
-def chain_frame(x_k: np.ndarray, x0_pred: np.ndarray, *, title: str = "", subtitle: str = "", corner: str = "",
-                progress: float | None = None, size: int = 480,
+def chain_frame(x_k: np.ndarray, x0_pred: np.ndarray | None, *, title: str = "", subtitle: str = "",
+                corner: str = "", progress: float | None = None, size: int = 480,
                 labels: tuple[str, str] = ("xₖ: the chain's state", "x̂₀ it implies (1.21)")) -> np.ndarray:
     """A size x size frame: `title`/`subtitle` and `corner` in a header, then the images x_k (left) beside x0_pred
-    (right) under their `labels`, each grid as large as half the width allows, and a thin progress bar."""
+    (right) under their `labels` (x_k alone, centred, when x0_pred is None), each grid as large as its share of the
+    width allows, and a thin progress bar."""
     n, _, h, w = np.shape(x_k)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
+    grids = [x_k] if x0_pred is None else [x_k, x0_pred]
     header, pad, caption, gap = 62, 12, 22, 2
-    panel_w, panel_h = (size - 3 * pad) // 2, size - header - caption - pad - 8
+    panel_w, panel_h = (size - (len(grids) + 1) * pad) // len(grids), size - header - caption - pad - 8
     scale = max(1, min((panel_w - (cols - 1) * gap) // (cols * w), (panel_h - (rows - 1) * gap) // (rows * h)))
-    left, right = tile(x_k, cols, scale, gap), tile(x0_pred, cols, scale, gap)
+    drawn = [tile(g, cols, scale, gap) for g in grids]
     img = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(img)
     draw.text((pad, 8), title, fill=INK, font=font(22, bold=True))
@@ -52,8 +54,8 @@ def chain_frame(x_k: np.ndarray, x0_pred: np.ndarray, *, title: str = "", subtit
     if corner:
         f = font(13)
         draw.text((size - pad - draw.textlength(corner, font=f), 12), corner, fill=MUTED, font=f)
-    top = header + max(0, (panel_h - left.shape[0]) // 2)  # the grids centred in the space below the header
-    for j, (grid, label) in enumerate(zip((left, right), labels)):
+    top = header + max(0, (panel_h - drawn[0].shape[0]) // 2)  # the grids centred in the space below the header
+    for j, (grid, label) in enumerate(zip(drawn, labels)):
         x0 = pad + j * (panel_w + pad) + (panel_w - grid.shape[1]) // 2
         draw.text((x0, top), label, fill=INK, font=font(14, bold=True))
         img.paste(Image.fromarray(grid), (x0, top + caption))

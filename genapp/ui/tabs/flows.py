@@ -21,8 +21,10 @@ from PIL import Image
 from genapp import families
 from genapp.flows import MAX_COUPLINGS
 from genapp.lab import flows as lab
+from genapp.lab import image_flows as image_lab
 from genapp.lab import likelihood as lik
 from genapp.render import canvas, style
+from genapp.ui import image_flow_view as images
 from genapp.ui import trained_data, widgets
 from genapp.ui.flow_view import (  # noqa: F401  (blank, pixel_to_data: used by tests and the API too)
     GRID_STEP,
@@ -55,13 +57,21 @@ def _flow(model_name: Any, extra: Mapping[str, Any] | None):
     return widgets.get_model(model_name, extra, family=tuple(families.flow_names()))
 
 
+def image_flow(model_name: Any, extra: Mapping[str, Any] | None = None):
+    """The flow on images called `model_name` (its panels come from `genapp.ui.image_flow_view`), else None."""
+    if not isinstance(model_name, str) or not model_name or is_ddim_choice(model_name):
+        return None
+    flow = widgets.get_model(model_name, extra, family=tuple(families.flow_names()), images=True)
+    return flow if image_lab.is_image_flow(flow) else None
+
+
 def is_ddim_choice(model_name: Any) -> bool:
     return isinstance(model_name, str) and model_name.startswith(DDIM_PREFIX)
 
 
 def model_choices(extra: Mapping[str, Any] | None = None) -> list[str | tuple[str, str]]:
     """The picker: the flows, then every 2-D DDPM (shipped, or this session's) as its DDIM flow (beyond the lecture)."""
-    return [*widgets.model_choices(families.flow_names(), extra),
+    return [*widgets.model_choices(families.flow_names(), extra, images=True),
             *((f"{name} as a flow (DDIM)", DDIM_PREFIX + name) for name in widgets.model_choices("ddpm", extra))]
 
 
@@ -372,6 +382,10 @@ def build_tab(ctx: widgets.AppContext) -> None:
     def on_model(model, n_steps, extra):
         if not model:
             return gr.update(), text.NO_MODELS, gr.update(visible=False), gr.update(visible=False)
+        if img := image_flow(model, extra):
+            K = len(img.layers)
+            return (gr.update(maximum=K, value=K), text.describe_image_flow(model, img), gr.update(visible=False),
+                    gr.update(visible=False))
         flow, source, title = _shown(model, extra, n_steps)
         K, data = _depth(flow), trained_data.describe(source, extra)
         if lab.is_ddim(flow):
@@ -383,9 +397,13 @@ def build_tab(ctx: widgets.AppContext) -> None:
     def on_z_to_x(model, points, seed, n_steps, extra):
         if not model:
             return blank("no flow checkpoint", 2), text.NO_MODELS
+        if img := image_flow(model, extra):
+            return images.z_to_x(img, model, widgets.check_points(points), widgets.check_seed(seed))
         return z_to_x(model, points, seed, extra, steps=n_steps)
 
     def on_x_to_z(model, points, seed, n_steps, extra):
+        if img := image_flow(model, extra):
+            return images.x_to_z(img, model, widgets.check_points(points), widgets.check_seed(seed))
         if model and trained_data.of(_shown(model, extra, n_steps)[1], session=extra) is None:
             return blank("no data to map", 2), trained_data.missing(model, "x -> z to map")
         return x_to_z(model, points, seed, extra, steps=n_steps) if model else (blank("no flow checkpoint", 2), "")
@@ -393,28 +411,46 @@ def build_tab(ctx: widgets.AppContext) -> None:
     def on_layer(model, points, seed, k, start, n_steps, extra):
         if not model:
             return blank("no flow checkpoint"), ""
+        if img := image_flow(model, extra):
+            return images.layer(img, model, widgets.check_int(k, "Layer k", 0, len(img.layers)),
+                                widgets.check_points(points), widgets.check_seed(seed),
+                                widgets.check_choice(start, "Start from", SOURCES))
         return layer_view(model, points, seed, k, start, extra, steps=n_steps)
 
     def on_density(model, n_steps, extra):
+        if img := image_flow(model, extra):
+            return images.density(img, model, 0)
         return density(model, extra, steps=n_steps) if model else (blank("no flow checkpoint"), blank(""), "")
 
     def on_inspect(model, a, b, n_steps, extra):
+        if img := image_flow(model, extra):  # x₁ picks the held-out digit whose NLL is split
+            return images.density(img, model, widgets.check_int(a, "x₁ (the held-out digit)", 0, 10_000))
         return inspect(model, a, b, extra, steps=n_steps)
 
     def on_pick(model, n_steps, extra, evt: gr.SelectData):  # a click on either map: pixel -> data point
+        if image_flow(model, extra):  # a histogram and a bar chart: nothing to pick
+            return (gr.skip(),) * 5
         a, b = pixel_to_data(*evt.index[:2])
         return (round(a, 3), round(b, 3), *inspect(model, round(a, 3), round(b, 3), extra, steps=n_steps))
 
     def on_likelihood(model, n_steps, extra):
+        if img := image_flow(model, extra):
+            return images.likelihood(img, model)
         return likelihood(model, extra, steps=n_steps) if model else ""
 
     def on_compare(model, n_steps, extra, progress=gr.Progress()):  # noqa: B008 (gradio's idiom)
+        if img := image_flow(model, extra):
+            return images.likelihood(img, model)
         return likelihood(model, extra, with_ddpm=True, progress=progress, steps=n_steps)
 
     def on_export(model, points, seed, k, start, n_steps, extra):
+        if img := image_flow(model, extra):
+            return images.export_samples(img, model, widgets.check_points(points), widgets.check_seed(seed))
         return export_files(model, points, seed, k, start, extra, steps=n_steps)
 
     def on_gif(model, points, seed, n_steps, extra):
+        if img := image_flow(model, extra):
+            return images.export_gif(img, model, widgets.check_points(points), widgets.check_seed(seed))
         return export_gif(model, points, seed, extra, steps=n_steps)
 
     def refresh_choices(current, extra):

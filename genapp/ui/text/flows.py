@@ -86,6 +86,17 @@ def describe_model(name: str, flow, data: str) -> str:
             f"({params:,} parameters), trained on **{data}**.")
 
 
+def describe_image_flow(name: str, flow) -> str:
+    """One line on a flow over images: its couplings, masks, preprocessing and data."""
+    c = flow.config
+    kind = "affine (1.36)" if c.kind == "realnvp" else "additive (1.34)"
+    params = sum(p.numel() for p in flow.parameters())
+    return (f"**{name}**: {families.get(c.kind).label} on {c.shape[1]}x{c.shape[2]} images, {c.num_couplings} {kind} "
+            f"couplings with {c.masks} masks and {c.conditioner} conditioners, then the logit transform "
+            f"({params:,} parameters), trained on sklearn's 8x8 digits ({c.levels} grey levels). Masks, "
+            "dequantization and the logit transform are beyond the lecture (Dinh et al. 2017).")
+
+
 def describe_ddim(title: str, flow, data: str) -> str:
     """One line on a DDPM shown as its DDIM flow (beyond the lecture)."""
     c = flow.ddpm.config

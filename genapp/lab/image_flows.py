@@ -1,0 +1,214 @@
+"""What the flows tab shows for a flow on images (`genapp.image_flows.ImageFlow`, issue 18), computed: samples at two
+temperatures (1.30), held-out digits and their latents z = f^{-1}(x) (1.33), the image after each layer, one digit's
+exact NLL split into log p_z and each layer's log-det (1.32), the held-out bits/dim against the independent-pixel
+floor (paired, on the same digits and noise), and the NLL of digits against inputs that are not digits.
+
+Images are returned for display as float32 (n, C, H, W) in [-1, 1]; numbers in frozen dataclasses. No Gradio.
+The data: sklearn's 8x8 digits, 17 levels, the fixed split of `genapp.image_flows.digits_split` (1,500 / 297).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from genapp.image_flows import ImageFlow, IndependentPixels, digits_split
+from genapp.lab.memo import memoized
+
+TEMPERATURES = (0.7, 1.0)  # T < 1: beyond the lecture (Kingma & Dhariwal 2018)
+NOISE_DRAWS = 4  # dequantization draws u per digit in the likelihood (its mean bounds the discrete NLL)
+NOISE_SEED = 11
+
+
+def is_image_flow(model) -> bool:
+    return isinstance(model, ImageFlow)
+
+
+def split(flow: ImageFlow) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held out) integer pixels of the flow's data: sklearn's digits at its levels (the only image data a
+    flow here is trained on)."""
+    if flow.config.levels != 17 or tuple(flow.shape) != (1, 8, 8):
+        raise ValueError(f"no held-out data known for images {flow.shape} with {flow.config.levels} levels")
+    return memoized(flow, ("split",), digits_split)
+
+
+def signed(flow: ImageFlow, pixels: torch.Tensor) -> np.ndarray:
+    """Integer pixels -> float32 images in [-1, 1] for display."""
+    return (pixels.float() / (flow.config.levels - 1) * 2 - 1).numpy()
+
+
+def _x_signed(x: torch.Tensor) -> np.ndarray:
+    """A flow's x in [0, 1] (a little beyond for samples) -> [-1, 1] for display."""
+    return (x.float().clamp(0, 1) * 2 - 1).cpu().numpy()
+
+
+@dataclass(frozen=True, eq=False)
+class Samples:
+    """x = f(z), z ~ N(0, T^2 I), for each temperature in `temperatures`, the same z draws scaled: (n, C, H, W)."""
+
+    temperatures: tuple[float, ...]
+    images: tuple[np.ndarray, ...]
+
+
+def samples(flow: ImageFlow, n: int, seed: int, temperatures: tuple[float, ...] = TEMPERATURES) -> Samples:
+    out = []
+    for t in temperatures:
+        out.append(_x_signed(flow.sample(n, generator=torch.Generator().manual_seed(seed), temperature=t)))
+    return Samples(tuple(temperatures), tuple(out))
+
+
+def _noise(n: int, d: int, draw: int) -> torch.Tensor:
+    return torch.rand(n, d, generator=torch.Generator().manual_seed(NOISE_SEED + draw), dtype=torch.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class Encoding:
+    """Held-out digits x (display) and their latents z = f^{-1}(x) (1.33) as images, with each digit's bits/dim.
+    A good flow makes z look like N(0, I) noise: z_mean ~ 0, z_std ~ 1."""
+
+    x: np.ndarray
+    z: np.ndarray
+    bits: np.ndarray
+    z_mean: float
+    z_std: float
+
+
+def encode(flow: ImageFlow, n: int, seed: int) -> Encoding:
+    held = split(flow)[1]
+    idx = torch.randperm(len(held), generator=torch.Generator().manual_seed(seed))[:n]
+    pixels = held[idx]
+    noise = _noise(len(pixels), flow.config.data_dim, 0)
+    with torch.no_grad():
+        states = flow.inverse_image_trajectory(pixels, noise=noise)
+        bits = flow.log_prob_bits_per_dim(pixels, noise=noise)
+    z = states[0].float().numpy()
+    return Encoding(signed(flow, pixels), z, bits.double().numpy(), float(z.mean()), float(z.std()))
+
+
+@dataclass(frozen=True, eq=False)
+class LayerState:
+    """The images after k of the K + 1 layers (z_0 = z, ..., z_K = y in logit space, z_{K+1} = x), from samples
+    (forwards, 1.30) or from held-out digits (backwards, 1.33). `scale`: the range they are drawn on."""
+
+    k: int
+    num_layers: int
+    name: str
+    source: str
+    images: np.ndarray
+    scale: float
+
+
+def layer_state(flow: ImageFlow, k: int, n: int, seed: int, source: str) -> LayerState:
+    K = len(flow.layers)
+    if not 0 <= k <= K:
+        raise ValueError(f"k must lie in [0, {K}], got {k}")
+    if source == "samples":
+        z = torch.randn(n, flow.config.data_dim, generator=torch.Generator().manual_seed(seed))
+        states = flow.image_trajectory(z)
+    else:
+        held = split(flow)[1]
+        pixels = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(seed))[:n]]
+        states = flow.inverse_image_trajectory(pixels, noise=_noise(len(pixels), flow.config.data_dim, 0))
+    state = states[k].float()
+    if k == K:  # x: on [0, 1]
+        images, scale = _x_signed(state), 1.0
+    else:  # unbounded: drawn on +-3 standard deviations of this state
+        scale = max(3 * float(state.std()), 1e-6)
+        images = (state / scale).clamp(-1, 1).numpy()
+    name = "z = z_0, the latent" if k == 0 else flow.layer_info()[k - 1]["name"]
+    return LayerState(k, K, name, source, images, scale)
+
+
+@dataclass(frozen=True, eq=False)
+class NLLSplit:
+    """One held-out digit's exact NLL (1.29, 1.32) in nats: -log p_x(x) = -log p_z(z) - sum_k log|det J_{f_k^{-1}}|,
+    then + D log L for the dequantized 17-level pixels, in bits/dim. Averaged over NOISE_DRAWS draws of u."""
+
+    index: int
+    image: np.ndarray
+    log_pz: float
+    log_dets: tuple[float, ...]
+    names: tuple[str, ...]
+    dequant: float
+    bits: float
+    dim: int
+
+    @property
+    def nll(self) -> float:
+        """-log p_x(x) in nats (continuous x)."""
+        return -self.log_pz - sum(self.log_dets)
+
+
+def nll_split(flow: ImageFlow, index: int) -> NLLSplit:
+    held = split(flow)[1]
+    index = int(index) % len(held)
+    pixels = held[index:index + 1]
+    terms = [flow.nll_terms(pixels, noise=_noise(1, flow.config.data_dim, d)) for d in range(NOISE_DRAWS)]
+    mean = lambda values: float(np.mean([float(v) for v in values]))  # noqa: E731
+    log_dets = tuple(mean(t.log_dets[j] for t in terms) for j in range(len(terms[0].log_dets)))
+    return NLLSplit(index, signed(flow, pixels)[0], mean(t.log_pz for t in terms), log_dets,
+                    tuple(terms[0].layer_names), terms[0].dequant, mean(t.bits_per_dim for t in terms),
+                    flow.config.data_dim)
+
+
+@dataclass(frozen=True, eq=False)
+class Likelihood:
+    """Held-out bits/dim of the flow and of the independent-pixel floor on the same digits (per digit: the flow's
+    mean over NOISE_DRAWS draws of u), their means ± stderr and the paired difference flow - floor ± stderr."""
+
+    flow_bits: np.ndarray
+    floor_bits: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.flow_bits)
+
+    @staticmethod
+    def _mean_se(a: np.ndarray) -> tuple[float, float]:
+        return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a)))
+
+    @property
+    def flow(self) -> tuple[float, float]:
+        return self._mean_se(self.flow_bits)
+
+    @property
+    def floor(self) -> tuple[float, float]:
+        return self._mean_se(self.floor_bits)
+
+    @property
+    def difference(self) -> tuple[float, float]:
+        return self._mean_se(self.flow_bits - self.floor_bits)
+
+
+def likelihood(flow: ImageFlow) -> Likelihood:
+    def compute() -> Likelihood:
+        train, held = split(flow)
+        with torch.no_grad():
+            bits = torch.stack([flow.log_prob_bits_per_dim(held, noise=_noise(len(held), flow.config.data_dim, d))
+                                for d in range(NOISE_DRAWS)]).mean(0)
+        floor = IndependentPixels(train, flow.config.levels).bits_per_dim(held)
+        return Likelihood(bits.double().numpy(), floor.double().numpy())
+
+    return memoized(flow, ("image-likelihood",), compute)
+
+
+OOD_KINDS = ("held-out digits", "inverted digits", "uniform noise", "blank")
+
+
+def ood_bits(flow: ImageFlow) -> dict[str, np.ndarray]:
+    """bits/dim of held-out digits and of inputs that are not digits: the same digits inverted (L - 1 - j), uniform
+    random pixels, and blank images (all 0), 297 each. A likelihood ranks inputs by how well the flow compresses
+    them, not by whether they are digits: a blank image can score better than real digits."""
+    def compute() -> dict[str, np.ndarray]:
+        held = split(flow)[1]
+        levels, g = flow.config.levels, torch.Generator().manual_seed(5)
+        inputs = {"held-out digits": held, "inverted digits": levels - 1 - held,
+                  "uniform noise": torch.randint(levels, held.shape, generator=g), "blank": torch.zeros_like(held)}
+        noise = _noise(len(held), flow.config.data_dim, 0)
+        with torch.no_grad():
+            return {k: flow.log_prob_bits_per_dim(v, noise=noise).double().numpy() for k, v in inputs.items()}
+
+    return memoized(flow, ("image-ood",), compute)

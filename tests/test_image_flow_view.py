@@ -1,0 +1,112 @@
+"""Flows on images in the flows tab (issue 18): samples at two temperatures, held-out digits and their latents,
+the image after each layer, one digit's NLL split (1.32), held-out bits/dim against the independent-pixel floor
+(paired), and digits against non-digits. A tiny untrained RealNVP on 8x8 digits stands in for realnvp-digits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genapp.image_flows import ImageFlow, IndependentPixels, image_flow_config
+from genapp.lab import image_flows as lab
+from genapp.ui import image_flow_view as view
+from genapp.ui.tabs import flows as tab
+
+NAME = "tiny-realnvp-digits"
+
+
+@pytest.fixture(scope="module")
+def flow() -> ImageFlow:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    config = image_flow_config("realnvp", (1, 8, 8), 17, num_couplings=2, hidden=16, depth=1, dataset="digits")
+    model = ImageFlow(config).eval()
+    for p in model.parameters():  # a little away from the identity the couplings start at
+        p.data += 0.01 * torch.randn_like(p)
+    return model
+
+
+def test_the_tab_tells_an_image_flow_from_a_point_flow(flow):
+    extra = {NAME: flow}
+    assert tab.image_flow(NAME, extra) is flow
+    assert tab.image_flow("realnvp-moons") is None and tab.image_flow("ddim:ddpm-moons") is None
+
+
+def test_samples_share_z_across_temperatures(flow):
+    s = lab.samples(flow, 5, 3, temperatures=(0.0, 1.0))
+    assert s.images[0].shape == (5, 1, 8, 8) and (np.abs(s.images[0]) <= 1).all()
+    np.testing.assert_allclose(s.images[0], np.repeat(s.images[0][:1], 5, axis=0), atol=1e-6)  # T = 0: f(0) for all
+    z = torch.randn(5, 64, generator=torch.Generator().manual_seed(3))
+    expected = (flow(z)[0].clamp(0, 1) * 2 - 1).reshape(5, 1, 8, 8).detach().numpy()
+    np.testing.assert_allclose(s.images[1], expected, atol=1e-5)
+
+
+def test_encoding_inverts_the_flow_on_held_out_digits(flow):
+    e = lab.encode(flow, 6, 0)
+    assert e.x.shape == e.z.shape == (6, 1, 8, 8) and e.bits.shape == (6,)
+    held = lab.split(flow)[1]
+    pixels = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(0))[:6]]
+    x = flow.preprocess(pixels, noise=lab._noise(6, 64, 0))
+    back = flow(torch.from_numpy(e.z).reshape(6, -1))[0]
+    np.testing.assert_allclose(back.detach().numpy(), x.numpy(), atol=1e-4)  # f(f^{-1}(x)) = x
+    assert e.z_mean == pytest.approx(float(e.z.mean())) and e.z_std == pytest.approx(float(e.z.std()))
+
+
+def test_layer_states_run_from_z_to_x(flow):
+    K = len(flow.layers)
+    first, last = lab.layer_state(flow, 0, 4, 1, "samples"), lab.layer_state(flow, K, 4, 1, "samples")
+    z = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
+    np.testing.assert_allclose(first.images, (z / first.scale).clamp(-1, 1).reshape(4, 1, 8, 8).numpy(), atol=1e-6)
+    x = (flow(z)[0].clamp(0, 1) * 2 - 1).reshape(4, 1, 8, 8).detach().numpy()
+    assert last.scale == 1 and last.k == K and "logit" in last.name.lower()
+    np.testing.assert_allclose(last.images, x, atol=1e-5)  # the last state is x itself
+    with pytest.raises(ValueError):
+        lab.layer_state(flow, K + 1, 4, 1, "samples")
+
+
+def test_one_digits_nll_split_adds_up(flow):
+    s = lab.nll_split(flow, 5)
+    held = lab.split(flow)[1]
+    draws = [flow.log_prob(flow.preprocess(held[5:6], noise=lab._noise(1, 64, d))).item() for d in range(4)]
+    assert s.log_pz + sum(s.log_dets) == pytest.approx(np.mean(draws), rel=1e-5)  # (1.29), (1.32)
+    assert s.bits == pytest.approx((s.nll + s.dequant) / (s.dim * math.log(2)), rel=1e-5)
+    assert s.dequant == pytest.approx(64 * math.log(17)) and len(s.log_dets) == len(flow.layers)
+    assert lab.nll_split(flow, 5 + 297).index == 5  # the index wraps round the held-out set
+
+
+def test_the_likelihood_is_paired_with_the_floor_on_the_same_digits(flow):
+    lk = lab.likelihood(flow)
+    train, held = lab.split(flow)
+    assert lk.n == len(held) == 297 and len(train) == 1500
+    floor = IndependentPixels(train, 17).bits_per_dim(held).numpy()
+    np.testing.assert_allclose(lk.floor_bits, floor)
+    bits = np.mean([flow.log_prob_bits_per_dim(held, noise=lab._noise(297, 64, d)).detach().numpy()
+                    for d in range(4)], axis=0)
+    np.testing.assert_allclose(lk.flow_bits, bits, rtol=1e-5)
+    d, se = lk.difference
+    assert d == pytest.approx(lk.flow[0] - lk.floor[0]) and se == pytest.approx(
+        float((lk.flow_bits - lk.floor_bits).std(ddof=1) / math.sqrt(297)))
+    assert lab.likelihood(flow) is lk  # kept
+
+
+def test_non_digits_are_scored_on_the_same_footing(flow):
+    ood = lab.ood_bits(flow)
+    assert list(ood) == list(lab.OOD_KINDS) and all(v.shape == (297,) and np.isfinite(v).all() for v in ood.values())
+
+
+def test_the_panels_draw_and_say_their_numbers(flow):
+    frame, text = view.z_to_x(flow, NAME, 9, 0)
+    assert frame.shape == (480, 480, 3) and "T < 1" in text
+    frame, text = view.x_to_z(flow, NAME, 9, 0)
+    e = lab.encode(flow, 9, 0)
+    assert f"{e.bits.mean():.3f} bits/dim" in text and f"{e.z_std:.2f}" in text
+    frame, text = view.layer(flow, NAME, 1, 9, 0, "data")
+    assert frame.shape == (480, 480, 3) and "**← shown**" in text
+    hist, bars, text = view.density(flow, NAME, 3)
+    assert hist.shape[2] == 3 and bars.shape[2] == 3 and f"{lab.nll_split(flow, 3).bits:.3f} bits/dim" in text
+    lk = lab.likelihood(flow)
+    text = view.likelihood(flow, NAME)
+    assert f"{lk.flow[0]:.3f} ± {lk.flow[1]:.3f}" in text and f"{lk.difference[0]:+.3f}" in text
