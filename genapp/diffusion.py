@@ -279,12 +279,9 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
     def _chain_eps(self, n: int, ks: list[int], dtype: torch.dtype) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """eps_theta(x, k) for a chain of n points visiting the steps ks: EpsMLP's chain runner (the same function,
         preallocated and with the k-embedding tabulated, see `EpsMLPChain`), else the network as is."""
-        if type(self.net) is EpsMLP:
-            try:
-                return EpsMLPChain(self.net, n, ks, dtype, self.device)
-            except TypeError:  # an EpsMLP whose layers were swapped for others: the plain call below
-                pass
-        return self.eps_theta
+        if EpsMLPChain.fits(self.net):
+            return EpsMLPChain(self.net, n, ks, dtype, self.device)
+        return self.eps_theta  # a UNet, an oracle in the tests, an EpsMLP with other layers swapped in
 
     def reverse_chain(
         self,

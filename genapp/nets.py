@@ -98,10 +98,18 @@ class EpsMLPChain:
     permuted columns) is a snapshot taken when the runner is built (build one per chain); the others are views.
     """
 
-    def __init__(self, net: EpsMLP, n: int, ks: list[int], dtype: torch.dtype, device: torch.device | str) -> None:
+    @staticmethod
+    def fits(net: nn.Module) -> bool:
+        """Whether `net` is an EpsMLP as built (Linear layers with SiLU between them), which this runner computes."""
+        if type(net) is not EpsMLP:
+            return False
         linears, activations = list(net.net)[0::2], list(net.net)[1::2]
-        if not all(isinstance(a, nn.SiLU) for a in activations) or not all(isinstance(m, nn.Linear) for m in linears):
+        return all(type(a) is nn.SiLU for a in activations) and all(type(m) is nn.Linear for m in linears)
+
+    def __init__(self, net: EpsMLP, n: int, ks: list[int], dtype: torch.dtype, device: torch.device | str) -> None:
+        if not self.fits(net):
             raise TypeError("EpsMLPChain runs an EpsMLP of Linear layers with SiLU between them")
+        linears = list(net.net)[0::2]
         first, x_cols = linears[0], linears[0].in_features - net.time_dim
         self.freqs = net.fourier.freqs.to(dtype)
         d, F = x_cols // (1 + 2 * self.freqs.numel()), self.freqs.numel()  # data dim, frequencies

@@ -266,3 +266,14 @@ def test_ddim_chain_with_the_runner_is_the_plain_network(monkeypatch):  # beyond
     assert [s.k for s in fast] == [s.k for s in plain]
     for a, b in zip(fast, plain):
         torch.testing.assert_close(a.x_k, b.x_k, rtol=1e-12, atol=1e-12)
+
+
+def test_reverse_chain_of_an_eps_mlp_with_other_layers_runs_the_network_as_is():
+    ddpm = tiny_ddpm(num_steps=6)
+    ddpm.net.net[1] = nn.Tanh()  # not what EpsMLPChain computes: the chain must call the network itself
+    steps = list(ddpm.reverse_chain(8, generator=torch.Generator().manual_seed(5), variance="beta"))
+    for step, (k, x, eps, _) in zip(steps, straightforward_chain(ddpm, 8, 5, "beta"), strict=True):
+        assert step.k == k
+        torch.testing.assert_close(step.x_k, x, rtol=0, atol=1e-12)
+        if eps is not None:
+            torch.testing.assert_close(step.eps_pred, eps, rtol=0, atol=1e-12)

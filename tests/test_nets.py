@@ -56,3 +56,4 @@ def test_chain_runner_refuses_other_activations():
     net.net[1] = torch.nn.ReLU()
     with pytest.raises(TypeError, match="SiLU"):
         EpsMLPChain(net, 4, [1], torch.float32, "cpu")
+    assert not EpsMLPChain.fits(net) and EpsMLPChain.fits(EpsMLP(2, hidden=8, depth=2, fourier_freqs=2, time_dim=4))
