@@ -18,11 +18,11 @@ import copy
 import dataclasses
 import json
 import math
-import platform
 import time
 from pathlib import Path
 
 import torch
+from common import cpu_model  # benchmarks/ is on sys.path when run as a script
 
 from genapp.image_flows import (
     DIGITS_LEVELS,
@@ -32,16 +32,6 @@ from genapp.image_flows import (
     image_flow_config,
     pixels_from_signed,
 )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @torch.no_grad()
