@@ -14,6 +14,7 @@ same for every model of a cell (one generator seed), nothing is tuned on them.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from common import FLOW_BATCH, FLOW_COUPLINGS, FLOW_DEPTH, FLOW_HIDDEN, FLOW_LR, KL_SAMPLES
@@ -41,21 +42,33 @@ def train_for(model: torch.nn.Module, dataset, budget_s: float, seed: int) -> di
 
     `train(time_limit=budget_s)` decays the learning rate on max(step / steps, elapsed / budget_s) and stops at the
     budget; with `steps` out of reach the cosine is the wall clock's alone, so it ends at ~0 for every model however
-    fast the machine is at that moment. `schedule_done` is the cosine's progress at the last step taken (1 = fully
-    annealed). Replaces a calibration run that sized the cosine in steps: on a shared machine its speed estimate was
-    off by up to ~30% and a model could stop with its learning rate still high (72% of the cosine done).
+    fast the machine is at that moment; `schedule_done` is the cosine's progress when training stopped (1 = fully
+    annealed). This replaces a calibration run that sized the cosine in steps: on a shared machine its speed
+    estimate was off by up to ~30% and a model could stop with its learning rate still high (72% of the cosine).
+    `cpu_share` (the training loop's CPU seconds over its wall seconds, of one core) shows how much of the machine
+    the model actually got: on a shared machine two models of one run can differ 2-5x in it, and a wall-clock race
+    then ranks the scheduler rather than the models (benchmarks/results/race-2026-12-02.md).
     """
     from genapp.train import train
 
     torch.manual_seed(seed)
+    marks: list[tuple[float, float]] = []  # (CPU, wall) clock at each step's poll: the loop's own share of a core
+
+    def mark() -> bool:
+        now = (time.process_time(), time.perf_counter())
+        marks[min(len(marks), 1):] = [now]  # [first poll, latest poll]
+        return False
+
     result = train(model, dataset, steps=UNREACHABLE_STEPS, time_limit=budget_s, seed=seed, lr=FLOW_LR,
-                   batch_size=FLOW_BATCH, device="cpu", progress=False)
+                   batch_size=FLOW_BATCH, device="cpu", progress=False, should_stop=mark)
     done = result.steps
+    (cpu_0, wall_0), (cpu_1, wall_1) = marks if marks else [(0.0, 0.0), (0.0, 0.0)]
     return {
         "steps": done,
         "schedule_done": min(1.0, result.seconds / budget_s),
         "train_seconds": result.seconds,
         "steps_per_s": done / max(result.seconds, 1e-9),
+        "cpu_share": (cpu_1 - cpu_0) / max(wall_1 - wall_0, 1e-9),  # of one core: < 1 when others took the CPU
         "status": result.status,
         "final_loss": result.losses[-1] if result.losses else None,
     }
