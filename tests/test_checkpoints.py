@@ -8,16 +8,41 @@ from genapp import data
 from genapp.io import hub
 
 SHIPPED = [entry["name"] for entry in hub.available()]
+IMAGE_FLOWS = ["realnvp-digits", "nice-digits"]  # genapp.image_flows.ImageFlow, made by `make checkpoints` too
 
 
 def test_the_promised_set_is_shipped():
     for family in ("ddpm", "realnvp", "nice"):
         for dataset in ("moons", "8gaussians", "checkerboard", "swissroll", "2spirals", "25gaussians"):
             assert f"{family}-{dataset}" in SHIPPED
-    assert "ddpm-digits" in SHIPPED
+    assert "ddpm-digits" in SHIPPED and set(IMAGE_FLOWS) <= set(SHIPPED)
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", IMAGE_FLOWS)
+def test_image_flow_checkpoint_loads_samples_and_beats_the_independent_pixel_floor(name):
+    """The shipped image flows: strict load, finite samples of the digits' shape, and on the 297 held-out digits a
+    bits/dim (one draw of u) below the independent-pixel floor and the record's number within noise."""
+    import json
+
+    from genapp.image_flows import ImageFlow, IndependentPixels, digits_split
+
+    folder = hub.checkpoints_dir() / name
+    record = json.loads((folder / "training.json").read_text())
+    assert "benchmarks/image_flows.py" in record["training"]["command"] in (folder / "README.md").read_text()
+    model = genapp.load(name)
+    assert type(model) is ImageFlow and model.config.levels == 17 and model.config.shape == (1, 8, 8)
+    x = model.sample(16, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (16, 1, 8, 8) and bool(torch.isfinite(x).all())
+    train_px, held_px = digits_split()
+    with torch.no_grad():
+        bits = float(model.log_prob_bits_per_dim(held_px, generator=torch.Generator().manual_seed(0)).mean())
+    floor = float(IndependentPixels(train_px, 17).bits_per_dim(held_px).mean())
+    metrics = record["metrics"]
+    assert metrics["baseline_bits_per_dim"] == pytest.approx(floor, abs=1e-4)
+    assert bits == pytest.approx(metrics["heldout_bits_per_dim"], abs=0.01) and bits < floor - 0.05
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n not in IMAGE_FLOWS])
 def test_checkpoint_loads_and_samples(name):
     folder = hub.checkpoints_dir() / name
     assert (folder / "model.safetensors").stat().st_size < 5_000_000

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -155,7 +156,7 @@ DATA_SOURCE = (
     "scikit-learn's `load_digits` (scikit-learn itself is BSD-3-Clause): its docs (datasets/descr/digits.rst) call it "
     "a copy of the test set of the UCI ML 'Optical Recognition of Handwritten Digits' data (E. Alpaydin, C. Kaynak, "
     "1998; 1,797 digits from 13 writers, 32x32 bitmaps counted in 4x4 blocks: 8x8 pixels 0..16). The docs state no "
-    "licence for the data; the UCI repository (archive.ics.uci.edu/dataset/80) distributes it under CC BY 4.0.")
+    "licence for the data; the UCI repository's page for it (archive.ics.uci.edu/dataset/80) gives CC BY 4.0.")
 BEYOND_LECTURE = (
     "Beyond the lecture: image masks (checkerboard and channel-wise, Dinh et al. 2017, sec. 3.4), uniform "
     "dequantization x = (j + u) / L and the logit transform y = logit(alpha + (1 - 2 alpha) x) as a last bijection "
@@ -298,8 +299,9 @@ def image_flow_metrics(flow: nn.Module, train_pixels, heldout_pixels, validation
 def ship_image_flow(run: str | Path, out: str | Path, command: str, validation: int = 200, draws: int = 16) -> Path:
     """A shipped checkpoint folder from a run of benchmarks/image_flows.py on the digits (`run`: the folder it wrote,
     loaded strictly): config.json, model.safetensors, training.json (the run's record + `image_flow_metrics`) and
-    README.md (`model_card`). `command` is the one that trained it; `validation` its --val. Refuses a run whose
-    validation or held-out number the re-measurement does not reproduce (another split, another model)."""
+    README.md (`model_card`); run it on the machine that trained (the hardware line counts this machine's cores).
+    `command` is the one that trained it; `validation` its --val. Refuses a run whose validation or held-out number
+    the re-measurement does not reproduce (another split, another model)."""
     from genapp.image_flows import DIGITS_HELDOUT, digits_split
     from genapp.io.checkpoint import load_dir, save
 
@@ -317,7 +319,8 @@ def ship_image_flow(run: str | Path, out: str | Path, command: str, validation: 
     training = {
         "command": command, "seconds": report["train_seconds"], "steps": report["steps"],
         "best_step": report["best_step"], "check_every": log[0][0] if log else None, "device": report["device"],
-        "threads": report["torch_threads"], "hardware": report["cpu"], "torch": report["torch"],
+        "threads": report["torch_threads"], "hardware": f"{report['cpu']}, {os.cpu_count()} cores visible",
+        "torch": report["torch"],
         "date": report["date"], "lr": report["lr"], "batch_size": report["batch_size"],
         "data": {"source": "sklearn.datasets.load_digits", "seed": 0, "train": len(train_px),
                  "validation": validation, "fit": len(train_px) - validation, "heldout": DIGITS_HELDOUT,
