@@ -13,8 +13,8 @@ from genapp.render import tiles
 from genapp.render.style import DATA, INK, MUTED, SAMPLES
 
 MAX_IMAGES = 36  # images per panel
-BEYOND = ("Dequantization $x = (j + u)/17$, the logit transform and the checkerboard masks are beyond the lecture "
-          "(Dinh et al. 2017).")
+BEYOND = ("Dequantization $x = (j + u)/17$, the logit transform and the image masks (checkerboard, channel) are "
+          "beyond the lecture (Dinh et al. 2017).")
 
 
 def _count(n: int) -> int:

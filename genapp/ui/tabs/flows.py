@@ -314,13 +314,15 @@ def build_tab(ctx: widgets.AppContext) -> None:
     image = dict(format="png", interactive=False, show_label=False, buttons=["download", "fullscreen"],
                  elem_classes="genapp-frame")
 
+    points_only = []  # the explanations of the 2-D panels: hidden for a flow on images, whose readouts explain
+
     def side_by_side_panel(label: str, elem_id: str, explanation: str):
         """A two-panel image beside its explanation and readout."""
         with gr.Row(equal_height=False):
             with gr.Column(scale=7, min_width=480):
                 panel = gr.Image(blank("loading…", 2), label=label, elem_id=elem_id, **image)
             with gr.Column(scale=3, min_width=260):
-                widgets.explain(explanation)
+                points_only.append(widgets.explain(explanation))
                 readout = widgets.explain("", elem_classes="genapp-readout", label=f"{label}: readout")
         return panel, readout
 
@@ -331,7 +333,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
         xz_image, xz_text = side_by_side_panel("x -> z", "flow-xz", text.EXPLAIN_XZ)
 
     with gr.Accordion("Layer by layer: z_k after k couplings (1.30)", open=False, elem_id="flow-layers-acc"):
-        widgets.explain(text.EXPLAIN_LAYERS)
+        points_only.append(widgets.explain(text.EXPLAIN_LAYERS))
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=360):
                 layer_image = gr.Image(blank("loading…"), label="z_k", height=style.DEFAULT_SIZE,
@@ -346,7 +348,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
 
     with gr.Accordion("Density p_x (1.29), log det, and one point's terms (1.32)", open=False,
                       elem_id="flow-density-acc"):
-        widgets.explain(text.EXPLAIN_DENSITY)
+        points_only.append(widgets.explain(text.EXPLAIN_DENSITY))
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=300):
                 px_image = gr.Image(blank("loading…"), label="p_x", elem_id="flow-density", **image)
@@ -358,7 +360,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
                     x1 = gr.Number(1.0, label="x₁", elem_id="flow-x1", **coord)
                     x2 = gr.Number(0.0, label="x₂", elem_id="flow-x2", **coord)
                 inspect_btn = gr.Button("Inspect this point", size="sm", elem_id="flow-inspect-btn")
-                inspect_md = widgets.explain("*Click a point on one of the maps.*", elem_classes="genapp-readout",
+                inspect_md = widgets.explain(text.INSPECT_POINT, elem_classes="genapp-readout",
                                             elem_id="flow-inspect-readout", label="Inspected point")
         density_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-density-readout",
                                      label="Density")
@@ -381,18 +383,20 @@ def build_tab(ctx: widgets.AppContext) -> None:
     # -- wiring: thin adapters from components to the callbacks above --
     def on_model(model, n_steps, extra):
         if not model:
-            return gr.update(), text.NO_MODELS, gr.update(visible=False), gr.update(visible=False)
+            return (gr.update(), text.NO_MODELS, gr.update(visible=False), gr.update(visible=False), gr.skip(),
+                    *[gr.skip()] * len(points_only))
         if img := image_flow(model, extra):
             K = len(img.layers)
             return (gr.update(maximum=K, value=K), text.describe_image_flow(model, img), gr.update(visible=False),
-                    gr.update(visible=False))
+                    gr.update(visible=False), text.INSPECT_DIGIT, *[gr.update(visible=False)] * len(points_only))
+        shown = (text.INSPECT_POINT, *[gr.update(visible=True)] * len(points_only))
         flow, source, title = _shown(model, extra, n_steps)
         K, data = _depth(flow), trained_data.describe(source, extra)
         if lab.is_ddim(flow):
             return (gr.update(maximum=K, value=K), text.describe_ddim(title, flow, data),
-                    gr.update(visible=True, maximum=min(DDIM_MAX, source.num_steps)), gr.update(visible=True))
+                    gr.update(visible=True, maximum=min(DDIM_MAX, source.num_steps)), gr.update(visible=True), *shown)
         return (gr.update(maximum=K, value=K), text.describe_model(model, flow, data), gr.update(visible=False),
-                gr.update(visible=False))
+                gr.update(visible=False), *shown)
 
     def on_z_to_x(model, points, seed, n_steps, extra):
         if not model:
@@ -491,7 +495,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 .then(**xz_io, **private, **render).then(**density_io, **name("flow_density"), **render)
                 .then(**likelihood_io, **name("flow_likelihood"), **render))
 
-    model_io = dict(fn=on_model, inputs=[model, steps, extra], outputs=[layer_k, info, steps, ddim_text], **private)
+    model_io = dict(fn=on_model, inputs=[model, steps, extra],
+                    outputs=[layer_k, info, steps, ddim_text, inspect_md, *points_only], **private)
     resample_btn.click(lambda s: (int(s or 0) + 1) % (widgets.MAX_SEED + 1), seed, seed, queue=False, **private)
     refresh_all(model.change(**model_io), named=True)
     refresh_all(steps.release(**model_io), named=False)  # N' changes the DDIM flow: every panel

@@ -86,6 +86,11 @@ def describe_model(name: str, flow, data: str) -> str:
             f"({params:,} parameters), trained on **{data}**.")
 
 
+INSPECT_POINT = "*Click a point on one of the maps.*"
+INSPECT_DIGIT = ("*A flow on images: type the number of a held-out digit (0-296) in x₁ and press Inspect this point "
+                 "to split its NLL; x₂ is not used.*")
+
+
 def describe_image_flow(name: str, flow) -> str:
     """One line on a flow over images: its couplings, masks, preprocessing and data."""
     c = flow.config
