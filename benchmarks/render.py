@@ -105,8 +105,9 @@ def flows_section(rep: Report, part: dict | None) -> dict:
         "± is the Monte Carlo standard error of that estimate (one training seed: seed-to-seed spread is not "
         "in it). Every model: 8 couplings, conditioners 64 x 2 hidden layers (ReLU), trained by "
         "`genapp.train.train` on one CPU thread with Adam, lr 3e-3 cosine-decayed to 0, batch 512, gradient "
-        "clipping 1, for the same wall-clock budget (a short calibration sizes the cosine to end at the deadline; "
-        f"see `benchmarks/bench_flows.py`). Budgets: {_budget_plan(rows)}.", "")
+        "clipping 1, for the same wall-clock budget (the cosine follows the wall clock, "
+        "`train(time_limit=budget)`, so it reaches 0 at the deadline whatever the speed; see "
+        f"`benchmarks/bench_flows.py`). Budgets: {_budget_plan(rows)}.", "")
     budgets = sorted({r["budget_s"] for r in rows})
     datasets = sorted({r["dataset"] for r in rows}, key=lambda d: (d not in MAIN_FLOW_DATASETS, d))
     body = []

@@ -165,7 +165,7 @@ def test_every_named_endpoint_has_only_named_outputs(client):
 
 
 def test_bad_input_is_a_readable_error(client):
-    with pytest.raises(Exception, match=r"Points must be a number in \[10, 20000\], got 5"):
+    with pytest.raises(Exception, match=r"Number of points must be a whole number in \[10, 20000\], got 5"):
         client.predict(MODEL, 5, 0, "beta", "ancestral", 50, api_name="/sample")
     with pytest.raises(Exception, match="Model must be one of ddpm-.*, got 'ddpm-nope'"):
         client.predict("ddpm-nope", 100, 0, "beta", "ancestral", 50, api_name="/sample")

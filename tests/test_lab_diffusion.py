@@ -104,6 +104,7 @@ def test_the_chains_steps_are_small_picklable_values_computed_where_asked(model)
     settings = lab.ChainSettings("tiny", 500, 3, "beta", "ancestral")
     steps = list(lab.chain_states(model, settings, "cpu"))
     assert len(steps) == N + 1 and all(len(pickle.dumps(step)) < 5_000 for step in steps)  # 500 x 2 x 4 bytes
+    assert all(x0 is None for _, _, x0 in steps)  # a point chain sends no x0 predictions
     asked = []
 
     def elsewhere(m, s):
