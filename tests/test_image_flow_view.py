@@ -110,3 +110,16 @@ def test_the_panels_draw_and_say_their_numbers(flow):
     lk = lab.likelihood(flow)
     text = view.likelihood(flow, NAME)
     assert f"{lk.flow[0]:.3f} ± {lk.flow[1]:.3f}" in text and f"{lk.difference[0]:+.3f}" in text
+
+
+def test_one_table_holds_every_image_model_on_the_same_digits(flow):
+    torch.manual_seed(1)
+    other = ImageFlow(image_flow_config("nice", (1, 8, 8), 17, num_couplings=2, hidden=8, depth=1)).eval()
+    text = view.likelihood(flow, NAME, {"other-nice": other}, ddpm_card=2.06)
+    a, b = lab.likelihood(flow), lab.likelihood(other)
+    np.testing.assert_array_equal(a.floor_bits, b.floor_bits)  # the same digits, the same floor
+    assert f"{b.flow[0]:.3f} ± {b.flow[1]:.3f} | {b.difference[0]:+.3f} ± {b.difference[1]:.3f}" in text
+    assert f"**{NAME}** (shown)" in text and "| 2.06 |" in text and "not held out" in text
+    if "realnvp-digits" in tab.widgets.model_choices(tab.families.flow_names(), images=True):
+        shipped = tab.image_likelihood(tab.image_flow("realnvp-digits"), "realnvp-digits")
+        assert "nice-digits" in shipped and "ddpm-digits" in shipped

@@ -292,3 +292,13 @@ def test_train_out_is_checked_before_training(tmp_path, capsys, where):
     out, err = capsys.readouterr()
     assert code == 2 and err.startswith("error: --out ") and err.count("\n") == 1, err
     assert "training" not in out and time.perf_counter() - start < 10
+
+
+def test_the_apps_torch_threads_are_chosen_from_the_machine(monkeypatch):
+    """Issue 21: half the usable cores (a chain and a training run may compute at once), 1 to 8; the env overrides."""
+    from genapp.ui.app import default_threads
+
+    monkeypatch.delenv("GENAPP_TORCH_THREADS", raising=False)
+    assert [default_threads(c) for c in (1, 2, 3, 4, 16, 64)] == [1, 1, 1, 2, 8, 8]
+    monkeypatch.setenv("GENAPP_TORCH_THREADS", "3")
+    assert default_threads(2) == 3

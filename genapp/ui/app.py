@@ -61,8 +61,7 @@ def build_demo():
 
     from genapp.ui import session, widgets
 
-    # Small matrices: one thread is as fast as two and never fights the other event for the 2 cores.
-    torch.set_num_threads(int(os.environ.get("GENAPP_TORCH_THREADS", "1")))
+    torch.set_num_threads(default_threads())
     # Gradio's copies of outputs and the uploads are deleted after limits.FILE_AGE_S (its own sweeper).
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=limits.cache_schedule()) as demo:
         gr.Markdown(INTRO, elem_id="genapp-title")
@@ -84,6 +83,18 @@ def build_demo():
 
 
 MAX_UPLOAD = "10mb"  # an uploaded drawing is a few hundred kB; gradio refuses larger files before storing them
+
+
+def default_threads(cores: int | None = None) -> int:
+    """Torch threads for the app, chosen from the machine: half the cores this process may use, so that a chain (or
+    a bound) and a training run, which may compute at once, each get their own half without fighting (two threads
+    fighting a busy process run ~10x slower); at least 1 (a 2-core box: one each), at most 8. GENAPP_TORCH_THREADS
+    overrides."""
+    if os.environ.get("GENAPP_TORCH_THREADS"):
+        return max(1, int(os.environ["GENAPP_TORCH_THREADS"]))
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // 2))
 
 
 def launch_kwargs() -> dict[str, Any]:

@@ -65,6 +65,21 @@ def image_flow(model_name: Any, extra: Mapping[str, Any] | None = None):
     return flow if image_lab.is_image_flow(flow) else None
 
 
+def image_likelihood(flow, name: str, extra: Mapping[str, Any] | None = None) -> str:
+    """The image models' one table in bits/dim: every flow on the same digits (shipped, or this session's), paired
+    with the floor, and ddpm-digits' bound from its card."""
+    import genapp
+
+    others = {}
+    for other in widgets.model_choices(families.flow_names(), extra, images=True):
+        if other != name and (f := image_flow(other, extra)) is not None and f.config.shape == flow.config.shape \
+                and f.config.levels == flow.config.levels:
+            others[other] = f
+    card = next((e.get("metrics", {}).get("bits_per_dim") for e in genapp.available() if e["name"] == "ddpm-digits"),
+                None)
+    return images.likelihood(flow, name, others, card if flow.config.levels == 17 else None)
+
+
 def is_ddim_choice(model_name: Any) -> bool:
     return isinstance(model_name, str) and model_name.startswith(DDIM_PREFIX)
 
@@ -439,12 +454,12 @@ def build_tab(ctx: widgets.AppContext) -> None:
 
     def on_likelihood(model, n_steps, extra):
         if img := image_flow(model, extra):
-            return images.likelihood(img, model)
+            return image_likelihood(img, model, extra)
         return likelihood(model, extra, steps=n_steps) if model else ""
 
     def on_compare(model, n_steps, extra, progress=gr.Progress()):  # noqa: B008 (gradio's idiom)
         if img := image_flow(model, extra):
-            return images.likelihood(img, model)
+            return image_likelihood(img, model, extra)
         return likelihood(model, extra, with_ddpm=True, progress=progress, steps=n_steps)
 
     def on_export(model, points, seed, k, start, n_steps, extra):
