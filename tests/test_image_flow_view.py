@@ -102,11 +102,14 @@ def test_the_panels_draw_and_say_their_numbers(flow):
     assert frame.shape == (480, 480, 3) and "T < 1" in text
     frame, text = view.x_to_z(flow, NAME, 9, 0)
     e = lab.encode(flow, 9, 0)
-    assert f"{e.bits.mean():.3f} bits/dim" in text and f"{e.z_std:.2f}" in text
+    se = e.bits.std(ddof=1) / math.sqrt(len(e.bits))
+    assert f"{e.bits.mean():.3f} ± {se:.3f} bits/dim" in text and f"{e.z_std:.2f}" in text
     frame, text = view.layer(flow, NAME, 1, 9, 0, "data")
     assert frame.shape == (480, 480, 3) and "**← shown**" in text
     hist, bars, text = view.density(flow, NAME, 3)
     assert hist.shape[2] == 3 and bars.shape[2] == 3 and f"{lab.nll_split(flow, 3).bits:.3f} bits/dim" in text
+    blank = lab.ood_bits(flow)["blank"]
+    assert f"blank {blank.mean():.3f} ± {blank.std(ddof=1) / math.sqrt(297):.3f}" in text
     lk = lab.likelihood(flow)
     text = view.likelihood(flow, NAME)
     assert f"{lk.flow[0]:.3f} ± {lk.flow[1]:.3f}" in text and f"{lk.difference[0]:+.3f}" in text

@@ -17,6 +17,12 @@ BEYOND = ("Dequantization $x = (j + u)/17$, the logit transform and the image ma
           "beyond the lecture (Dinh et al. 2017).")
 
 
+def _mean_se(values: np.ndarray) -> str:
+    """'mean ± standard error' of per-image values (the spread over images; one image: the mean alone)."""
+    se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return f"{values.mean():.3f}" + ("" if np.isnan(se) else f" ± {se:.3f}")
+
+
 def _count(n: int) -> int:
     return max(1, min(int(n), MAX_IMAGES))
 
@@ -49,7 +55,7 @@ def x_to_z(flow, title: str, n: int, seed: int) -> tuple[np.ndarray, str]:
     readout = (f"**Normalizing (1.33).** $z = f^{{-1}}(x)$ of {len(e.x)} held-out digits: mean {e.z_mean:.2f}, "
                f"standard deviation {e.z_std:.2f} over all their coordinates, where $\\mathcal N(0, I)$ has 0 and 1. "
                "A good flow turns a digit into something that looks like noise. These digits cost "
-               f"**{e.bits.mean():.3f} bits/dim** on average (one draw of $u$).")
+               f"**{_mean_se(e.bits)} bits/dim** on average (one draw of $u$; ± over these digits).")
     return frame, readout
 
 
@@ -100,7 +106,7 @@ def density(flow, title: str, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     ax_bar.set_xlabel("nats: log p_x(x) = log p_z + Σ log|det J| (1.32)")
     terms = _figure_array(fig)
 
-    means = {k: float(v.mean()) for k, v in ood.items()}
+
     rows = "\n".join(f"| {name} | {value:+.2f} |" for name, value in zip(split.names, split.log_dets))
     readout = (
         f"**Held-out digit #{split.index}** (type another number in x₁ and press Inspect) costs "
@@ -110,7 +116,7 @@ def density(flow, title: str, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
         f"{split.dequant:.2f} for the dequantized pixels, over $D \\log 2$ (mean over {lab.NOISE_DRAWS} draws of "
         f"$u$).\n\n| layer | log-det (nats) |\n|---|---|\n| $\\log p_z(z)$ | {split.log_pz:+.2f} |\n{rows}\n\n"
         "**Digits against non-digits** (left): mean bits/dim " +
-        ", ".join(f"{k} {v:.2f}" for k, v in means.items()) +
+        ", ".join(f"{k} {_mean_se(v)}" for k, v in ood.items()) + " (± over the 297 images)" +
         ". A likelihood says how well the flow compresses an input, not whether it is a digit: "
         "simple inputs such as a blank image can score better than real digits. " + BEYOND)
     return hist, terms, readout
