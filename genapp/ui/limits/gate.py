@@ -1,169 +1,28 @@
-"""What one visitor may cost the public app (issue 16): compute, disk and memory, each bounded.
+"""The gate on Gradio's queue (issue 16, compute and the memory of page-less sessions).
 
-- **Compute.** `Gate` sits on Gradio's queue (`Queue.push`, the one place `/gradio_api/queue/join` and
-  `/gradio_api/call/*` put an event in line). Per group ("compute", "train", "push") each visitor may have at most
-  `PER_VISITOR[group]` events queued or running, counted per client address and per session: a further one is
-  refused at once (HTTP 429, the message says to wait), and a visitor's only event goes ahead of the second
-  events of others (round robin). The queue holds at most `max_size` events queued *or
-  running* (Gradio counts only the queued ones, so one more ran past it). An event nobody listens for (no open
-  result stream for its session `GRACE_S` after it was sent: a client that posted and left) is dropped before it
-  runs and, if it is already running, stopped at its next yield (a generator; a plain function runs to its end,
-  which `check_cost` bounds). `check_cost(points, steps)` caps one request's work.
-- **Memory of page-less sessions.** A raw API client (no heartbeat: one session per request) cannot come back for
-  its session's state, which Gradio would keep an hour: it is dropped `FORGET_S` after the event finished.
-- **Disk.** Exports go to a folder per session (`session_folder()`; Gradio serves them from there, so its name is a
-  keyed hash, not the session hash), removed when the page closes
-  (`remove_exports`, on `demo.unload`) and by a sweeper for anything older than `FILE_AGE_S` (API sessions never
-  close); Gradio's own cache and uploads are deleted by `gr.Blocks(delete_cache=cache_schedule())` and, since that
-  task can die, by the watcher too (`Gate.sweep_gradio`).
-- **Memory.** An uploaded picture's size is read from its header (`check_image_file`, PIL reads it lazily) and one
-  over `MAX_UPLOAD_PIXELS` is refused before Gradio decodes it.
-
-`install(demo)` puts the gate and the listener tracking on a Blocks (build_demo does it; tabs need no change).
+`Gate` sits on `Queue.push`, the one place `/gradio_api/queue/join` and `/gradio_api/call/*` put an event in line.
+Per group ("compute", "train", "push") each visitor (`client_address`, and the session) may have at most
+`PER_VISITOR[group]` events queued or running: a further one is refused at once (HTTP 429), and a visitor's only
+event goes ahead of the second events of others (round robin). `Listeners` counts who reads the result streams, so
+an event nobody listens for is dropped (or stopped at its next yield), and a page-less session's state goes
+`FORGET_S` after its event finished. `install(demo)` puts both, and the watcher, on a Blocks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import hmac
 import ipaddress
 import os
 import re
-import secrets
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import gradio as gr
 
-# -- cost of one request ---------------------------------------------------------------------------------------
-MAX_POINT_STEPS = 2_000_000  # points x denoising steps: about 5 s of sampling, 10-15 s with the app's frames, 2 cores
-
-
-def check_cost(points: int, steps: int) -> None:
-    """Refuse a chain of `points` points over `steps` denoising steps that costs more than one request may."""
-    if points * steps > MAX_POINT_STEPS:
-        raise gr.Error(f"{points:,} points x {steps:,} steps is more than one request may compute here "
-                       f"(points x steps at most {MAX_POINT_STEPS:,}, about 20 s on this Space's 2 CPU cores): "
-                       "take fewer points, or DDIM with fewer steps.", print_exception=False)
-
-
-# -- uploads -----------------------------------------------------------------------------------------------------
-MAX_UPLOAD_SIDE = 2048
-MAX_UPLOAD_PIXELS = MAX_UPLOAD_SIDE**2  # decoded as RGBA by gradio: ~32 MB (7.6 bytes a pixel measured)
-IMAGE_BLOCKS = (gr.Image, gr.ImageEditor)  # gr.Sketchpad is an ImageEditor
-
-
-def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of the picture at `path`, read from its header without decoding it; gr.Error when it is
-    not a picture PIL reads or has more than MAX_UPLOAD_PIXELS pixels."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:  # lazy: reads the header only
-            width, height = image.size
-    except Image.DecompressionBombError:  # PIL's own cap (app.py: twice MAX_UPLOAD_PIXELS) refused the header
-        width = height = None
-    except (OSError, ValueError, SyntaxError):  # PIL's "cannot identify image file", truncated headers
-        raise gr.Error("The upload is not a picture (PNG, JPEG, GIF, WebP, ...).", print_exception=False) from None
-    if width is None or width * height > MAX_UPLOAD_PIXELS:
-        size = (f"over {2 * Image.MAX_IMAGE_PIXELS:,} pixels" if width is None
-                else f"{width * height:,} pixels ({width} x {height})")
-        raise gr.Error(f"The picture has {size}; at most {MAX_UPLOAD_PIXELS:,} ({MAX_UPLOAD_SIDE} x "
-                       f"{MAX_UPLOAD_SIDE}) are taken. Scale it down first.", print_exception=False)
-    return width, height
-
-
-def _file_paths(value: Any) -> Iterator[str]:
-    """The `path` of every file object (a dict with a path) in an input value, however nested."""
-    if isinstance(value, dict):
-        if isinstance(value.get("path"), str):
-            yield value["path"]
-        for item in value.values():
-            yield from _file_paths(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _file_paths(item)
-
-
-def check_uploads(block_fn: Any, inputs: list[Any]) -> None:
-    """Check the header of every uploaded picture an event's inputs name, before Gradio decodes any. Paths outside
-    Gradio's upload folder are left to Gradio, which refuses them."""
-    from gradio.utils import get_upload_folder, is_in_or_equal
-
-    folder = get_upload_folder()
-    for block, value in zip(block_fn.inputs, inputs):
-        if isinstance(block, IMAGE_BLOCKS):
-            for path in _file_paths(value):
-                if is_in_or_equal(path, folder) and os.path.isfile(path):
-                    check_image_file(path)
-
-
-# -- disk ----------------------------------------------------------------------------------------------------------
-FILE_AGE_S = int(os.environ.get("GENAPP_FILE_AGE_S", "900"))  # a download link lives 15 min; then the file goes
-_SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def cache_schedule() -> tuple[int, int]:
-    """(frequency, age) in seconds for gr.Blocks(delete_cache=...): Gradio's copies of outputs, and uploads."""
-    return max(1, FILE_AGE_S // 4), FILE_AGE_S
-
-
-def export_root() -> Path:
-    return Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "genapp-exports"
-
-
-_SECRET = secrets.token_bytes(16)
-
-
-def _folder_name(session_hash: Any) -> str | None:
-    """A session's export folder name: a keyed hash of its session hash. Gradio serves exports from where they
-    are, so the name is in every download link, and a link must not tell the session hash (which opens the
-    visitor's state to whoever sends it)."""
-    if not isinstance(session_hash, str) or not _SESSION.match(session_hash):
-        return None
-    return hmac.new(_SECRET, session_hash.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def session_folder() -> Path:
-    """This event's session's export folder (made if missing); 'shared' outside an event."""
-    from gradio.context import LocalContext
-
-    request = LocalContext.request.get(None)
-    folder = export_root() / (_folder_name(getattr(request, "session_hash", None)) or "shared")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def remove_exports(session_hash: Any) -> None:
-    """Delete a session's export folder (the page was closed)."""
-    if (name := _folder_name(session_hash)) is not None:
-        shutil.rmtree(export_root() / name, ignore_errors=True)
-
-
-def sweep(root: Path, age_s: float) -> int:
-    """Remove every file and folder under the session folders of `root` untouched for `age_s` seconds, and
-    session folders left empty; returns how many entries went."""
-    removed, now = 0, time.time()
-    for session in list(root.iterdir()) if root.is_dir() else []:
-        entries = list(session.iterdir()) if session.is_dir() else [session]
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                if now - entry.lstat().st_mtime > age_s:
-                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-                    removed += 1
-        with contextlib.suppress(OSError):
-            if session.is_dir() and not any(session.iterdir()) and now - session.lstat().st_mtime > age_s:
-                session.rmdir()
-    return removed
+from genapp.ui.limits.disk import FILE_AGE_S, cache_schedule, export_root, sweep
 
 
 # -- who is asking --------------------------------------------------------------------------------------------------
