@@ -17,7 +17,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from genapp.data import check_count
-from genapp.nets import EpsMLP, EpsMLPChain, UNet
+from genapp.nets import EpsMLP, EpsMLPChain, UNet, UNetChain
 from genapp.schedules import NoiseSchedule, ScheduleName, Variance
 
 MAX_NUM_STEPS = 4000
@@ -277,11 +277,14 @@ class DDPM(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["ddpm",
         return torch.randn(shape, generator=generator, device=device, dtype=self.dtype).to(self.device)
 
     def _chain_eps(self, n: int, ks: list[int], dtype: torch.dtype) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """eps_theta(x, k) for a chain of n points visiting the steps ks: EpsMLP's chain runner (the same function,
-        preallocated and with the k-embedding tabulated, see `EpsMLPChain`), else the network as is."""
+        """eps_theta(x, k) for a chain of n samples visiting the steps ks: the network's chain runner (the same
+        function with the k-dependent work tabulated per chain, see `EpsMLPChain` and `UNetChain`), else the network
+        as is."""
         if EpsMLPChain.fits(self.net):
             return EpsMLPChain(self.net, n, ks, dtype, self.device)
-        return self.eps_theta  # a UNet, an oracle in the tests, an EpsMLP with other layers swapped in
+        if UNetChain.fits(self.net):
+            return UNetChain(self.net, n, ks, dtype, self.device)
+        return self.eps_theta  # an oracle in the tests, a network with other layers swapped in
 
     def reverse_chain(
         self,

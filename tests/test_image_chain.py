@@ -13,7 +13,7 @@ from torch import nn
 from genapp.diffusion import DDPM, DDPMConfig
 from genapp.lab import diffusion as lab
 from genapp.render import tiles
-from genapp.ui.tabs import diffusion as tab
+from genapp.ui.callbacks import diffusion as tab
 
 N = 20
 
@@ -114,3 +114,32 @@ def test_the_shipped_digit_model_is_offered_and_draws_digits():
     assert run.images and run.final.shape == (2, 1, 8, 8) and image.shape == (480, 480, 3)
     assert -1.2 < run.final.min() and run.final.max() < 1.2
     assert "ddpm-digits" not in tab.widgets.model_choices("ddpm")  # the flows tab's list stays on points
+
+
+def _random_unet_ddpm(dtype: torch.dtype) -> DDPM:
+    """A tiny UNet DDPM (N = 20) with every weight drawn small: a real, bounded network for both runners."""
+    torch.manual_seed(4)
+    model = DDPM(DDPMConfig(num_steps=N, net="unet", channels=8, data_shape=(1, 8, 8), data_bound=1.0, levels=17,
+                            dataset="digits")).to(dtype).eval()
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.copy_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_the_fast_image_chain_draws_the_plain_networks_samples(monkeypatch, sampler, dtype, tol):
+    """The chain's UNet runner (genapp.nets.UNetChain) gives the x_0 of Algorithm 2 / DDIM with the network called
+    plainly at every step, from the same seed: to float32 rounding, and to 1e-12 in float64."""
+    import genapp.diffusion as diffusion
+
+    model = _random_unet_ddpm(dtype)
+    draw = lambda: model.sample(5, torch.Generator().manual_seed(0), "beta",  # noqa: E731
+                                ddim_steps=7 if sampler == "ddim" else None)
+    fast = draw()
+    with monkeypatch.context() as patch:
+        patch.setattr(diffusion.UNetChain, "fits", staticmethod(lambda net: False))  # the network as is
+        plain = draw()
+    assert fast.dtype == dtype and fast.abs().max() > 0.5  # a real sample
+    torch.testing.assert_close(fast, plain, rtol=tol, atol=tol)
