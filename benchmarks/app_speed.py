@@ -38,7 +38,7 @@ def in_process(model: str, points: int, repeats: int) -> list[tuple[str, list[fl
 
     torch.set_num_threads(int(os.environ.get("GENAPP_TORCH_THREADS", "1")))
     import genapp
-    from genapp.ui.tabs import diffusion as tab
+    from genapp.ui.callbacks import diffusion as tab
 
     ddpm = genapp.load(model)
     N = ddpm.num_steps

@@ -13,8 +13,8 @@ from test_train_tab import ring, settings
 from genapp.lab import diffusion as lab_diffusion
 from genapp.render import style
 from genapp.ui import sketch, trained_data, widgets
+from genapp.ui.callbacks import diffusion as ddpm_tab
 from genapp.ui.session import Session
-from genapp.ui.tabs import diffusion as ddpm_tab
 from genapp.ui.tabs import flows as flows_tab
 from genapp.ui.tabs import train as train_tab
 

@@ -23,8 +23,8 @@ from genapp.lab import diffusion as lab
 from genapp.lab.bound import Bound
 from genapp.render import canvas, style
 from genapp.ui import widgets
+from genapp.ui.callbacks import diffusion as tab
 from genapp.ui.session import Session
-from genapp.ui.tabs import diffusion as tab
 from genapp.ui.text import diffusion as text
 
 N = 40
