@@ -46,7 +46,7 @@ def panels(tab, model: str, points: int) -> list[tuple[str, object]]:
 
 def measure(model: str, points: int, repeats: int) -> list[tuple[str, float, float]]:
     import genapp
-    from genapp.ui.tabs import flows as tab
+    from genapp.ui.callbacks import flows as tab
 
     genapp.load(model)  # loading the checkpoint is not a panel's cost
     rows = []
@@ -70,7 +70,7 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("GENAPP_TORCH_THREADS", "1")))
     from genapp import families
     from genapp.ui import widgets
-    from genapp.ui.tabs import flows as tab
+    from genapp.ui.callbacks import flows as tab
 
     shipped = widgets.model_choices(families.flow_names())
     models = shipped if args.all else (args.model or ["realnvp-moons", "nice-moons"])

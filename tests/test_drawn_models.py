@@ -14,8 +14,8 @@ from genapp.lab import diffusion as lab_diffusion
 from genapp.render import style
 from genapp.ui import sketch, trained_data, widgets
 from genapp.ui.callbacks import diffusion as ddpm_tab
+from genapp.ui.callbacks import flows as flows_tab
 from genapp.ui.session import Session
-from genapp.ui.tabs import flows as flows_tab
 from genapp.ui.tabs import train as train_tab
 
 DDPM, FLOW = "my-ddpm-drawing-1", "my-realnvp-drawing-1"

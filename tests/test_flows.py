@@ -118,7 +118,7 @@ def test_a_new_coupling_is_one_class(toy_coupling, tmp_path):
     """Flow, the family registry, the checkpoint format and the flows tab take a coupling class defined in a test."""
     from genapp import families
     from genapp.io import checkpoint
-    from genapp.ui.tabs import flows as tab
+    from genapp.ui.callbacks import flows as tab
 
     assert "toyscale" in families.names() and families.get("toyscale").label == "ToyScale"
     flow = families.get("toyscale").build("moons", couplings=3, hidden=8, depth=1)

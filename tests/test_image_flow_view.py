@@ -13,7 +13,7 @@ import torch
 from genapp.image_flows import ImageFlow, IndependentPixels, image_flow_config
 from genapp.lab import image_flows as lab
 from genapp.ui import image_flow_view as view
-from genapp.ui.tabs import flows as tab
+from genapp.ui.callbacks import image_flows as tab
 
 NAME = "tiny-realnvp-digits"
 

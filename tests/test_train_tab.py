@@ -226,7 +226,7 @@ def test_a_trained_ddpm_samples_in_the_ddpm_tab_of_its_session_only():
 
 
 def test_a_trained_flow_draws_in_the_flows_tab():
-    flows_tab = pytest.importorskip("genapp.ui.tabs.flows")
+    flows_tab = pytest.importorskip("genapp.ui.callbacks.flows")
     _, extra, run = trained("nice")
     assert run.name in widgets.model_choices(("nice", "realnvp"), extra)
     image, text = flows_tab.z_to_x(run.name, 100, 0, extra)

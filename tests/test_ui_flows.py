@@ -30,7 +30,7 @@ from genapp.lab import likelihood as lik
 from genapp.lab.bound import Bound
 from genapp.render import canvas, style
 from genapp.ui import widgets
-from genapp.ui.tabs import flows as tab
+from genapp.ui.callbacks import flows as tab
 from genapp.ui.text import flows as text
 
 ROOT = Path(__file__).resolve().parent.parent
