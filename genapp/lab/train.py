@@ -2,7 +2,7 @@
 it writes while it trains (the loss after every `callback_every` steps, a snapshot of the model every
 `snapshot_every` seconds, a stop flag), and the snapshot itself, a cheap look at the model: a DDIM sample of a few
 hundred points (DDPM; DDIM is beyond the lecture, Song et al. 2021) or the flow's exact density p_x on a coarse grid
-(1.29).
+(1.29); for a model of images (the 8x8 digits, `genapp.lab.train_images`) a grid of samples from fixed noise.
 
 `start` trains on a daemon thread of its own and returns the `Live` record at once; whoever shows it reads the record
 (its lists only grow) and calls `Live.stop()` to end the run early, `Live.toggle_pause()` to pause or resume it and
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from genapp import families
+from genapp.lab import train_images
 from genapp.lab.grid import density_grid
 from genapp.train import TrainResult, train
 
@@ -52,7 +53,8 @@ def knob_limits(on_gpu: bool) -> dict[str, tuple[float, float]]:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """One run's choices for 2-D points: the family, the data (a name from `genapp.data.names()`, or DRAWING), the
+    """One run's choices: the family, the data (a name from `genapp.data.names()`, DRAWING, or an image set of
+    `train_images.IMAGE_DATASETS`, where `hidden` is a DDPM's UNet channels), the
     budget (at most `steps` steps and `seconds` seconds), Adam's lr and batch, each MLP's width and depth, and the
     family's own size (a DDPM's N and beta schedule (1.10), a flow's number of couplings)."""
 
@@ -72,9 +74,17 @@ class TrainSettings:
     def build(self) -> nn.Module:
         """A fresh, untrained model, built by the family registry from `seed`."""
         torch.manual_seed(self.seed)
+        if self.images:
+            return train_images.build(self.family, self.dataset, hidden=self.hidden, depth=self.depth,
+                                      couplings=self.couplings, num_steps=self.num_steps, schedule=self.schedule)
         return families.get(self.family).build(self.dataset, data_shape=(2,), hidden=self.hidden, depth=self.depth,
                                                num_steps=self.num_steps, schedule=self.schedule,
                                                couplings=self.couplings)
+
+    @property
+    def images(self) -> bool:
+        """True for a run on images (the digits)."""
+        return train_images.is_image_dataset(self.dataset)
 
     @property
     def ema_decay(self) -> float | None:
@@ -85,11 +95,17 @@ class TrainSettings:
         """The CLI command that trains the same model (a drawing has none)."""
         if self.dataset == DRAWING:
             return "genapp Train tab, on a hand-drawn point cloud (no command reproduces it)"
+        if self.images and self.family != "ddpm":
+            return (f"genapp Train tab, {self.family} on the digits (the CLI trains no image flow; the nearest script: "
+                    f"PYTHONPATH=. python benchmarks/image_flows.py --kind {self.family} --hidden {self.hidden} "
+                    f"--depth {self.depth} --couplings {self.couplings} --lr {self.lr:g} --batch-size "
+                    f"{self.batch_size} --minutes {self.seconds / 60:g} --seed {self.seed})")
         arch = (["--num-steps", self.num_steps, "--schedule", self.schedule] if self.family == "ddpm"
                 else ["--couplings", self.couplings])
+        net = ["--channels", self.hidden] if self.images else ["--hidden", self.hidden, "--depth", self.depth]
         args = ["train", self.family, "--dataset", self.dataset, "--steps", self.steps, "--seconds",
-                f"{self.seconds:g}", "--lr", f"{self.lr:g}", "--batch-size", self.batch_size, "--hidden", self.hidden,
-                "--depth", self.depth, *arch, "--seed", self.seed, "--out", "OUT"]
+                f"{self.seconds:g}", "--lr", f"{self.lr:g}", "--batch-size", self.batch_size, *net, *arch,
+                "--seed", self.seed, "--out", "OUT"]
         return "python -m genapp " + " ".join(shlex.quote(str(a)) for a in args)
 
 
@@ -103,21 +119,25 @@ def next_name(settings: TrainSettings, models: Mapping[str, Any] | None) -> str:
 @dataclass(frozen=True)
 class Snapshot:
     """The model at one step: DDPM samples x_0 (n, 2), or a flow's log p_x (G, G) on [-lim, lim]^2, row 0 at the
-    top (the largest second coordinate)."""
+    top (the largest second coordinate), or an image model's samples (n, C, H, W) in [-1, 1] (`images`)."""
 
     step: int
     points: np.ndarray | None = None
     log_px: np.ndarray | None = None
     lim: float = SNAPSHOT_LIM
+    images: np.ndarray | None = None
 
 
 @torch.no_grad()
 def snapshot(model: nn.Module, step: int) -> Snapshot:
     """A DDIM sample of SNAPSHOT_POINTS points from fixed noise (a DDPM), or log p_x = log p_z(f^{-1}(x)) +
-    log|det J_{f^-1}(x)| (1.29) on a SNAPSHOT_GRID grid (a flow). Leaves the model in the mode it found it in."""
+    log|det J_{f^-1}(x)| (1.29) on a SNAPSHOT_GRID grid (a flow); a grid of samples for a model of images
+    (`train_images.samples`). Leaves the model in the mode it found it in."""
     was_training = model.training
     model.eval()
     try:
+        if train_images.is_image_model(model):
+            return Snapshot(step, images=train_images.samples(model))
         if hasattr(model, "ddim_chain"):
             g = torch.Generator().manual_seed(SNAPSHOT_SEED)
             x = model.sample(SNAPSHOT_POINTS, generator=g, ddim_steps=min(SNAPSHOT_DDIM_STEPS, model.num_steps))
@@ -162,7 +182,7 @@ def loop_step(model: nn.Module, x_0: torch.Tensor, step: int, seed: int = 0) -> 
         eps = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)  # eps ~ N(0, I)
         x_k = model.q_sample(x, k.to(x.device), eps)  # (1.21)
         eps_pred = model.eps_theta(x_k, k.to(x.device))
-        loss = (eps - eps_pred).pow(2).sum(1)  # (1.26), per point
+        loss = (eps - eps_pred).pow(2).flatten(1).sum(1)  # (1.26), per point (per image: summed over pixels)
         return LoopStep(step, out(x), out(loss), k=k.numpy(), eps=out(eps), x_k=out(x_k), eps_pred=out(eps_pred))
     z, log_det = model.inverse(x)  # (1.32-1.33)
     log_pz = model.base_log_prob(z)

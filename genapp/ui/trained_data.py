@@ -25,17 +25,26 @@ _BACKDROPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # drawn mod
 
 
 def of(model: Any, session: Any = None):
-    """The dataset `model` was trained on: the named toy of its config, else the one the session kept, else None."""
+    """The dataset `model` was trained on: the named toy (or image set) of its config, else the one the session
+    kept, else None."""
     name = widgets.dataset_name(model)
-    if widgets.known_dataset(name):
+    if _named(name):
         import genapp.data
 
         return genapp.data.get(name)
     return data_of(model, session)
 
 
+def _named(name: str) -> bool:
+    """A dataset this app has by name: a 2-D toy or an image set (digits, mnist)."""
+    import genapp.data
+
+    return widgets.known_dataset(name) or name in genapp.data.IMAGE_LOADERS
+
+
 def is_drawing(model: Any, session: Any = None) -> bool:
-    return not widgets.known_dataset(widgets.dataset_name(model)) and data_of(model, session) is not None
+    """True for a model trained on the visitor's drawing (never one of images: the digits are named)."""
+    return not _named(widgets.dataset_name(model)) and data_of(model, session) is not None
 
 
 def has_density(model: Any, session: Any = None) -> bool:
@@ -55,12 +64,13 @@ def missing(model_name: Any, needs: str) -> str:
 
 def points(model: Any, n: int, seed: int, session: Any = None) -> np.ndarray | None:
     """n draws (float32, (n, 2), read-only) from the model's data, the same for the same seed: the shared cache for
-    a named toy, fresh draws from the drawing's points (with its training jitter) for a drawing. None if unknown."""
+    a named toy, fresh draws from the drawing's points (with its training jitter) for a drawing. None if unknown
+    (or images: see `images`)."""
     name = widgets.dataset_name(model)
     if widgets.known_dataset(name):
         return widgets.data_points(name, n, seed)
     dataset = data_of(model, session)
-    if dataset is None:
+    if dataset is None or widgets.is_image_model(model):
         return None
     x = dataset.sample(n, generator=torch.Generator().manual_seed(seed)).numpy()  # seed + offsets may pass MAX_SEED
     x.setflags(write=False)

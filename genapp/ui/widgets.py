@@ -177,14 +177,21 @@ def model_choices(family: str | tuple[str, ...], extra: Mapping[str, Any] | None
                   images: bool = False) -> list[str]:
     """Names for a model picker: shipped checkpoints of `family` ("ddpm", or ("nice", "realnvp")) on 2-D data (and
     on images too with `images`: the DDPM tab draws both), then this session's models from `extra` whose family
-    matches (their names as given)."""
+    matches (their names as given), its image models (trained on the digits in the Train tab) only with `images`."""
     import genapp
 
     families = (family,) if isinstance(family, str) else tuple(family)
     shipped = [e["name"] for e in genapp.available()
                if e.get("family") in families and "error" not in e and (images or _is_points_model(e))]
-    session = [name for name, model in (extra or {}).items() if _family(model) in families and name not in shipped]
+    session = [name for name, model in (extra or {}).items()
+               if _family(model) in families and name not in shipped and (images or not is_image_model(model))]
     return shipped + session
+
+
+def is_image_model(model: Any) -> bool:
+    """True for a model of images: a DDPM whose data_shape is (C, H, W), or an image flow (its config has `shape`)."""
+    config = getattr(model, "config", None)
+    return tuple(getattr(config, "data_shape", None) or (getattr(config, "data_dim", 2),)) != (2,)
 
 
 def _family(model: Any) -> str | None:
@@ -216,8 +223,7 @@ def get_model(name: Any, extra: Mapping[str, Any] | None = None, family: str | t
     families = (family,) if isinstance(family, str) else family
     if families and _family(model) not in families:
         raise refuse(f"{_short(name)} is not a {' / '.join(families)} model.")
-    config = model.config
-    if not images and tuple(getattr(config, "data_shape", None) or (getattr(config, "data_dim", 2),)) != (2,):
+    if not images and is_image_model(model):
         raise refuse(f"{_short(name)} models images; this tab draws 2-D point clouds.")
     return model
 

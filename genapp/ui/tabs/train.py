@@ -1,6 +1,6 @@
-"""The Train tab: train a DDPM, RealNVP or NICE in the browser, on a built-in 2-D toy or on a shape you draw, watch
-the loss and the model's samples (DDPM) or density (flows) as it learns, then use it in the other tabs, download it
-or push it to the Hub.
+"""The Train tab: train a DDPM, RealNVP or NICE in the browser, on a built-in 2-D toy, on a shape you draw or on the
+8x8 digits (images: `genapp.lab.train_images`), watch the loss and the model's samples (DDPM; a grid of images for
+an image model) or density (flows) as it learns, then use it in the other tabs, download it or push it to the Hub.
 
 Plain callbacks first (plain values in, images / figures / text out; tested without a browser), then `build_tab`.
 The train event is a generator through Gradio's queue: `concurrency_limit=MAX_TRAINING` runs at most that many at
@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from genapp import data, families
 from genapp.lab import train as lab
+from genapp.lab import train_images as images
 from genapp.lab.train import TrainSettings
 from genapp.render import canvas, figures, style
 from genapp.train import pick_device, training_record
@@ -36,6 +37,7 @@ from genapp.ui.text import train as text
 
 DRAWING = "my drawing"  # the dataset choice for the sketchpad / upload
 DRAWING_NAME = lab.DRAWING  # config.dataset of a model trained on it
+DIGITS, DIGITS_LABEL = "digits", "digits (8x8 images)"  # DDPM, RealNVP, NICE; drawings stay 2-D
 DRAWING_JITTER = 0.03  # data units of Gaussian jitter on those points: a stroke is a thin band, not a curve
 SCHEDULES = lab.SCHEDULES
 DEVICE = pick_device("auto")
@@ -62,8 +64,9 @@ def check_settings(family: Any, dataset: Any, steps: Any, seconds: Any, lr: Any,
         check = widgets.check_int if integer else widgets.check_float
         return check(value, label, int(lo) if integer else lo, int(hi) if integer else hi)
 
-    dataset = widgets.check_choice(dataset, "Dataset", [*data.names(), DRAWING])
-    return TrainSettings(
+    values = [value for _, value in dataset_choices()]
+    dataset = DIGITS if dataset == DIGITS_LABEL else widgets.check_choice(dataset, "Dataset", values)
+    settings = TrainSettings(
         family=widgets.check_choice(family, "Family", families.names()),
         dataset=DRAWING_NAME if dataset == DRAWING else dataset,
         steps=bound("steps", "Steps", steps), seconds=bound("seconds", "Time limit (s)", seconds, False),
@@ -71,18 +74,33 @@ def check_settings(family: Any, dataset: Any, steps: Any, seconds: Any, lr: Any,
         hidden=bound("hidden", "Width", hidden), depth=bound("depth", "Depth", depth),
         couplings=bound("couplings", "Couplings", couplings), num_steps=bound("num_steps", "N", num_steps),
         schedule=widgets.check_choice(schedule, "Schedule", SCHEDULES), seed=widgets.check_seed(seed))
+    if why := images.problem_of(settings, ON_GPU):  # images: their own caps, their families
+        raise widgets.refuse(why)
+    return settings
 
 
-def knob_defaults(family: str) -> dict[str, Any]:
-    """The UI's starting values for `family`: the shipped recipe's lr, batch and width, a one-minute budget."""
-    recipe = families.get(widgets.check_choice(family, "Family", families.names())).recipe
+def dataset_choices() -> list[tuple[str, str]]:
+    """The Dataset dropdown: (label, value) of the 2-D toys, the digits, the drawing."""
+    return [*((name, name) for name in data.names()), (DIGITS_LABEL, DIGITS), (DRAWING, DRAWING)]
+
+
+def knob_defaults(family: str, dataset: str = "moons") -> dict[str, Any]:
+    """The UI's starting values for `family`: the shipped recipe's lr, batch and width, a one-minute budget; on the
+    digits the small time-limited image defaults (`train_images.image_defaults`)."""
+    family = widgets.check_choice(family, "Family", families.names())
+    if images.is_image_dataset(dataset) and family in images.IMAGE_FAMILIES:
+        return images.image_defaults(family)
+    recipe = families.get(family).recipe
     return dict(steps=recipe["steps"], seconds=DEFAULT_SECONDS, lr=recipe["lr"], batch_size=recipe["batch_size"],
                 hidden=recipe["hidden"], depth=recipe["depth"], couplings=8, num_steps=1000, schedule="linear")
 
 
 # -- drawing ----------------------------------------------------------------------------------------------------
 def make_dataset(settings: TrainSettings, points: np.ndarray | None):
-    """The dataset to train on: a built-in toy, or the drawing's points as a `data.PointCloud`."""
+    """The dataset to train on: a built-in toy, the digits (`train_images.dataset_for`), or the drawing's points as
+    a `data.PointCloud`."""
+    if settings.images:
+        return images.dataset_for(settings.family, settings.dataset)
     if settings.dataset != DRAWING_NAME:
         return data.get(settings.dataset)
     if points is None:
@@ -90,8 +108,10 @@ def make_dataset(settings: TrainSettings, points: np.ndarray | None):
     return data.PointCloud(torch.as_tensor(np.asarray(points, dtype=np.float32)), DRAWING_JITTER, DRAWING_NAME)
 
 
-def backdrop(settings: TrainSettings, points: np.ndarray | None) -> np.ndarray:
-    """The data's faint density behind the snapshots."""
+def backdrop(settings: TrainSettings, points: np.ndarray | None) -> np.ndarray | None:
+    """The data's faint density behind the snapshots (None for images: they have none)."""
+    if settings.images:
+        return None
     if settings.dataset == DRAWING_NAME and points is not None:
         return widgets.canvas().density_background(points)
     return widgets.background(settings.dataset)
@@ -100,8 +120,11 @@ def backdrop(settings: TrainSettings, points: np.ndarray | None) -> np.ndarray:
 # -- what the page shows ----------------------------------------------------------------------------------------
 def loss_plot(settings: TrainSettings, steps: list[int] | np.ndarray, losses: list[float] | np.ndarray,
               total_steps: int | None = None) -> Figure:
-    """The loss curve; a flow's NLL beside the data entropy H, its floor, where the dataset has a density."""
+    """The loss curve; a flow's NLL beside the data entropy H, its floor, where the dataset has a density; an image
+    flow's NLL in bits/dim beside the independent-pixel floor on the held-out digits."""
     floor, label = None, ""
+    if settings.images and settings.family != "ddpm":
+        return images.loss_figure(settings.family, steps, losses, total_steps)
     if settings.family != "ddpm":
         entropy = widgets.data_entropy(settings.dataset) if settings.dataset != DRAWING_NAME else None
         if entropy is not None:
@@ -112,10 +135,12 @@ def loss_plot(settings: TrainSettings, steps: list[int] | np.ndarray, losses: li
                              title=f"{families.get(settings.family).label} on {settings.dataset}")
 
 
-def render_snapshot(settings: TrainSettings, snap: lab.Snapshot | None, back: np.ndarray,
+def render_snapshot(settings: TrainSettings, snap: lab.Snapshot | None, back: np.ndarray | None,
                     fraction: float) -> np.ndarray:
-    """The snapshot as a frame: DDPM samples over the data, or a flow's density p_x."""
+    """The snapshot as a frame: DDPM samples over the data, a flow's density p_x, or an image model's samples."""
     cv = widgets.canvas()
+    if settings.images:
+        return images.frame(settings.family, snap, fraction, cv.size)
     if snap is None:
         return cv.render(np.zeros((0, 2)), back, title="starting…", subtitle="the first snapshot comes in a moment",
                          progress=fraction)
@@ -221,7 +246,7 @@ def _follow(run: Training, every: float) -> Iterator[Update]:
         if snap is not shown or first:
             image, shown = render_snapshot(settings, snap, run.back, live.fraction), snap
             figure = loss_plot(settings, steps, losses) if n else None
-            loop = text.loop_markdown(live.loop)
+            loop = loop_text(settings, live.loop)
         first = False
         yield Update(status, figure, image, loop=loop)
 
@@ -240,17 +265,26 @@ def _finish(run: Training) -> Update:
     trained = session.run = TrainedRun(name, settings, training_record(result, settings.command()))
     tab = "Diffusion (DDPM)" if settings.family == "ddpm" else "Flows"
     image = render_snapshot(settings, live.final, run.back, 1.0)
-    return Update(text.finished(name, result, tab, dropped, MAX_MODELS),
-                  loss_plot(settings, np.arange(1, result.steps + 1), result.losses, result.steps),
-                  image, session, trained, text.loop_markdown(live.loop))
+    status = text.finished(name, result, tab, dropped, MAX_MODELS)
+    if settings.images:
+        status = images.with_note(status, images.note(live.model))
+    return Update(status, loss_plot(settings, np.arange(1, result.steps + 1), result.losses, result.steps),
+                  image, session, trained, loop_text(settings, live.loop))
+
+
+def loop_text(settings: TrainSettings, loop: lab.LoopStep | None) -> str:
+    """The loop's body as Markdown (`text.loop_markdown`; on images the per-digit losses only)."""
+    return images.loop_markdown(loop, settings.family) if loop and settings.images else text.loop_markdown(loop)
 
 
 def status_line(run: Training) -> str:
     """The status of a run that has not ended: its step, clock (paused time left out), loss; "paused at step N"."""
-    live, n = run.live, len(run.live.losses)
-    return text.training(text.describe(run.settings), live.step, run.settings.steps, live.elapsed,
-                         run.settings.seconds, live.losses[n - 1] if n else None, DEVICE.type, live.fraction,
-                         paused=live.paused)
+    live, n, s = run.live, len(run.live.losses), run.settings
+    loss = live.losses[n - 1] if n else None
+    if loss is not None and s.images and s.family != "ddpm":
+        loss = float(images.bits_per_dim([loss])[0])  # the image flow's NLL in bits/dim, as its curve
+    return text.training(images.describe(s) if s.images else text.describe(s), live.step, s.steps, live.elapsed,
+                         s.seconds, loss, DEVICE.type, live.fraction, paused=live.paused)
 
 
 def _running(session: Any) -> Training | None:
@@ -296,6 +330,13 @@ def blank_snapshot() -> np.ndarray:
                                    subtitle="samples (DDPM) or density (flows) appear here")
 
 
+def ready_status(family: str, dataset: str) -> str:
+    """The status before a run: the device and budget; on the digits what the defaults give there."""
+    if images.is_image_dataset(dataset) and family in images.IMAGE_FAMILIES:
+        return text.status_html("Ready: the 8x8 digits", images.expectation(family), None, "wait")
+    return text.ready(DEVICE.type, DEFAULT_SECONDS)
+
+
 def limits_markdown() -> str:
     return text.limits_markdown(LIMITS, DEVICE.type, MAX_TRAINING)
 
@@ -308,8 +349,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
     with gr.Row(equal_height=False, elem_classes="genapp-toolbar"):
         family = gr.Radio([(families.get(f).label, f) for f in families.names()], value="ddpm", label="Family",
                           elem_id="train-family", scale=3, min_width=240)
-        dataset = gr.Dropdown([*data.names(), DRAWING], value="moons", label="Dataset",
-                              info="a built-in 2-D toy, or the shape you draw below", elem_id="train-dataset",
+        dataset = gr.Dropdown(dataset_choices(), value="moons", label="Dataset", elem_id="train-dataset",
+                              info="a built-in 2-D toy, the 8x8 digits (images), or the shape you draw below",
                               scale=3, min_width=200)
         train_btn = gr.Button("▶ Train", variant="primary", size="lg", elem_id="train-btn", scale=2, min_width=140)
         stop_btn = gr.Button("■ Stop", variant="stop", size="lg", elem_id="train-stop-btn", scale=1, min_width=100)
@@ -377,11 +418,18 @@ def build_tab(ctx: widgets.AppContext) -> None:
     # -- wiring: thin adapters from components to the callbacks above --
     knobs = [family, dataset, steps, seconds, lr, batch, hidden, depth, couplings, num_steps, schedule, seed]
 
-    def on_family(family_):
-        d = knob_defaults(family_)
-        return (gr.update(value=d["steps"]), gr.update(value=d["lr"]), gr.update(value=d["batch_size"]),
-                gr.update(value=d["hidden"]), gr.update(value=d["depth"]), gr.update(visible=family_ == "ddpm"),
-                gr.update(visible=family_ != "ddpm"))
+    def on_knobs(family_, dataset_):  # a family, or a switch between points and images: that one's defaults
+        d, unet = knob_defaults(family_, dataset_), family_ == "ddpm" and images.is_image_dataset(dataset_)
+        return (*(gr.update(value=d[k]) for k in ("steps", "seconds", "lr", "batch_size")),
+                gr.update(value=d["hidden"], label="Width (UNet channels)" if unet else "Width"),
+                gr.update(value=d["depth"], visible=not unet), gr.update(value=d["couplings"]),
+                gr.update(visible=family_ == "ddpm"), gr.update(visible=family_ != "ddpm"), dataset_,
+                ready_status(family_, dataset_))
+
+    def on_dataset(family_, dataset_, before):
+        if images.is_image_dataset(dataset_) == images.is_image_dataset(before or ""):
+            return *[gr.skip()] * 9, dataset_, gr.skip()
+        return on_knobs(family_, dataset_)
 
     def outputs(u: Update | None, version: int | None):
         if u is None:  # nothing trains in this session
@@ -422,8 +470,10 @@ def build_tab(ctx: widgets.AppContext) -> None:
 
     private_api = dict(api_visibility="private")
     shown = [status, snap_image, loss, loop_md, ctx.models_changed]
-    family.change(on_family, family, [steps, lr, batch, hidden, depth, ddpm_row, flow_row], queue=False,
-                  **private_api)
+    shown_data = gr.State("moons")  # the dataset the knobs were last set for
+    knob_outputs = [steps, seconds, lr, batch, hidden, depth, couplings, ddpm_row, flow_row, shown_data, status]
+    family.change(on_knobs, [family, dataset], knob_outputs, queue=False, **private_api)
+    dataset.change(on_dataset, [family, dataset, shown_data], knob_outputs, queue=False, **private_api)
     # Gradio's queue is the line: at most MAX_TRAINING runs at once; a waiting event shows its place on the status.
     train_event = train_btn.click(on_check, [*knobs, ctx.session], [status, download_file, push_md], queue=False,
                                   show_progress="hidden", **private_api).success(

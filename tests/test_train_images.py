@@ -1,0 +1,190 @@
+"""The Train tab on images (issue 18): a DDPM, RealNVP or NICE trained on the 8x8 digits through the tab's plain
+callbacks, with tiny networks and a few steps. The run's snapshots are sample grids, the finished model lands in the
+session and the image pickers (not the 2-D ones) list it, bad combinations are refused with a message, and the
+numbers shown (bits/dim, the floor, the held-out verdict) follow their formulas."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+
+from genapp import data
+from genapp.image_flows import DIGITS_LEVELS, ImageFlow, bits_per_dim, digits_split
+from genapp.lab import train as lab
+from genapp.lab import train_images as images
+from genapp.ui import trained_data, widgets
+from genapp.ui.session import Session
+from genapp.ui.tabs import train as tab
+
+TINY = dict(steps=15, seconds=20, lr=1e-3, batch_size=32, hidden=16, depth=1, couplings=2, num_steps=20,
+            schedule="linear", seed=0)
+PICKERS = {"ddpm": "ddpm", "realnvp": ("nice", "realnvp"), "nice": ("nice", "realnvp")}
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(tab, "SNAPSHOT_EVERY_S", 0.0)  # a snapshot at every report
+    monkeypatch.setattr(tab, "CALLBACK_EVERY", 5)
+    yield
+    torch.set_num_threads(threads)
+
+
+def settings(family: str, **kw) -> lab.TrainSettings:
+    return tab.check_settings(family, tab.DIGITS_LABEL, **(TINY | kw))
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+# -- a run, end to end ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["ddpm", "realnvp", "nice"])
+def test_an_image_run_shows_sample_grids_and_lands_in_the_image_pickers(family):
+    session = Session()
+    updates = list(tab.train_session(settings(family), None, session, every=0.02))
+    final = updates[-1]
+    name = f"my-{family}-digits-1"
+    assert final.run.name == name and list(session) == [name] and final.run.training["steps"] == 15
+    model = session[name]
+    assert images.is_image_model(model) and widgets.is_image_model(model)
+    assert isinstance(model, ImageFlow) == (family != "ddpm")
+    assert session.job is None  # the run is over: the session may train again
+    shots = [u.image for u in updates if u.image is not None]
+    assert len(shots) >= 2 and all(s.shape == (480, 480, 3) for s in shots)
+    assert final.loss is not None and final.loop and "8x8 digits" in final.loop
+    # the image pickers list it, the 2-D pickers do not, and the 2-D tabs refuse it by name
+    assert name in widgets.model_choices(PICKERS[family], session, images=True)
+    assert name not in widgets.model_choices(PICKERS[family], session)
+    assert widgets.get_model(name, session, family=PICKERS[family], images=True) is model
+    with pytest.raises(gr.Error, match="models images"):
+        widgets.get_model(name, session, family=PICKERS[family])
+    assert name not in widgets.model_choices(PICKERS[family], Session(), images=True)  # this session's only
+    # its data: the named digits, never "your drawing"
+    assert not trained_data.is_drawing(model, session) and trained_data.describe(model, session) == "digits"
+    assert trained_data.of(model, session).data_shape == (1, 8, 8)
+    assert trained_data.points(model, 10, 0, session) is None
+
+
+def test_the_snapshot_is_a_grid_of_samples_from_fixed_noise():
+    s = settings("realnvp")
+    model = s.build()
+    snap = lab.snapshot(model, 3)
+    assert snap.points is None and snap.log_px is None and snap.step == 3
+    assert snap.images.shape == (images.SNAPSHOT_IMAGES, 1, 8, 8)
+    assert snap.images.min() >= -1 and snap.images.max() <= 1 and snap.images.std() > 0.05
+    np.testing.assert_array_equal(lab.snapshot(model, 4).images, snap.images)  # same noise, same model: same grid
+    assert model.training  # left in the mode it was found in
+    frame = tab.render_snapshot(s, snap, None, 0.5)
+    blank = tab.render_snapshot(s, None, None, 0.0)
+    assert frame.shape == blank.shape == (480, 480, 3) and (frame != blank).any()
+    # the grid holds the samples: 6 x 6 tiles of 8 x 8 pixels, as genapp.render.tiles draws them
+    ddpm = settings("ddpm").build()
+    grid = lab.snapshot(ddpm, 1).images
+    assert grid.shape == (36, 1, 8, 8) and np.isfinite(grid).all() and np.abs(grid).max() <= 1
+
+
+def test_stop_ends_an_image_run_and_keeps_its_model():
+    session = Session()
+    run = tab.begin(settings("nice", steps=50_000, seconds=60), None, session)
+    try:
+        wait_until(lambda: run.live.snapshot is not None)
+        assert run.live.snapshot.images.shape == (36, 1, 8, 8)
+        assert tab.pause_session(session) is not None and run.live.paused
+        wait_until(lambda: run.live.holding)
+        assert "paused at step" in tab.status_line(run) and "bits/dim" in tab.status_line(run)
+        tab.pause_session(session)  # resume
+    finally:
+        final = tab.stop_session(session)
+    assert final.run.training["status"] == "stopped" and "my-nice-digits-1" in session
+    assert "independent-pixel floor" in final.status
+
+
+# -- settings ---------------------------------------------------------------------------------------------------
+def test_the_digits_are_a_dataset_choice_with_image_defaults():
+    assert ("digits (8x8 images)", "digits") in tab.dataset_choices()
+    assert settings("ddpm").dataset == tab.check_settings("ddpm", "digits", **TINY).dataset == "digits"
+    for family in ("ddpm", "realnvp", "nice"):
+        d = tab.knob_defaults(family, "digits")
+        assert d == images.image_defaults(family) and d["seconds"] <= tab.LIMITS["seconds"][1]
+        tab.check_settings(family, "digits", **(d | {"seed": 0}))  # the defaults pass the checks
+        assert tab.knob_defaults(family, "moons") != d
+    s = settings("ddpm", hidden=24)
+    assert "--channels 24" in s.command() and "--hidden" not in s.command()
+    assert "benchmarks/image_flows.py --kind nice" in settings("nice").command()
+
+
+@pytest.mark.parametrize(("family", "change", "message"), [
+    ("ddpm", dict(hidden=20), "multiple of 8"),
+    ("realnvp", dict(batch_size=2048), "Batch size must be in \\[16, 512\\]"),
+    ("nice", dict(couplings=16), "Couplings must be in \\[2, 12\\]"),
+    ("realnvp", dict(hidden=256), "Width must be in \\[8, 128\\]"),
+])
+def test_image_runs_beyond_the_image_caps_are_refused_with_a_message(monkeypatch, family, change, message):
+    monkeypatch.setattr(tab, "ON_GPU", False)
+    with pytest.raises(gr.Error, match=message):
+        settings(family, **change)
+    tab.check_settings(family, "moons", **(TINY | change))  # the same knobs on 2-D points are fine
+
+
+def test_a_family_without_an_image_model_is_refused(monkeypatch):
+    monkeypatch.setattr(images, "IMAGE_FAMILIES", ("ddpm",))
+    with pytest.raises(gr.Error, match="realnvp has no image model here"):
+        settings("realnvp")
+    with pytest.raises(gr.Error, match="Dataset must be one of"):
+        tab.check_settings("ddpm", "mnist", **TINY)  # 28x28 is not offered
+
+
+# -- numbers ----------------------------------------------------------------------------------------------------
+def test_a_flow_loss_in_nats_is_bits_per_dim_of_the_17_level_digits():
+    assert images.bits_per_dim([0.0])[0] == pytest.approx(math.log2(17))  # the uniform density on [0, 1)^64
+    torch.manual_seed(0)
+    flow = settings("realnvp").build()
+    x = images.DequantizedDigits().sample(64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        nats = float(flow.loss(x))  # -mean log p_x(x) (1.31)
+        expected = float(bits_per_dim(flow.log_prob(x), 64, DIGITS_LEVELS).mean())
+    assert images.bits_per_dim([nats])[0] == pytest.approx(expected, rel=1e-6)
+    assert images.bits_per_dim([nats + 64 * math.log(2)])[0] == pytest.approx(expected + 1, rel=1e-6)  # sign
+
+
+def test_the_flow_trains_on_dequantized_training_digits_only():
+    dataset = images.DequantizedDigits()
+    x = dataset.sample(500, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (500, 64) and x.min() >= 0 and x.max() < 1
+    pixels = (x * DIGITS_LEVELS).floor().long()  # each x lies in its pixel's bin [j / 17, (j + 1) / 17)
+    train, held = digits_split()
+    rows = {tuple(r) for r in train.reshape(-1, 64).tolist()}
+    assert all(tuple(r) in rows for r in pixels.tolist())
+    assert (x * DIGITS_LEVELS - pixels).std() > 0.2  # the noise u ~ U[0, 1) is there
+    assert isinstance(images.dataset_for("ddpm", "digits"), type(data.get("digits")))
+
+
+def test_the_loss_plot_of_an_image_flow_is_in_bits_per_dim_beside_the_floor():
+    floor = images.floor_bits()
+    assert 2.0 < floor < math.log2(17)  # the independent-pixel floor on the held-out digits
+    fig = tab.loss_plot(settings("nice"), [5, 10], [-50.0, -60.0])
+    ax = fig.axes[0]
+    ys = [line.get_ydata() for line in ax.get_lines()]
+    assert any(np.allclose(y, images.bits_per_dim([-50.0, -60.0])) for y in ys if len(y) == 2)
+    assert any(np.allclose(y, floor) for y in ys)
+    assert "bits/dim" in ax.get_ylabel()
+
+
+def test_the_held_out_verdict_pairs_the_flow_with_the_floor():
+    flow = settings("realnvp").build().eval()
+    v = images.verdict(flow)
+    assert v.difference[0] == pytest.approx(v.flow[0] - v.floor[0], abs=1e-9)
+    assert v.floor[0] == pytest.approx(images.floor_bits(), abs=1e-9)
+    assert v.flow[0] > v.floor[0]  # untrained: worse than independent pixels
+    assert "does not beat" in images.note(flow)
+    assert images.verdict(settings("ddpm").build()) is None
