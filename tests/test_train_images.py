@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import time
+import zipfile
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -15,9 +17,10 @@ import torch
 
 from genapp import data
 from genapp.image_flows import DIGITS_LEVELS, ImageFlow, bits_per_dim, digits_split
+from genapp.io import hub
 from genapp.lab import train as lab
 from genapp.lab import train_images as images
-from genapp.ui import trained_data, widgets
+from genapp.ui import share, trained_data, widgets
 from genapp.ui.session import Session
 from genapp.ui.tabs import train as tab
 
@@ -107,6 +110,22 @@ def test_stop_ends_an_image_run_and_keeps_its_model():
         final = tab.stop_session(session)
     assert final.run.training["status"] == "stopped" and "my-nice-digits-1" in session
     assert "independent-pixel floor" in final.status
+
+
+@pytest.mark.parametrize("family", ["ddpm", "nice"])
+def test_an_image_run_downloads_as_a_checkpoint_that_loads_back(family, tmp_path):
+    session = Session()
+    final = list(tab.train_session(settings(family, steps=10), None, session, every=0.05))[-1]
+    with zipfile.ZipFile(Path(share.export_checkpoint(final.run, session))) as z:
+        z.extractall(tmp_path)
+    model, kept = hub.load_dir(tmp_path / final.run.name), session[final.run.name]
+    x = torch.rand(3, 64)
+    with torch.no_grad():
+        if family == "ddpm":
+            assert torch.equal(model.eps_theta(x.reshape(3, 1, 8, 8), 5), kept.eps_theta(x.reshape(3, 1, 8, 8), 5))
+        else:
+            assert isinstance(model, ImageFlow) and torch.equal(model.log_prob(x), kept.log_prob(x))
+    assert "library_name: genapp" in (tmp_path / final.run.name / "README.md").read_text()
 
 
 # -- settings ---------------------------------------------------------------------------------------------------

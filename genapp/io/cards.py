@@ -183,7 +183,7 @@ def _image_flow_card(name: str, model: nn.Module, training: dict | None, metrics
         "## Architecture", "", f"{sum(p.numel() for p in model.parameters()):,} parameters. `config.json`:", "",
         "```json", json.dumps(asdict(config), indent=2), "```", "", BEYOND_LECTURE, "",
     ]
-    if training:
+    if training and "best_step" in training:  # a benchmark run (early stopping); not a Train-tab run
         split = training.get("data", {})
         lines += [
             "## Data", "",
