@@ -267,7 +267,7 @@ def _finish(run: Training) -> Update:
     image = render_snapshot(settings, live.final, run.back, 1.0)
     status = text.finished(name, result, tab, dropped, MAX_MODELS)
     if settings.images:
-        status = images.with_note(status, images.note(live.model))
+        status = images.with_note(status, images.note(live.model, trained.training["final_loss"]))
     return Update(status, loss_plot(settings, np.arange(1, result.steps + 1), result.losses, result.steps),
                   image, session, trained, loop_text(settings, live.loop))
 
@@ -338,7 +338,7 @@ def ready_status(family: str, dataset: str) -> str:
 
 
 def limits_markdown() -> str:
-    return text.limits_markdown(LIMITS, DEVICE.type, MAX_TRAINING)
+    return text.limits_markdown(LIMITS, DEVICE.type, MAX_TRAINING) + "\n\n" + images.caps_markdown(ON_GPU)
 
 
 def build_tab(ctx: widgets.AppContext) -> None:
