@@ -343,7 +343,10 @@ def train(
     model.to(dev).train()
     torch.manual_seed(process_seed(seed, rank))  # the loss's own draws (k, eps) use the global generator
     data_generator = torch.Generator().manual_seed(process_seed(seed, rank))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # torch's fused Adam (one kernel over every parameter) where the device has it: the same update, a 2-D flow's
+    # step ~15% shorter on the CPU than the per-tensor loop (6.9 -> 5.8 ms, docs/benchmarks.md)
+    fused = dev.type in ("cpu", "cuda") and all(p.is_floating_point() for p in model.parameters())
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=fused or None)
     ema = ema_of(model, ema_decay) if ema_decay else None
     result = TrainResult(device=str(dev), precision="bf16" if bf16 else "fp32", process_index=rank,
                          num_processes=n_proc)
