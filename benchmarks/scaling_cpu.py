@@ -1,8 +1,10 @@
 """Data-parallel training on the CPU: one process against two (DDP over gloo), samples per second per core.
 
-    python benchmarks/scaling_cpu.py [--steps 300] [--repeats 2] [--families ddpm realnvp nice]
+    python benchmarks/scaling_cpu.py [--steps 300] [--image-steps 40] [--repeats 2] \
+        [--families ddpm realnvp nice ddpm@digits]
 
-`genapp.train.train` on the recipe's model on moons, one torch thread per process (so cores = processes), in
+`genapp.train.train` on the recipe's model on moons (FAMILY@DATASET: on that dataset, e.g. the 8x8 digits UNet,
+whose step is ~40x a 2-D model's and runs `--image-steps`), one torch thread per process (so cores = processes), in
 three set-ups: 1 process at the recipe's batch B; 2 processes at global batch B (B/2 each: the same optimisation,
 "strong" scaling); 2 processes at global batch 2B (B each: what DDP itself costs, "weak" scaling). The two-process
 runs are launched as a user would:
@@ -40,16 +42,23 @@ from genapp import data, families  # noqa: E402
 from genapp.train import hardware, train  # noqa: E402
 
 
-def worker(family: str, batch: int, steps: int) -> None:
+def family_dataset(name: str) -> tuple[str, str]:
+    """"ddpm" -> ("ddpm", "moons"); "ddpm@digits" -> ("ddpm", "digits")."""
+    family, _, dataset = name.partition("@")
+    return family, dataset or "moons"
+
+
+def worker(name: str, batch: int, steps: int) -> None:
     """One process of a run: train, then print {seconds, cpu_seconds (summed over processes), processes}."""
     torch.set_num_threads(1)
-    recipe = families.get(family).recipe
+    family, dataset = family_dataset(name)
+    recipe = families.get(family).recipe_for(dataset)
     kw = dict(lr=recipe["lr"], batch_size=batch, ema_decay=recipe["ema"] or None, progress=False)
     torch.manual_seed(0)
-    model = families.get(family).build("moons")
-    train(model, data.get("moons"), steps=20, **kw)  # warm-up (allocator, gloo connections)
+    model = families.get(family).build(dataset)
+    train(model, data.get(dataset), steps=20, **kw)  # warm-up (allocator, gloo connections)
     cpu = time.process_time()
-    result = train(model, data.get("moons"), steps=steps, seed=1, **kw)
+    result = train(model, data.get(dataset), steps=steps, seed=1, **kw)
     cpu = torch.tensor([time.process_time() - cpu], dtype=torch.float64)
     if result.num_processes > 1:
         torch.distributed.all_reduce(cpu)
@@ -86,7 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--families", nargs="*", default=["ddpm", "realnvp", "nice"])
+    parser.add_argument("--note", default="", help="what else ran on the machine, recorded with the numbers")
+    parser.add_argument("--image-steps", type=int, default=40, help="steps for FAMILY@DATASET of images")
+    parser.add_argument("--families", nargs="*", default=["ddpm", "realnvp", "nice", "ddpm@digits"])
     parser.add_argument("--worker", nargs=3, metavar=("FAMILY", "BATCH", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -95,9 +106,11 @@ def main() -> None:
     load_before = os.getloadavg()
     rows = []
     for family in args.families:
-        recipe_batch = families.get(family).recipe["batch_size"]
+        name, dataset = family_dataset(family)
+        recipe_batch = families.get(name).recipe_for(dataset)["batch_size"]
+        steps = args.steps if dataset == "moons" else args.image_steps
         for processes, batch in ((1, recipe_batch), (2, recipe_batch), (2, 2 * recipe_batch)):
-            runs = [run(family, processes, batch, args.steps) for _ in range(args.repeats)]
+            runs = [run(family, processes, batch, steps) for _ in range(args.repeats)]
             best = max(runs, key=lambda r: r["samples_per_s"])
             best["per_cpu_second"] = max(r["per_cpu_second"] for r in runs)
             best["all_per_core"] = [round(r["per_core"]) for r in runs]
@@ -107,7 +120,7 @@ def main() -> None:
     record = dict(hardware=hardware(), torch=torch.__version__,
                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_average_before=load_before,
                   load_average_after=os.getloadavg(), steps=args.steps, repeats=args.repeats, rows=rows,
-                  note="a shared 2-core machine (other engineers' jobs running): wall-clock numbers are noisy")
+                  note=args.note)
     (ROOT / "benchmarks" / "results" / "scaling_cpu.json").write_text(json.dumps(record, indent=2) + "\n")
     print("\n| family | processes | global batch | samples/s (wall) | per core (wall) | vs 1 process | "
           "samples per CPU-second | vs 1 process |")
