@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = family.build(args.dataset, hidden=args.hidden, depth=args.depth, num_steps=args.num_steps,
                          schedule=args.schedule, channels=args.channels, couplings=args.couplings,
-                         nice_scaling=not args.no_nice_scaling)
+                         nice_scaling=not args.no_nice_scaling, affine=args.affine)
     # The card names the shipped location, wherever this run wrote to.
     argv = [f"checkpoints/{out.name}" if a == args.out else a for a in args.argv if a not in ("--quiet", "--resume")]
     if "--save-every" in argv:  # how often a resume state is written does not change the model
@@ -283,6 +283,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=_positive_int, help="image DDPM: UNet base channels (a multiple of 8)")
     p.add_argument("--couplings", type=_positive_int, help="flows: number of coupling layers")
     p.add_argument("--no-nice-scaling", action="store_true", help="NICE: leave out the diagonal scaling layer")
+    p.add_argument("--affine", choices=("lecture", "latent"), default="lecture",  # genapp.flows.AFFINE_FORMS
+                   help="RealNVP: (1.36) as in the lecture, or 'latent': the shift on the latent side with a soft "
+                   "bound (beyond the lecture; genapp.flows.AffineCoupling)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda; under `accelerate "
                    "launch` each process takes the device the launcher gives it")

@@ -65,7 +65,7 @@ class Family:
 
     def build(self, dataset: str, **options: Any) -> nn.Module:
         """A fresh model of this family for `dataset` (a name of `genapp.data`, or any name with `data_shape`),
-        options named as the CLI's (hidden, depth, num_steps, schedule, channels, couplings, nice_scaling);
+        options named as the CLI's (hidden, depth, num_steps, schedule, channels, couplings, nice_scaling, affine);
         missing ones take `recipe_for(dataset)`, then the config's defaults."""
         shape = options.pop("data_shape", None) or data.get(dataset).data_shape
         given = {**self.recipe_for(dataset), **{k: v for k, v in options.items() if v is not None}}
@@ -74,7 +74,8 @@ class Family:
                 raise ValueError(f"genapp's flows model vectors; {dataset!r} holds images of shape {shape}: use ddpm")
             return Flow(FlowConfig(kind=self.name, data_dim=shape[0], num_couplings=given["couplings"],
                                    hidden=given["hidden"], depth=given["depth"],
-                                   nice_scaling=given.get("nice_scaling", True), dataset=dataset))
+                                   nice_scaling=given.get("nice_scaling", True), dataset=dataset,
+                                   affine=given.get("affine", "lecture")))
         ddpm = dict(num_steps=given.get("num_steps", 1000), schedule=given.get("schedule", "linear"), dataset=dataset)
         if len(shape) == 3:  # images: the UNet eps_theta, the discretised decoder over the data's grey levels
             images = data.get(dataset)

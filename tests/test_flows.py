@@ -12,7 +12,9 @@ import torch
 from genapp import data, families
 from genapp.flows import (
     COUPLINGS,
+    LATENT_BOUND,
     AdditiveCoupling,
+    AffineCoupling,
     Coupling,
     DiagonalScaling,
     Flow,
@@ -62,14 +64,20 @@ def layers(d: int) -> list[torch.nn.Module]:
     out: list[torch.nn.Module] = [DiagonalScaling(d)]
     for k in (0, 1):
         out += [cls(coupling_mask(d, k), 16, 2, ("relu", "silu")[i % 2]) for i, cls in enumerate(COUPLINGS.values())]
-    return [randomize(m.to(D64), seed=i) for i, m in enumerate(out)]
+        out.append(AffineCoupling(coupling_mask(d, k), 16, 2, form="latent"))  # RealNVP's other form
+    return [randomize(m.to(D64), std=0.35 if getattr(m, "form", "") == "latent" else 0.5, seed=i)
+            for i, m in enumerate(out)]
 
 
 def flows(d: int = 2) -> list[Flow]:
     configs = [FlowConfig(kind=kind, data_dim=d, num_couplings=4, hidden=16) for kind in families.flow_names()] + [
         FlowConfig(kind="nice", data_dim=d, num_couplings=4, hidden=16, nice_scaling=False),
+        FlowConfig(kind="realnvp", data_dim=d, num_couplings=4, hidden=16, affine="latent"),
     ]
-    return [randomize(Flow(c).to(D64), seed=i) for i, c in enumerate(configs)]
+    # the latent form's soft bound (|sigma| < 6.9) lets weights drawn at std 0.5 stretch by e^20 over four couplings,
+    # which leaves a float64 round trip nothing to check: its weights are drawn at std 0.35
+    return [randomize(Flow(c).to(D64), std=0.35 if c.affine == "latent" else 0.5, seed=i)
+            for i, c in enumerate(configs)]
 
 
 def jacobian_log_dets(fn, v: torch.Tensor) -> torch.Tensor:
@@ -176,7 +184,7 @@ def test_log_dets_match_autograd_jacobian(d, maps):
 def test_nice_is_volume_preserving_up_to_its_scaling():
     """NICE couplings: log-det exactly 0 (sec. 1.2.3); with the scaling layer the total is sum_j s_j."""
     z = points(32, 2)
-    for flow in flows(2)[1:]:
+    for flow in [f for f in flows(2) if f.config.kind == "nice"]:
         for layer in flow.layers:
             if isinstance(layer, AdditiveCoupling):
                 assert torch.equal(layer(z)[1], torch.zeros(32, dtype=D64))
@@ -261,6 +269,7 @@ def test_sample_uses_generator_and_module_dtype():
         dict(nice_scaling="yes"),
         dict(dataset=None),
         dict(activation="tanh"),
+        dict(affine="glow"),
     ],
 )
 def test_config_rejects_bad_values(bad):
@@ -285,6 +294,40 @@ def test_save_pretrained_round_trip(tmp_path):
 
     with pytest.raises(CheckpointError, match="log_scale"):  # the one strict loader's error, naming the tensor
         Flow.from_pretrained(tmp_path / "nice")
+
+
+def test_latent_form_is_the_lectures_coupling_with_another_shift():
+    """AffineCoupling(form="latent"): x_2 = e^sigma (z_2 - m) is (1.36) with mu = -e^sigma m, sigma = a / (1 + |a| /
+    ln 1000) stays inside (-ln 1000, ln 1000) however large the conditioner's output, and no learned bound."""
+    layer = randomize(AffineCoupling(coupling_mask(3, 0), 8, 2, form="latent").to(D64))
+    z = points(16, 3)
+    z_1, z_2 = layer.split(z)
+    sigma, m = layer.log_scale_shift(z_1)
+    raw = layer.net(z_1)[:, :2]
+    torch.testing.assert_close(sigma, raw / (1 + raw.abs() / LATENT_BOUND), rtol=0, atol=0)
+    x, log_det = layer(z)
+    torch.testing.assert_close(layer.split(x)[1], sigma.exp() * z_2 + (-sigma.exp() * m), rtol=0, atol=1e-12)  # (1.36)
+    torch.testing.assert_close(log_det, sigma.sum(1), rtol=0, atol=0)
+    with torch.no_grad():
+        layer.net[-1].bias.fill_(1e6)
+    assert float(layer.log_scale_shift(z_1)[0].max()) < LATENT_BOUND
+    assert not hasattr(layer, "bound_raw") and hasattr(AffineCoupling(coupling_mask(2, 0)), "bound_raw")
+    assert layer.describe()["formula"] != AffineCoupling.formula and "beyond the lecture" in layer.describe()["formula"]
+
+
+def test_a_config_without_the_affine_field_is_the_lectures_form(tmp_path):
+    """Every checkpoint saved before `affine` existed has no such key: it must load as (1.36) as written."""
+    flow = randomize(Flow(FlowConfig(kind="realnvp", num_couplings=2, hidden=8)))
+    flow.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    assert config.pop("affine") == "lecture"
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    loaded = Flow.from_pretrained(tmp_path / "old")
+    assert loaded.config.affine == "lecture"
+    x = points(8, 2).float()
+    assert torch.equal(loaded.log_prob(x), flow.log_prob(x))
+    latent = Flow(FlowConfig(kind="realnvp", num_couplings=2, hidden=8, affine="latent"))
+    assert sum(p.numel() for p in flow.parameters()) - sum(p.numel() for p in latent.parameters()) == 2  # the bounds
 
 
 # ---- learning ------------------------------------------------------------------------------------------------------
