@@ -17,7 +17,7 @@ import math
 import time
 
 import torch
-from common import FLOW_BATCH, FLOW_COUPLINGS, FLOW_DEPTH, FLOW_HIDDEN, FLOW_LR, KL_SAMPLES
+from common import FLOW_BATCH, FLOW_COUPLINGS, FLOW_DEPTH, FLOW_HIDDEN, FLOW_LR, KL_SAMPLES, OURS_REALNVP
 
 UNREACHABLE_STEPS = 10**9  # the cosine runs on the clock alone (see train_for)
 MODELS = ("realnvp", "nice", "zuko", "normflows")
@@ -25,16 +25,27 @@ LABELS = {"realnvp": "RealNVP (ours)", "nice": "NICE (ours)", "zuko": "zuko Real
 
 
 def build(kind: str) -> torch.nn.Module:
-    """A flow of the benchmark's size: 8 couplings, conditioners 64 x 2 hidden layers."""
+    """A flow of the benchmark's size: 8 couplings, conditioners 64 x 2 hidden layers; our RealNVP spends the same
+    parameter count its own way (`OURS_REALNVP`)."""
     if kind in ("realnvp", "nice"):
         from genapp.flows import Flow, FlowConfig
 
-        return Flow(FlowConfig(kind=kind, data_dim=2, num_couplings=FLOW_COUPLINGS, hidden=FLOW_HIDDEN,
-                               depth=FLOW_DEPTH))
+        size = OURS_REALNVP if kind == "realnvp" else dict(num_couplings=FLOW_COUPLINGS, hidden=FLOW_HIDDEN,
+                                                             depth=FLOW_DEPTH)
+        return Flow(FlowConfig(kind=kind, data_dim=2, **size))
     from peers import NormflowsRealNVP, ZukoRealNVP
 
     peer = {"zuko": ZukoRealNVP, "normflows": NormflowsRealNVP}[kind]
     return peer(FLOW_COUPLINGS, FLOW_HIDDEN, FLOW_DEPTH)
+
+
+def describe(flow: torch.nn.Module) -> str:
+    """"10 couplings x (57 x 2), latent form": what a model of the race is, for the report."""
+    config = getattr(flow, "config", None)
+    if config is None:  # a peer: the protocol's size
+        return f"{FLOW_COUPLINGS} couplings x ({FLOW_HIDDEN} x {FLOW_DEPTH})"
+    form = f", {config.affine} form" if config.kind == "realnvp" else ""
+    return f"{config.num_couplings} couplings x ({config.hidden} x {config.depth}){form}"
 
 
 def train_for(model: torch.nn.Module, dataset, budget_s: float, seed: int) -> dict:
@@ -85,7 +96,7 @@ def run(dataset: str, model: str, budget_s: float, seed: int = 0, smoke: bool = 
     flow = build(model)
     params = sum(p.numel() for p in flow.parameters())
     out = {"dataset": dataset, "model": model, "label": LABELS[model], "budget_s": budget_s, "seed": seed,
-           "params": params}
+           "params": params, "arch": describe(flow)}
     out |= train_for(flow, ds, budget_s, seed)
     n = 2000 if smoke else KL_SAMPLES
     generator = torch.Generator().manual_seed(10_000 + seed)

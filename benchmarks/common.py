@@ -28,6 +28,9 @@ FLOW_BATCH = 512
 FLOW_COUPLINGS = 8
 FLOW_HIDDEN = 64
 FLOW_DEPTH = 2
+# Our RealNVP in the race: the same parameter count as the peers' 8 x 64 (35,344), spent on more, narrower
+# couplings, in the latent form (benchmarks/results/race-2026-12-02.md: measured at equal CPU time, 3 seeds).
+OURS_REALNVP = dict(num_couplings=10, hidden=57, depth=FLOW_DEPTH, affine="latent")
 KL_SAMPLES = 20_000
 
 _LOCK_PATH: Path | None = None  # set in each worker by run_all's initializer

@@ -103,7 +103,7 @@ def flows_section(rep: Report, part: dict | None) -> dict:
         "KL(data || model) = E_p[log p - log q] in nats (>= 0; 0 is the physical limit), on "
         f"{fmt(rows[0]['kl_samples']) if rows else '-'} fresh samples with the dataset's exact log-density; "
         "± is the Monte Carlo standard error of that estimate (one training seed: seed-to-seed spread is not "
-        "in it). Every model: 8 couplings, conditioners 64 x 2 hidden layers (ReLU), trained by "
+        f"in it). Size: {_archs(rows)}; conditioners with ReLU; every model trained by "
         "`genapp.train.train` on one CPU thread with Adam, lr 3e-3 cosine-decayed to 0, batch 512, gradient "
         "clipping 1, for the same wall-clock budget (the cosine follows the wall clock, "
         "`train(time_limit=budget)`, so it reaches 0 at the deadline whatever the speed; see "
@@ -153,6 +153,12 @@ def flows_section(rep: Report, part: dict | None) -> dict:
             + ".", "")
     _errors(rep, part)
     return cell
+
+
+def _archs(rows: list[dict]) -> str:
+    """Each model's couplings x (width x depth), from the records (older records: the protocol's 8 x (64 x 2))."""
+    arch = {r["model"]: r.get("arch", "8 couplings x (64 x 2)") for r in rows}
+    return "; ".join(f"{FLOW_LABELS[m]} {arch[m]}" for m in FLOW_MODELS if m in arch)
 
 
 def _budget_plan(rows: list[dict]) -> str:
