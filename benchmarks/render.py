@@ -156,9 +156,18 @@ def flows_section(rep: Report, part: dict | None) -> dict:
 
 
 def _archs(rows: list[dict]) -> str:
-    """Each model's couplings x (width x depth), from the records (older records: the protocol's 8 x (64 x 2))."""
-    arch = {r["model"]: r.get("arch", "8 couplings x (64 x 2)") for r in rows}
-    return "; ".join(f"{FLOW_LABELS[m]} {arch[m]}" for m in FLOW_MODELS if m in arch)
+    """Each model's couplings x (width x depth), from the records (older records: the protocol's 8 x (64 x 2)); a
+    model measured at two sizes (records merged from two runs) names the datasets of each."""
+    arch: dict[str, dict[str, list[str]]] = {}
+    for r in rows:
+        datasets = arch.setdefault(r["model"], {}).setdefault(r.get("arch", "8 couplings x (64 x 2)"), [])
+        datasets += [r["dataset"]] if r["dataset"] not in datasets else []
+    out = []
+    for m in (m for m in FLOW_MODELS if m in arch):
+        sizes = arch[m]
+        out.append(f"{FLOW_LABELS[m]} " + (next(iter(sizes)) if len(sizes) == 1 else " / ".join(
+            f"{size} ({', '.join(ds)})" for size, ds in sizes.items())))
+    return "; ".join(out)
 
 
 def _budget_plan(rows: list[dict]) -> str:
