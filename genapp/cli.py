@@ -96,9 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from genapp import data, families
-    from genapp.io import hub
-    from genapp.io.cards import model_card
-    from genapp.train import train, training_record
+    from genapp.train import train
 
     out = _checkpoint_folder(args.out)
     dataset = data.get(args.dataset)
@@ -139,8 +137,33 @@ def cmd_train(args: argparse.Namespace) -> int:
                    ema_decay=args.ema or None, device=args.device, seed=args.seed, progress=not args.quiet,
                    time_limit=args.seconds, precision=args.precision, resume=out / "resume" if args.resume else None,
                    save_state=state, save_every=args.save_every, compile=COMPILE_CHOICES[args.compile])
-    if result.process_index != 0:  # the other processes hold the same weights; only the main process writes
-        return 0 if result.status != "diverged" else 1
+    try:
+        if result.process_index == 0:  # the other processes hold the same weights; only the main process writes
+            _write_run(args, out, model, result, command, scaled, images, dataset)
+    finally:
+        _end_processes()
+    return 0 if result.status != "diverged" else 1
+
+
+def _end_processes() -> None:
+    """Under `accelerate launch` / torchrun: wait for the main process to finish writing, then close the process
+    group, so no process exits with gloo's threads still running (that aborted ~1 run in 10 at exit:
+    "terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _write_run(args, out, model, result, command, scaled, images, dataset) -> None:
+    """The main process's output: the summary line, the checkpoint with its card, training.json."""
+    import torch
+
+    from genapp.io import hub
+    from genapp.io.cards import model_card
+    from genapp.train import training_record
+
     print(f"{result.status} after {result.steps} steps in {result.seconds:.1f} s on {result.device}"
           f"{f' x {result.num_processes} processes' if result.num_processes > 1 else ''}; "
           f"final loss (mean of last 100) {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
@@ -160,7 +183,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     hub.save(model, out, card=model_card(out.name, model, training, metrics))
     (out / "training.json").write_text(json.dumps(dict(training=training, metrics=metrics), indent=2) + "\n")
     print(f"saved {out}")
-    return 0 if result.status != "diverged" else 1
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
