@@ -15,8 +15,8 @@ from genapp.render import style
 from genapp.ui import sketch, trained_data, widgets
 from genapp.ui.callbacks import diffusion as ddpm_tab
 from genapp.ui.callbacks import flows as flows_tab
+from genapp.ui.callbacks import train as train_tab
 from genapp.ui.session import Session
-from genapp.ui.tabs import train as train_tab
 
 DDPM, FLOW = "my-ddpm-drawing-1", "my-realnvp-drawing-1"
 SIZE = style.DEFAULT_SIZE

@@ -55,7 +55,7 @@ def test_all_sessions_together_hold_a_bounded_memory_of_models(monkeypatch):
     refused while all live sessions together hold MAX_TOTAL_MODEL_BYTES; an expired session frees its share."""
     import gc
 
-    from genapp.ui.tabs import train as tab
+    from genapp.ui.callbacks import train as tab
 
     big = torch.nn.Linear(100, 100)  # 40,400 bytes of weights
     held_before = session_mod.held_bytes()

@@ -21,8 +21,8 @@ from genapp.io import hub
 from genapp.lab import train as lab
 from genapp.lab import train_images as images
 from genapp.ui import share, trained_data, widgets
+from genapp.ui.callbacks import train as tab
 from genapp.ui.session import Session
-from genapp.ui.tabs import train as tab
 
 TINY = dict(steps=15, seconds=20, lr=1e-3, batch_size=32, hidden=16, depth=1, couplings=2, num_steps=20,
             schedule="linear", seed=0)

@@ -25,8 +25,8 @@ from genapp.lab import train as lab
 from genapp.lab.grid import density_grid
 from genapp.ui import share, sketch, widgets
 from genapp.ui.callbacks import diffusion as ddpm_tab
+from genapp.ui.callbacks import train as tab
 from genapp.ui.session import Session
-from genapp.ui.tabs import train as tab
 from genapp.ui.text import train as train_text
 
 sys.path.insert(0, str(Path(__file__).parent))
