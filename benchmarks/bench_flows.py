@@ -8,20 +8,28 @@ its learning rate annealed to ~0 whatever the machine's speed at that moment (`s
 replaced (2026-12-02) a calibration run that sized a cosine in steps from a short speed probe: on a machine shared
 with other jobs the probe misjudged the speed and a model could stop at 72% of its cosine, lr still high.
 KL on 20k fresh data samples with the dataset's exact log-density, with its Monte Carlo stderr; the samples are the
-same for every model of a cell (one generator seed), nothing is tuned on them.
+same for every model of a (dataset, budget, seed) cell (generator seed 10_000 + seed), nothing is tuned on them. So
+ours and a peer are compared on the same points: with `GENAPP_BENCH_POINTS` set to a folder, `run` keeps each model's
+per-point log q there, and `add_paired` turns them into paired differences KL_ours - KL_peer with their stderr.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 from common import FLOW_BATCH, FLOW_COUPLINGS, FLOW_DEPTH, FLOW_HIDDEN, FLOW_LR, KL_SAMPLES, OURS_REALNVP
 
 UNREACHABLE_STEPS = 10**9  # the cosine runs on the clock alone (see train_for)
 MODELS = ("realnvp", "nice", "zuko", "normflows")
 LABELS = {"realnvp": "RealNVP (ours)", "nice": "NICE (ours)", "zuko": "zuko RealNVP", "normflows": "normflows RealNVP"}
+PEERS = ("zuko", "normflows")
+POINTS_ENV = "GENAPP_BENCH_POINTS"  # folder for each model's per-point log q (set by run_all; unset: not kept)
 
 
 def build(kind: str) -> torch.nn.Module:
@@ -100,20 +108,89 @@ def run(dataset: str, model: str, budget_s: float, seed: int = 0, smoke: bool = 
     out |= train_for(flow, ds, budget_s, seed)
     n = 2000 if smoke else KL_SAMPLES
     generator = torch.Generator().manual_seed(10_000 + seed)
+    points, log_q = [], []
+
+    def kept_log_prob(x: torch.Tensor) -> torch.Tensor:  # what kl_data_model evaluates, kept for the pairing
+        log_q_x = flow.log_prob(x)
+        points.append(x)
+        log_q.append(log_q_x.to(torch.float64))
+        return log_q_x
+
     try:
-        kl, stderr = metrics.kl_data_model(ds, flow.log_prob, n=n, generator=generator)
+        kl, stderr = metrics.kl_data_model(ds, kept_log_prob, n=n, generator=generator)
     except ValueError as error:  # NaN log-densities: a diverged model
         kl, stderr, out["kl_error"] = math.nan, math.nan, str(error)
-    out |= {"kl": kl, "kl_stderr": stderr, "kl_samples": n}
+    points_hash = hashlib.sha256(torch.cat(points).numpy().tobytes()).hexdigest()[:16]
+    out |= {"kl": kl, "kl_stderr": stderr, "kl_samples": n, "points_hash": points_hash}
+    folder = os.environ.get(POINTS_ENV)
+    if folder:
+        np.savez(points_file(folder, out), log_q=torch.cat(log_q).numpy(), points_hash=points_hash)
     return out
+
+
+def points_file(folder: str | Path, record: dict) -> Path:
+    """Where `run` keeps a model's per-point log q: one file per (dataset, budget, seed, model)."""
+    r = record
+    return Path(folder) / f"{r['dataset']}_{r['budget_s']:g}s_s{r['seed']}_{r['model']}.npz"
+
+
+def add_paired(records: list[dict], folder: str | Path) -> None:
+    """Add to our RealNVP's record of each (dataset, budget, seed) cell `paired[peer] = {diff, stderr, n}`.
+
+    On the cell's points x_i, d_i = log q_peer(x_i) - log q_ours(x_i): the log p(x_i) of (1.3) cancel, so
+    diff = mean(d) = KL_ours - KL_peer (< 0: ours ahead) and stderr = std(d) / sqrt(n), the paired Monte Carlo
+    error: it drops the scatter that the two models' per-point gaps log p - log q share (the same hard points), which
+    the two KL stderrs each carry. `records` are `run`'s results, changed in place. Raises ValueError when two models
+    of a cell were evaluated on different points, or a kept file is not the record's (a stale folder).
+    """
+    cells: dict[tuple, dict[str, dict]] = {}
+    for r in records:
+        cells.setdefault((r["dataset"], r["budget_s"], r["seed"]), {})[r["model"]] = r
+    for (dataset, budget, seed), got in cells.items():
+        ours, peers = got.get("realnvp"), [m for m in PEERS if m in got]
+        if ours is None or not peers:
+            continue
+        for m in peers:
+            if got[m].get("points_hash") != ours.get("points_hash"):
+                raise ValueError(f"{dataset} {budget:g} s seed {seed}: {m} was evaluated on other points than "
+                                 f"realnvp (hash {got[m].get('points_hash')} vs {ours.get('points_hash')}); a paired "
+                                 "difference needs the same points")
+        log_q_ours = _kept_log_q(folder, ours)
+        ours["paired"] = {m: _paired(log_q_ours, _kept_log_q(folder, got[m]), m) for m in peers}
+
+
+def _kept_log_q(folder: str | Path, record: dict) -> np.ndarray:
+    path = points_file(folder, record)
+    with np.load(path) as kept:
+        if str(kept["points_hash"]) != record["points_hash"]:
+            raise ValueError(f"{path} holds log q on other points than its record ({kept['points_hash']} vs "
+                             f"{record['points_hash']}): a stale file")
+        return kept["log_q"]
+
+
+def _paired(log_q_ours: np.ndarray, log_q_peer: np.ndarray, peer: str) -> dict:
+    """KL_ours - KL_peer = mean(d), d = log q_peer - log q_ours on the same points, and its stderr std(d) / sqrt(n).
+
+    A log q of -inf (a point off a model's support) or NaN makes d non-finite: diff is then +inf (ours infinite),
+    -inf (the peer's) or NaN, stderr NaN, and `not_finite` counts each side's points."""
+    d = log_q_peer - log_q_ours
+    n = d.size
+    if np.isfinite(d).all():
+        return {"diff": float(d.mean()), "stderr": float(d.std(ddof=1) / math.sqrt(n)), "n": n}
+    with np.errstate(invalid="ignore"):  # inf - inf
+        diff = float(d.mean())
+    counts = {"realnvp": int((~np.isfinite(log_q_ours)).sum()), peer: int((~np.isfinite(log_q_peer)).sum())}
+    return {"diff": diff, "stderr": math.nan, "n": n, "not_finite": counts}
 
 
 MAIN_DATASETS = ("8gaussians", "checkerboard")
 
 
-def jobs(smoke: bool, main_budgets: tuple[float, ...] = (30.0, 60.0, 180.0), other_budget: float = 60.0) -> list[dict]:
+def jobs(smoke: bool, main_budgets: tuple[float, ...] = (30.0, 60.0, 180.0), other_budget: float = 60.0,
+         seeds: tuple[int, ...] = (0,)) -> list[dict]:
     """Every dataset with an exact density: `main_budgets` on 8gaussians and checkerboard, `other_budget` on the
-    others (0: leave them out)."""
+    others (0: leave them out), each with every training seed of `seeds` (a key names its seed unless it is 0, so
+    the keys of a one-seed run are those of the runs before seeds)."""
     from genapp import data
 
     if smoke:
@@ -124,8 +201,10 @@ def jobs(smoke: bool, main_budgets: tuple[float, ...] = (30.0, 60.0, 180.0), oth
     out = []
     for dataset, budgets in plan.items():
         for budget in budgets:
-            for model in MODELS:
-                out.append(dict(part="flows", key=f"{dataset}/{model}/{budget:g}s", module="bench_flows", fn="run",
-                                kwargs=dict(dataset=dataset, model=model, budget_s=budget, smoke=smoke),
-                                estimate_s=budget + (1 if smoke else 6)))
+            for seed in seeds:
+                for model in MODELS:
+                    key = f"{dataset}/{model}/{budget:g}s" + (f"/s{seed}" if seed else "")
+                    out.append(dict(part="flows", key=key, module="bench_flows", fn="run",
+                                    kwargs=dict(dataset=dataset, model=model, budget_s=budget, seed=seed, smoke=smoke),
+                                    estimate_s=budget + (1 if smoke else 6)))
     return out

@@ -51,7 +51,7 @@ def fmt(x, digits: int = 3) -> str:
         if math.isnan(x):
             return "nan"
         if math.isinf(x):
-            return "inf"
+            return "inf" if x > 0 else "-inf"
         if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
             return f"{x:.2e}"
         return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}"
@@ -98,16 +98,23 @@ def flows_section(rep: Report, part: dict | None) -> dict:
         rep.add("Not run.", "")
         return {}
     rows = _ok(part["records"])
-    cell = {(r["dataset"], r["model"], r["budget_s"]): r for r in rows}
+    runs: dict[tuple, dict[int, dict]] = {}  # (dataset, model, budget) -> {training seed: record}
+    for r in rows:
+        runs.setdefault((r["dataset"], r["model"], r["budget_s"]), {})[r.get("seed", 0)] = r
+    cell = {key: _seed_mean(by_seed) for key, by_seed in runs.items()}
+    several = any(len(by_seed) > 1 for by_seed in runs.values())
+    paired = any("paired" in r for r in rows)
     rep.add(
         "KL(data || model) = E_p[log p - log q] in nats (>= 0; 0 is the physical limit), on "
         f"{fmt(rows[0]['kl_samples']) if rows else '-'} fresh samples with the dataset's exact log-density; "
-        "± is the Monte Carlo standard error of that estimate (one training seed: seed-to-seed spread is not "
-        f"in it). Size: {_archs(rows)}; conditioners with ReLU; every model trained by "
+        + (_SEEDS_PM if several or paired else "± is the Monte Carlo standard error of that estimate (one training "
+           "seed: seed-to-seed spread is not in it).")
+        + f" Size: {_archs(rows)}; conditioners with ReLU; every model trained by "
         "`genapp.train.train` on one CPU thread with Adam, lr 3e-3 cosine-decayed to 0, batch 512, gradient "
         "clipping 1, for the same wall-clock budget (the cosine follows the wall clock, "
         "`train(time_limit=budget)`, so it reaches 0 at the deadline whatever the speed; see "
-        f"`benchmarks/bench_flows.py`). Budgets: {_budget_plan(rows)}.", "")
+        f"`benchmarks/bench_flows.py`). Budgets: {_budget_plan(rows)}."
+        + (_PAIRED_TARGET if paired else ""), "")
     budgets = sorted({r["budget_s"] for r in rows})
     datasets = sorted({r["dataset"] for r in rows}, key=lambda d: (d not in MAIN_FLOW_DATASETS, d))
     body = []
@@ -116,23 +123,14 @@ def flows_section(rep: Report, part: dict | None) -> dict:
             got = {m: cell.get((dataset, m, budget)) for m in FLOW_MODELS}
             if not any(got.values()):
                 continue
-            kl = {m: (r["kl"] if r else None) for m, r in got.items()}
-            ahead: bool | None = None
-            note = ""
-            if dataset in MAIN_FLOW_DATASETS and all(kl[m] is not None for m in ("realnvp", "zuko", "normflows")):
-                peers = [m for m in ("zuko", "normflows")]
-                ahead = all(_less(kl["realnvp"], kl[m]) for m in peers)
-                close = [m for m in peers if _within_noise(got["realnvp"], got[m])]
-                note = f" (within 2 stderr of {', '.join(close)})" if close else ""
-                ahead_txt = rep.target(f"RealNVP ahead of zuko and normflows, {dataset} {budget:g} s", ahead,
-                                       f"RealNVP {fmt(kl['realnvp'])} vs zuko {fmt(kl['zuko'])}, normflows "
-                                       f"{fmt(kl['normflows'])}") + note
-            else:
-                ahead_txt = "-"
-            body.append([dataset, f"{budget:g} s", *[pm(r["kl"], r["kl_stderr"]) if r else "-" for r in got.values()],
-                         ahead_txt])
+            seeds = max(len(runs.get((dataset, m, budget), {})) for m in FLOW_MODELS)
+            ahead_txt = _ahead(rep, dataset, budget, got, runs.get((dataset, "realnvp", budget), {}))
+            body.append([dataset, f"{budget:g} s" + (f", {seeds} seeds" if seeds > 1 else ""),
+                         *[pm(r["kl"], r["kl_stderr"]) if r else "-" for r in got.values()], ahead_txt])
     rep.add(table(["dataset", "budget", *[FLOW_LABELS[m] for m in FLOW_MODELS], "target: RealNVP ahead of both"],
                   body), "")
+    if paired:
+        _paired_table(rep, runs, datasets, budgets)
     r = cell.get(("8gaussians", "realnvp", 60.0))
     if r:
         met = r["kl"] <= KL_TARGET_8G_60
@@ -144,15 +142,117 @@ def flows_section(rep: Report, part: dict | None) -> dict:
     body = []
     for dataset in datasets:
         for budget in budgets:
-            got = [cell.get((dataset, m, budget)) for m in FLOW_MODELS]
-            if any(got):
-                body.append([dataset, f"{budget:g} s", *[_steps(g) for g in got]])
+            seeds = sorted({s for m in FLOW_MODELS for s in runs.get((dataset, m, budget), {})})
+            for seed in seeds:
+                got = [runs.get((dataset, m, budget), {}).get(seed) for m in FLOW_MODELS]
+                body.append([dataset, f"{budget:g} s" + (f", seed {seed}" if len(seeds) > 1 else ""),
+                             *[_steps(g) for g in got]])
     rep.add(table(["dataset", "budget", *[FLOW_LABELS[m] for m in FLOW_MODELS]], body), "")
     params = {r["model"]: r["params"] for r in rows}
     rep.add("Parameters: " + ", ".join(f"{FLOW_LABELS[m]} {fmt(params[m])}" for m in FLOW_MODELS if m in params)
             + ".", "")
     _errors(rep, part)
     return cell
+
+
+PEERS = ("zuko", "normflows")
+SEEDS_FOR_SPREAD = 3  # from 3 training seeds on, the verdict's stderr is the seeds' spread (training noise in it)
+_SEEDS_PM = ("in a model's column ± is the Monte Carlo standard error of its estimate when the cell has one training "
+             "seed; when the budget column names several seeds, the entry is the mean KL over the seeds ± the "
+             "seed-to-seed standard error of that mean (standard deviation over the seeds / sqrt(seeds), training "
+             "noise included).")
+_PAIRED_TARGET = (
+    " Target column: every model of a (dataset, budget, seed) is evaluated on the same points, so ours is compared "
+    "with each peer by the paired difference KL_ours - KL_peer = mean over the points of log q_peer - log q_ours "
+    "(the log p terms cancel; negative: ours ahead). The cell shows the mean difference over the seeds ± the stderr "
+    f"the verdict uses: with {SEEDS_FOR_SPREAD} or more seeds the seed-to-seed standard error of that mean (training "
+    "noise included), with fewer the paired Monte Carlo stderr (std over the points of the per-point difference / "
+    "sqrt(n), combined over the seeds as sqrt(sum of squares) / seeds). 'met' when ours is ahead of both peers by "
+    "more than 2 of these stderr. A cell without paired differences (an older run) shows 'met' when ours has the "
+    "lower KL, noting a peer within 2 stderr (both KL stderrs combined). The differences of each seed are in the "
+    "table after it."
+)
+
+
+def _seed_mean(by_seed: dict[int, dict]) -> dict:
+    """A cell's record over its training seeds: one seed's as it is; several: the first seed's, with kl the mean
+    over the seeds and kl_stderr the seed-to-seed standard error of that mean."""
+    first = by_seed[min(by_seed)]
+    if len(by_seed) == 1:
+        return first
+    kls = [r["kl"] for r in by_seed.values()]
+    return first | {"kl": sum(kls) / len(kls), "kl_stderr": _sem(kls), "seeds": len(kls)}
+
+
+def _sem(values: list[float]) -> float:
+    """Standard error of the mean of `values`: sample standard deviation / sqrt(count) (NaN with an infinite one)."""
+    k = len(values)
+    mean = sum(values) / k
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1) / k)
+
+
+def _ahead(rep: Report, dataset: str, budget: float, got: dict, ours_by_seed: dict[int, dict]) -> str:
+    """The target cell "RealNVP ahead of both": on the paired differences when the records have them, else (older
+    runs) on the KLs, noting a peer within 2 combined stderr."""
+    if dataset not in MAIN_FLOW_DATASETS or any(got[m] is None for m in ("realnvp", *PEERS)):
+        return "-"
+    name = f"RealNVP ahead of zuko and normflows, {dataset} {budget:g} s"
+    pairs = {m: [r["paired"][m] for _, r in sorted(ours_by_seed.items()) if m in r.get("paired", {})] for m in PEERS}
+    if all(pairs.values()):
+        return _paired_verdict(rep, name, pairs)
+    kl = {m: r["kl"] for m, r in got.items() if r}
+    ahead = all(_less(kl["realnvp"], kl[m]) for m in PEERS)
+    close = [m for m in PEERS if _within_noise(got["realnvp"], got[m])]
+    note = f" (within 2 stderr of {', '.join(close)})" if close else ""
+    return rep.target(name, ahead, f"RealNVP {fmt(kl['realnvp'])} vs zuko {fmt(kl['zuko'])}, normflows "
+                                   f"{fmt(kl['normflows'])}") + note
+
+
+def _paired_verdict(rep: Report, name: str, pairs: dict[str, list[dict]]) -> str:
+    """'met' when the mean paired difference to every peer is below -2 stderr (-inf: the peer's KL is infinite)."""
+    ahead, shown = True, []
+    for m, per_seed in pairs.items():
+        diff, se = _mean_paired(per_seed)
+        ahead &= diff == -math.inf or diff < -2 * se  # False when se is NaN
+        k = len(per_seed)
+        how = "seed-to-seed stderr" if k >= SEEDS_FOR_SPREAD else "paired MC stderr"
+        shown.append((f"{pm(diff, se)} vs {m}", f"{k} seed{'s' if k > 1 else ''}, {how}"))
+    if len({how for _, how in shown}) == 1:
+        measured = ", ".join(text for text, _ in shown) + f" ({shown[0][1]})"
+    else:
+        measured = ", ".join(f"{text} ({how})" for text, how in shown)
+    return f"{rep.target(name, ahead, measured)}: {measured}"
+
+
+def _mean_paired(per_seed: list[dict]) -> tuple[float, float]:
+    """The mean over seeds of KL_ours - KL_peer and its stderr: the seeds' spread from SEEDS_FOR_SPREAD seeds on,
+    else the paired Monte Carlo stderrs combined, sqrt(sum se_i^2) / seeds."""
+    diffs = [p["diff"] for p in per_seed]
+    k = len(diffs)
+    if k >= SEEDS_FOR_SPREAD:
+        return sum(diffs) / k, _sem(diffs)
+    return sum(diffs) / k, math.sqrt(sum(p["stderr"] ** 2 for p in per_seed)) / k
+
+
+def _paired_table(rep: Report, runs: dict, datasets: list[str], budgets: list[float]) -> None:
+    body = []
+    for dataset in datasets:
+        for budget in budgets:
+            for seed, r in sorted(runs.get((dataset, "realnvp", budget), {}).items()):
+                if "paired" in r:
+                    body.append([dataset, f"{budget:g} s", seed, *[_paired_cell(r["paired"].get(m)) for m in PEERS]])
+    rep.add("Paired differences KL_ours - KL_peer of each training seed (nats; negative: ours ahead), on the "
+            "seed's points; ± is the paired Monte Carlo standard error, std over the points of log q_peer - "
+            "log q_ours / sqrt(n):", "")
+    rep.add(table(["dataset", "budget", "seed", *[f"vs {FLOW_LABELS[m]}" for m in PEERS]], body), "")
+
+
+def _paired_cell(p: dict | None) -> str:
+    if p is None:
+        return "-"
+    bad = p.get("not_finite")
+    counts = ", ".join(f"{m} {k}" for m, k in bad.items()) if bad else ""
+    return pm(p["diff"], p["stderr"]) + (f" (points with log q not finite: {counts})" if bad else "")
 
 
 def _archs(rows: list[dict]) -> str:
@@ -326,7 +426,9 @@ def side_by_side(rep: Report, flow_cells: dict, bounds: dict, shipped_flows: dic
         return
     rep.add("Nats above the entropy H: for the DDPM its bound L - H (>= the true KL of the model, the smaller of the "
             "two variances), for the flows the exact KL(data || model). Shipped: the checkpoints in checkpoints/; "
-            "then part 1's equal-budget runs (60 s where run).", "")
+            "then part 1's equal-budget runs (60 s where run)"
+            + ("; where part 1 ran several training seeds, their mean KL ± its seed-to-seed standard error."
+               if any("seeds" in r for r in flow_cells.values()) else "."), "")
     body = []
     for d in datasets:
         b, h = bounds.get(d), H.get(d)

@@ -3,6 +3,7 @@
     python benchmarks/run_all.py                          # everything, one process per CPU core
     python benchmarks/run_all.py --jobs 16 --out DIR --no-render
     python benchmarks/run_all.py --smoke --jobs 1         # every budget shrunk to ~1 s: checks the plumbing
+    python benchmarks/run_all.py --parts 1 --flow-seeds 0,1,2   # the flow race with three training seeds
     python benchmarks/render.py DIR                       # JSON -> docs/benchmarks.md + docs/benchmarks_scaling.png
 
 Parts: 1 flows (KL to the limit at equal wall-clock budgets, vs zuko and normflows), 2 ddpm (shipped checkpoints vs
@@ -10,7 +11,9 @@ the limits), 3 correctness (our p_step vs diffusers' DDPMScheduler.step), 4 spee
 
 Independent jobs (one training run, one sampler of one checkpoint, ...) run in a pool of `--jobs` processes with
 one torch thread each, longest first. Each part's JSON file is rewritten as its jobs finish, so an interrupted run
-keeps what it measured; `--time-limit` skips the jobs not yet started by then.
+keeps what it measured; `--time-limit` skips the jobs not yet started by then. After part 1's jobs, each cell's
+RealNVP record gets its paired differences to the peers on the same points (`bench_flows.add_paired`; the per-point
+log-densities behind them live in a temporary folder, removed at the end).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -59,14 +63,24 @@ def _budgets(text: str) -> tuple[float, ...]:
     return budgets
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"seeds look like 0,1,2, got {text!r}") from error
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got {text!r}")
+    return seeds
+
+
 def plan(parts: list[str], smoke: bool, flow_budgets: tuple[float, ...] = (30.0, 60.0, 180.0),
-         flow_other_budget: float = 60.0) -> list[dict]:
+         flow_other_budget: float = 60.0, flow_seeds: tuple[int, ...] = (0,)) -> list[dict]:
     import bench_ddpm
     import bench_flows
     import bench_speed
 
     def flows(smoke: bool) -> list[dict]:
-        return bench_flows.jobs(smoke, flow_budgets, flow_other_budget)
+        return bench_flows.jobs(smoke, flow_budgets, flow_other_budget, flow_seeds)
 
     makers = {"flows": flows, "ddpm": bench_ddpm.quality_jobs,
               "correctness": bench_ddpm.correctness_jobs, "speed": bench_speed.speed_jobs,
@@ -75,7 +89,7 @@ def plan(parts: list[str], smoke: bool, flow_budgets: tuple[float, ...] = (30.0,
     return sorted(jobs, key=lambda j: -j["estimate_s"])  # longest first
 
 
-def _init_worker(lock_path: str) -> None:
+def _init_worker(lock_path: str, points_dir: str) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -83,9 +97,11 @@ def _init_worker(lock_path: str) -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass
+    import bench_flows
     import common
 
     common.set_lock_path(lock_path)
+    os.environ[bench_flows.POINTS_ENV] = points_dir  # part 1 keeps each model's per-point log q there
 
 
 def run_job(job: dict, deadline: float | None) -> dict:
@@ -137,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="part 1: seconds of training on 8gaussians and checkerboard (default 30,60,180)")
     p.add_argument("--flow-other-budget", type=float, default=60.0,
                    help="part 1: seconds of training on the other datasets with a density (default 60; 0: skip them)")
+    p.add_argument("--flow-seeds", type=_seeds, default=(0,),
+                   help="part 1: training seeds, each cell run once per seed (default 0; e.g. 0,1,2)")
     p.add_argument("--time-limit", type=float, default=None, help="seconds after which unstarted jobs are skipped")
     p.add_argument("--no-render", action="store_true", help="write the JSON only (render later with render.py)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and the time estimate, run nothing")
@@ -157,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                    *argv])
     meta = common.machine_info() | {"command": command, "jobs": args.jobs, "smoke": args.smoke,
                                     "parts": args.parts, "torch_threads_per_job": 1}
-    jobs = plan(args.parts, args.smoke, args.flow_budgets, args.flow_other_budget)
+    jobs = plan(args.parts, args.smoke, args.flow_budgets, args.flow_other_budget, args.flow_seeds)
     total = sum(j["estimate_s"] for j in jobs)
     longest = max((j["estimate_s"] for j in jobs), default=0)
     estimate = max(total / args.jobs, longest)
@@ -173,12 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     _write_json(out / "meta.json", meta)
 
     records: dict[str, list[dict]] = {part: [] for part in args.parts}
+
+    def write_part(part: str) -> None:
+        _write_json(out / f"{part}.json", {"part": part, "title": TITLES[part], "smoke": args.smoke,
+                                           "command": command, "date_utc": meta["date_utc"],
+                                           "records": sorted(records[part], key=lambda r: r["key"])})
+
     deadline = time.time() + args.time_limit if args.time_limit else None
     start = time.perf_counter()
     lock_path = str(out / ".gpu.lock")
     ctx = get_context("spawn")  # CUDA-safe; each worker imports torch once
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(lock_path,)) as pool:
+    with (
+        tempfile.TemporaryDirectory(prefix="genapp-flow-points-") as points_dir,  # scratch: part 1's per-point log q
+        ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, initializer=_init_worker,
+                            initargs=(lock_path, points_dir)) as pool,
+    ):
         pending = {pool.submit(run_job, job, deadline): job for job in jobs}
         done_count = 0
         while pending:
@@ -195,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                 elapsed = time.perf_counter() - start
                 print(f"[{done_count}/{len(jobs)} {elapsed:6.0f} s] {job['part']:<11} {job['key']:<40} "
                       f"{_summary(record)}", flush=True)
-                _write_json(out / f"{job['part']}.json",
-                            {"part": job["part"], "title": TITLES[job["part"]], "smoke": args.smoke,
-                             "command": command, "date_utc": meta["date_utc"],
-                             "records": sorted(records[job["part"]], key=lambda r: r["key"])})
+                write_part(job["part"])
+        if records.get("flows"):
+            import bench_flows
+
+            bench_flows.add_paired([r["result"] for r in records["flows"] if "result" in r], points_dir)
+            write_part("flows")
     meta["wall_s"] = time.perf_counter() - start
     _write_json(out / "meta.json", meta)
     errors = sum("error" in r for rs in records.values() for r in rs)

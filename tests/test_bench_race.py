@@ -1,0 +1,261 @@
+"""The flow race's plumbing (benchmarks/bench_flows.py, run_all.py, render.py): paired differences on the same points,
+training seeds, and the verdict "RealNVP ahead of both" rendered from them.
+
+KL_ours - KL_peer = E_p[log q_peer - log q_ours] on the same points x_i: the log p(x_i) of (1.3) cancel, so its
+stderr is that of the per-point difference, checked here against numpy on synthetic log-densities.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_flows  # noqa: E402
+import render  # noqa: E402
+import run_all  # noqa: E402
+
+N = 5000
+
+
+def kept_cell(
+    folder: Path, log_p: np.ndarray, log_q: dict[str, np.ndarray], seed: int = 0, points_hash: str = "abc"
+) -> list[dict]:
+    """`run`'s records of one cell and their kept per-point log q, as run_all leaves them before `add_paired`."""
+    records = []
+    for model, q in log_q.items():
+        gap = log_p - q
+        with np.errstate(invalid="ignore"):  # an infinite gap: KL inf, stderr NaN
+            kl_stderr = float(gap.std(ddof=1) / math.sqrt(gap.size))
+        r = {
+            "dataset": "8gaussians",
+            "model": model,
+            "budget_s": 30.0,
+            "seed": seed,
+            "points_hash": points_hash,
+            "kl": float(gap.mean()),
+            "kl_stderr": kl_stderr,
+        }
+        np.savez(bench_flows.points_file(folder, r), log_q=q, points_hash=points_hash)
+        records.append(r)
+    return records
+
+
+def test_add_paired_is_the_mean_and_stderr_of_the_per_point_difference(tmp_path):
+    rng = np.random.default_rng(0)
+    log_p = rng.normal(-3.0, 1.0, N)
+    hard = rng.gamma(2.0, 0.05, N)  # every model misses the same points most: the pairing removes this common part
+    log_q = {m: log_p - hard - rng.gamma(2.0, 0.01 * (i + 1), N) for i, m in enumerate(("realnvp", "nice", "zuko"))}
+    log_q["normflows"] = log_p - hard - 0.05 - rng.normal(0.0, 0.01, N)
+    records = kept_cell(tmp_path, log_p, log_q)
+    bench_flows.add_paired(records, tmp_path)
+    ours, by_model = records[0], {r["model"]: r for r in records}
+    assert set(ours["paired"]) == {"zuko", "normflows"}  # the peers; NICE is ours
+    assert all("paired" not in r for r in records[1:])
+    for peer in ("zuko", "normflows"):
+        d = log_q[peer] - log_q["realnvp"]
+        p = ours["paired"][peer]
+        assert p["n"] == N
+        assert p["diff"] == pytest.approx(d.mean(), rel=1e-12)
+        assert p["stderr"] == pytest.approx(d.std(ddof=1) / math.sqrt(N), rel=1e-12)
+        assert p["diff"] == pytest.approx(ours["kl"] - by_model[peer]["kl"], abs=1e-12)
+        assert p["stderr"] < math.hypot(ours["kl_stderr"], by_model[peer]["kl_stderr"])
+
+
+def test_add_paired_refuses_other_points_and_stale_files(tmp_path):
+    rng = np.random.default_rng(1)
+    log_p = rng.normal(size=100)
+    records = kept_cell(tmp_path, log_p, {"realnvp": log_p - 0.1, "zuko": log_p - 0.2})
+    records[1]["points_hash"] = "other"
+    with pytest.raises(ValueError, match="other points"):
+        bench_flows.add_paired(records, tmp_path)
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    records = kept_cell(stale, log_p, {"realnvp": log_p - 0.1, "zuko": log_p - 0.2}, points_hash="old")
+    for r in records:
+        r["points_hash"] = "new"  # the files hold another run's points
+    with pytest.raises(ValueError, match="stale"):
+        bench_flows.add_paired(records, stale)
+
+
+def test_add_paired_reports_infinite_log_q_without_failing(tmp_path):
+    log_p = np.zeros(10)
+    log_q = {"realnvp": log_p - 0.1, "zuko": log_p - 0.2, "normflows": log_p - 0.3}
+    log_q["zuko"][3] = -np.inf  # a point off zuko's support: its KL is infinite, ours is ahead
+    log_q["normflows"][[1, 2]] = np.nan
+    records = kept_cell(tmp_path, log_p, log_q)
+    bench_flows.add_paired(records, tmp_path)
+    paired = records[0]["paired"]
+    assert paired["zuko"]["diff"] == -math.inf and math.isnan(paired["zuko"]["stderr"])
+    assert paired["zuko"]["not_finite"] == {"realnvp": 0, "zuko": 1}
+    assert math.isnan(paired["normflows"]["diff"]) and paired["normflows"]["not_finite"] == {
+        "realnvp": 0,
+        "normflows": 2,
+    }
+
+
+def test_run_keeps_the_per_point_log_q_behind_its_kl(tmp_path, monkeypatch):
+    import torch
+
+    from genapp import data
+
+    monkeypatch.setenv(bench_flows.POINTS_ENV, str(tmp_path))
+    torch.set_num_threads(1)
+    r = bench_flows.run("8gaussians", "nice", 0.2, seed=2, smoke=True)
+    kept = np.load(bench_flows.points_file(tmp_path, r))
+    x = data.get("8gaussians").sample(r["kl_samples"], torch.Generator().manual_seed(10_002))
+    log_p = data.get("8gaussians").log_prob(x.double()).numpy()
+    assert str(kept["points_hash"]) == r["points_hash"]
+    assert kept["log_q"].dtype == np.float64 and kept["log_q"].shape == (r["kl_samples"],)
+    assert np.mean(log_p - kept["log_q"]) == pytest.approx(r["kl"], rel=1e-9)
+
+
+def test_seeds_name_their_jobs_and_seed_0_keeps_the_old_keys():
+    jobs = run_all.plan(["flows"], False, (30.0, 60.0), 0.0, (0, 1, 2))
+    assert len(jobs) == 2 * 2 * 3 * 4  # datasets x budgets x seeds x models
+    keys = {j["key"]: j["kwargs"]["seed"] for j in jobs}
+    assert keys["8gaussians/realnvp/30s"] == 0 and keys["checkerboard/zuko/60s/s2"] == 2
+    assert {j["key"] for j in run_all.plan(["flows"], False, (30.0,), 0.0)} == {
+        f"{d}/{m}/30s" for d in ("8gaussians", "checkerboard") for m in bench_flows.MODELS
+    }
+    for bad in ("0,0", "-1", "a"):
+        with pytest.raises(Exception, match="seeds"):
+            run_all._seeds(bad)
+
+
+def flow_record(dataset: str, model: str, budget: float, seed: int, kl: float, paired: dict | None = None) -> dict:
+    result = {
+        "dataset": dataset,
+        "model": model,
+        "label": bench_flows.LABELS[model],
+        "budget_s": budget,
+        "seed": seed,
+        "params": 35_000,
+        "arch": "8 couplings x (64 x 2)",
+        "steps": 3000,
+        "steps_per_s": 100.0,
+        "schedule_done": 1.0,
+        "status": "stopped",
+        "kl": kl,
+        "kl_stderr": 0.002,
+        "kl_samples": 20_000,
+    }
+    if paired is not None:
+        result["paired"] = {m: {"diff": d, "stderr": se, "n": 20_000} for m, (d, se) in paired.items()}
+    key = f"{dataset}/{model}/{budget:g}s" + (f"/s{seed}" if seed else "")
+    return {"key": key, "part": "flows", "result": result}
+
+
+def render_flows(tmp_path: Path, records: list[dict]) -> str:
+    (tmp_path / "flows.json").write_text(json.dumps({"part": "flows", "records": records}))
+    text = render.render(tmp_path, tmp_path / "benchmarks.md")
+    return text[text.index("## 1. Flows") : text.index("## 2.")]
+
+
+def seeded_cell(dataset: str, budget: float, seeds: dict[int, tuple[float, float]]) -> list[dict]:
+    """The four models of a cell; seed s: KL_ours - KL_zuko and its paired stderr as given, KL_ours - KL_normflows
+    = -0.05 - 0.001 s with the same stderr."""
+    records = []
+    for seed, (diff_zuko, se) in seeds.items():
+        ours, diff_normflows = 0.05 + 0.001 * seed, -0.05 - 0.001 * seed
+        records += [
+            flow_record(
+                dataset, "realnvp", budget, seed, ours, {"zuko": (diff_zuko, se), "normflows": (diff_normflows, se)}
+            ),
+            flow_record(dataset, "nice", budget, seed, 0.2),
+            flow_record(dataset, "zuko", budget, seed, ours - diff_zuko),
+            flow_record(dataset, "normflows", budget, seed, ours - diff_normflows),
+        ]
+    return records
+
+
+def test_render_judges_three_seeds_on_the_seed_to_seed_stderr(tmp_path):
+    steady = {0: (-0.010, 0.001), 1: (-0.012, 0.001), 2: (-0.011, 0.001)}  # mean -0.011, seed stderr 0.00058
+    noisy = {0: (-0.030, 0.001), 1: (0.010, 0.001), 2: (-0.020, 0.001)}  # MC says ahead; the seeds' spread does not
+    one_seed = {0: (-0.011, 0.006)}  # less than 2 x 0.006 from 0 on the paired MC stderr: missed
+    md = render_flows(
+        tmp_path,
+        seeded_cell("8gaussians", 30.0, steady)
+        + seeded_cell("checkerboard", 30.0, noisy)
+        + seeded_cell("checkerboard", 60.0, one_seed),
+    )
+    rows: dict[tuple, str] = {}  # (dataset, budget) -> the KL table's row (the first table that has it)
+    for line in md.splitlines():
+        if line.startswith(("| 8gaussians", "| checkerboard")):
+            rows.setdefault(tuple(c.strip() for c in line.split("|")[1:3]), line)
+    met = rows[("8gaussians", "30 s, 3 seeds")]
+    assert "| met: -0.011 ± 0.00058 vs zuko, -0.051 ± 0.00058 vs normflows (3 seeds, seed-to-seed stderr) |" in met
+    assert "| 0.051 ± 0.00058 |" in met  # our KL: the mean over the seeds ± its seed-to-seed stderr
+    missed = rows[("checkerboard", "30 s, 3 seeds")]
+    assert "**MISSED**: -0.013 ± 0.012 vs zuko" in missed
+    assert (
+        "**MISSED**: -0.011 ± 0.006 vs zuko, -0.050 ± 0.006 vs normflows (1 seed, paired MC stderr)"
+        in rows[("checkerboard", "60 s")]
+    )
+    assert "| checkerboard | 30 s | 1 | 0.010 ± 0.001 | -0.051 ± 0.001 |" in md  # the per-seed paired table
+    assert "| 8gaussians | 30 s, seed 2 |" in md  # the steps table: one row per seed
+    assert "seed-to-seed standard error of that mean" in md and "paired Monte Carlo stderr" in md
+
+
+def test_render_keeps_the_old_rule_for_records_without_paired_differences(tmp_path):
+    records = [
+        flow_record("8gaussians", m, 60.0, 0, kl)
+        for m, kl in (("realnvp", 0.040), ("nice", 0.2), ("zuko", 0.043), ("normflows", 0.06))
+    ]
+    md = render_flows(tmp_path, records)
+    assert (
+        "± is the Monte Carlo standard error of that estimate (one training seed: seed-to-seed spread is not in "
+        "it)" in md
+    )
+    assert "| 8gaussians | 60 s | 0.040 ± 0.002 |" in md
+    assert "| met (within 2 stderr of zuko) |" in md
+    assert "Paired" not in md and "Target column" not in md
+
+
+@pytest.mark.slow
+def test_smoke_race_with_two_seeds_end_to_end(tmp_path):
+    """`run_all.py --smoke --parts 1 --flow-seeds 0,1`: ~35 s on two shared cores."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/run_all.py",
+            "--smoke",
+            "--jobs",
+            "1",
+            "--parts",
+            "1",
+            "--flow-seeds",
+            "0,1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    records = {r["key"]: r["result"] for r in json.loads((tmp_path / "flows.json").read_text())["records"]}
+    assert len(records) == 3 * 2 * 4  # datasets x seeds x models
+    for dataset in ("8gaussians", "checkerboard", "moons"):
+        for suffix in ("", "/s1"):
+            ours = records[f"{dataset}/realnvp/1s{suffix}"]
+            for peer in ("zuko", "normflows"):
+                theirs = records[f"{dataset}/{peer}/1s{suffix}"]
+                assert theirs["points_hash"] == ours["points_hash"]
+                assert ours["paired"][peer]["n"] == ours["kl_samples"]
+                assert ours["paired"][peer]["diff"] == pytest.approx(ours["kl"] - theirs["kl"], abs=1e-9)
+        assert records[f"{dataset}/realnvp/1s"]["points_hash"] != records[f"{dataset}/realnvp/1s/s1"]["points_hash"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks.md", "flows.json", "meta.json"]  # no points
+    assert "1 s, 2 seeds" in (tmp_path / "benchmarks.md").read_text()
