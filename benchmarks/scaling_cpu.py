@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from genapp import data, families  # noqa: E402
-from genapp.train import hardware, train  # noqa: E402
+from genapp.train import end_processes, hardware, train  # noqa: E402
 
 
 def family_dataset(name: str) -> tuple[str, str]:
@@ -64,6 +64,7 @@ def worker(name: str, batch: int, steps: int) -> None:
         torch.distributed.all_reduce(cpu)
     if result.process_index == 0:
         print(json.dumps(dict(seconds=result.seconds, cpu_seconds=cpu.item(), processes=result.num_processes)))
+    end_processes(0)
 
 
 def free_port() -> int:
@@ -82,7 +83,9 @@ def run(family: str, processes: int, batch: int, steps: int) -> dict:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                    str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), *args]
-    proc = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode:
+        raise RuntimeError(f"{family} x {processes} failed ({proc.returncode}): {proc.stderr[-3000:]}")
     out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))
     assert out["processes"] == processes, out
     samples = steps * batch

@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from genapp import data, families
-    from genapp.train import train
+    from genapp.train import end_processes, train
 
     out = _checkpoint_folder(args.out)
     dataset = data.get(args.dataset)
@@ -142,23 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if result.process_index == 0:  # the other processes hold the same weights; only the main process writes
             _write_run(args, out, model, result, command, scaled, images, dataset)
     finally:
-        _end_processes(code)
+        end_processes(code)
     return code
-
-
-def _end_processes(code: int) -> None:
-    """Under `accelerate launch` / torchrun: wait for the main process to finish writing, close the process group
-    and leave at once with `code`. An ordinary interpreter exit after DDP over gloo aborted ~1 launch in 10 here
-    (a C++ thread still joinable during teardown: "terminate called without an active exception"), after every
-    file was written; nothing is left to run at that point, so the process skips the teardown."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
 
 def _write_run(args, out, model, result, command, scaled, images, dataset) -> None:
