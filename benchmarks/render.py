@@ -656,7 +656,8 @@ def render(results: Path, md: Path, png: Path | None = None) -> str:
     other = {p["command"] for p in parts.values() if p and p.get("command") and p["command"] != meta.get("command")}
     if other:
         head += ["Some parts come from another run: " + "; ".join(
-            f"{name}: `{p['command']}` on {p.get('date_utc')}" for name, p in parts.items()
+            f"{name}: `{p['command']}` on {p.get('date_utc')}" + (f" ({p['note']})" if p.get("note") else "")
+            for name, p in parts.items()
             if p and p.get("command") in other) + ".", ""]
     head += ["Reproduce: `make bench` (installs `benchmarks/requirements.txt`, runs `benchmarks/run_all.py`), or the "
              "command above and `python benchmarks/render.py RESULTS_DIR`. Nothing here is tuned to the numbers: "
