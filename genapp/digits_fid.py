@@ -1,16 +1,19 @@
-"""A Frechet distance for 8x8 digits, in the feature space of a small digit classifier trained on the same data.
+"""A Frechet distance for digits (8x8, or MNIST's 28x28), in the feature space of a small digit classifier trained
+on the same data.
 
-FID (Heusel et al. 2017) with Inception features makes no sense at 8x8, so the features are the penultimate layer
-(64 units) of a tiny CNN trained in seconds on scikit-learn's digits. The number means little alone; it is read
-against its floor, the same distance between two random halves of the real data (finite-sample noise and the
-spread of real digits):
+FID (Heusel et al. 2017) with Inception features makes no sense at 8x8 (nor on 28x28 grey digits, far from
+ImageNet), so the features are the penultimate layer (64 units) of a tiny CNN trained in seconds on the digits
+themselves. The number means little alone; it is read against its floor, the same distance between two random
+halves of the real data (finite-sample noise and the spread of real digits):
 
-    fid = DigitsFID()                 # trains the classifier (CPU, a few seconds, seeded)
+    fid = DigitsFID()                 # sklearn's 8x8 digits; trains the classifier (CPU, a few seconds, seeded)
     fid.floor                         # FD(half A, half B)
     fid.score(samples)                # {"fd": ..., "floor": ..., "ratio": fd / floor}
+    DigitsFID(load_mnist(), num_samples=500, epochs=4)   # MNIST: two disjoint random sets of 500 real digits
 
-`score` takes as many samples as a half holds (899), rounds them to the 17 grey levels the data has, and averages
-their distance to each half, so model and floor are measured at the same sample sizes.
+`score` takes as many samples as a half holds (899 for the 8x8 digits, `num_samples` when given), rounds them to the
+grey levels the data has (17, or 256), and averages their distance to each half, so model and floor are measured at
+the same sample sizes (FD grows as n shrinks: a ratio is only meaningful at equal n).
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ FEATURE_DIM = 64
 
 
 class DigitClassifier(nn.Module):
-    """(n, 1, 8, 8) -> 10 logits; `features` gives the 64 penultimate activations."""
+    """(n, 1, H, W) -> 10 logits; `features` gives the 64 penultimate activations. Two 3x3 convs and a 2x2 max-pool,
+    then an average pool to 4x4 (the identity on 8x8 digits; 14x14 -> 4x4 on MNIST), so one design serves both."""
 
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * 4 * 4, FEATURE_DIM), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 4 * 4, FEATURE_DIM), nn.ReLU(),
         )  # fmt: skip
         self.head = nn.Linear(FEATURE_DIM, 10)
 
@@ -76,13 +80,24 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
 class DigitsFID:
     """Frechet distance of generated digits to the real ones, and its floor (two halves of the real data)."""
 
-    def __init__(self, data: ImageDataset | None = None, seed: int = 0, epochs: int = 40) -> None:
+    def __init__(self, data: ImageDataset | None = None, seed: int = 0, epochs: int = 40,
+                 num_samples: int | None = None) -> None:
+        """`data` (default: sklearn's 8x8 digits) with labels; the classifier trains on all of it for `epochs`. The
+        floor compares the two halves of a random split (`num_samples=None`), or two disjoint random sets of
+        `num_samples` images each (when sampling a whole half from the model would cost too much, e.g. MNIST)."""
         self.data = load_digits() if data is None else data
         self.classifier = train_classifier(self.data, epochs=epochs, seed=seed)
-        half_a, half_b = self.data.split(seed)
-        self.halves = (self.features(half_a.images), self.features(half_b.images))
+        if num_samples is None:
+            half_a, half_b = (half.images for half in self.data.split(seed))
+        else:
+            if not 2 <= num_samples <= len(self.data) // 2:
+                raise ValueError(f"num_samples must be in [2, {len(self.data) // 2}] for {len(self.data)} images, "
+                                 f"got {num_samples}")
+            perm = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed))
+            half_a, half_b = self.data.images[perm[:num_samples]], self.data.images[perm[num_samples:2 * num_samples]]
+        self.halves = (self.features(half_a), self.features(half_b))
         self.floor = frechet_distance(*self.halves)
-        self.num_samples = len(half_a.images)
+        self.num_samples = len(half_a)
 
     @torch.no_grad()
     def features(self, x: Tensor) -> Tensor:
@@ -94,7 +109,7 @@ class DigitsFID:
         return float((self.classifier(data.images).argmax(1) == data.labels).float().mean())
 
     def score(self, samples: Tensor) -> dict[str, float]:
-        """FD of `samples` (n, 1, 8, 8) in [-1, 1], rounded to the data's grey levels, averaged over both halves."""
+        """FD of `samples` (n, 1, H, W) in [-1, 1], rounded to the data's grey levels, averaged over both halves."""
         if samples.shape[1:] != self.data.images.shape[1:]:
             raise ValueError(f"samples must have shape (n, {tuple(self.data.images.shape[1:])}), got {samples.shape}")
         feats = self.features(quantize(samples.cpu(), self.data.levels))

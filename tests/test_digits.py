@@ -200,3 +200,24 @@ def test_frechet_distance_closed_form_and_digits_floor():
     assert fid.floor > 0 and fid.num_samples == 899
     noise = fid.score(torch.rand(899, 1, 8, 8, generator=g) * 2 - 1)
     assert noise["ratio"] > 3
+
+
+def test_frechet_distance_on_mnist_sized_digits_at_matched_sample_sizes():
+    """The same classifier design on 28x28 (an average pool to 4x4), the floor from two disjoint random sets of
+    `num_samples` real digits; held-out real digits score near the floor, noise far above it."""
+    from genapp.data.images import ImageDataset, load_mnist
+
+    try:
+        train, held = load_mnist(), load_mnist(split="test")
+    except FileNotFoundError as err:
+        pytest.skip(f"no MNIST copy here: {err}")
+    g = torch.Generator().manual_seed(1)
+    pick = torch.randperm(len(train), generator=g)[:1200]  # both splits are stored class by class
+    small = ImageDataset(train.images[pick], train.levels, train.labels[pick])
+    fid = DigitsFID(small, epochs=4, num_samples=200)
+    assert fid.num_samples == 200 and fid.floor > 0 and fid.accuracy() > 0.6
+    with pytest.raises(ValueError, match="num_samples"):
+        DigitsFID(small, epochs=1, num_samples=601)
+    real = fid.score(held.images[torch.randperm(len(held), generator=g)[:200]])["ratio"]
+    noise = fid.score(torch.rand(200, 1, 28, 28, generator=g) * 2 - 1)["ratio"]
+    assert real < 1.5 and noise > 10

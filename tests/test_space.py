@@ -271,6 +271,27 @@ def test_a_request_costs_at_most_the_cap():
                     info.value.message)
 
 
+def test_image_chains_are_weighed_by_their_flops(tmp_path):
+    """An image model's request is capped in FLOPs (limits.check_image_cost): the shipped 8x8 chain of 16 images x
+    1,000 steps fits, a 28x28 UNet's does not (it names what would fit), DDIM with fewer steps does."""
+    from genapp import families
+    from genapp.io.hub import load_dir
+
+    digits = load_dir("checkpoints/ddpm-digits")
+    assert limits.pass_flops(digits) == pytest.approx(38.17e6, rel=0.01)  # torch.utils.flop_counter, one pass
+    assert limits.pass_flops(load_dir("checkpoints/ddpm-moons")) == pytest.approx(0.0993e6, rel=0.01)
+    limits.check_image_cost(digits, 16, 1000)
+    mnist = families.get("ddpm").build("mnist", channels=32, data_shape=(1, 28, 28))
+    assert limits.pass_flops(mnist) == pytest.approx(206.9e6, rel=0.01)
+    with pytest.raises(gr.Error, match=r"at most 3 images, or DDIM with at most 241 steps"):
+        limits.check_image_cost(mnist, 16, 1000)
+    limits.check_image_cost(mnist, 16, 241)
+    limits.check_image_cost(mnist, 3, 1000)
+    from genapp.ui.callbacks import diffusion
+
+    assert diffusion.bound_points(mnist) == 3 and diffusion.bound_points(digits) == diffusion.VLB_IMAGES
+
+
 @pytest.mark.parametrize(("peer", "forwarded", "address"),
                          [("10.16.3.80", "203.0.113.7, 10.16.3.1", "203.0.113.7"),  # a Space's proxy
                           ("127.0.0.1", "198.51.100.2", "198.51.100.2"),  # a local proxy

@@ -51,8 +51,12 @@ def is_image_model(model: Any) -> bool:
 
 
 def bound_points(model: Any) -> int:
-    """How many data points (or images) the bound panel uses for this model."""
-    return VLB_IMAGES if is_image_model(model) else VLB_POINTS
+    """How many data points (or images) the bound panel uses for this model: VLB_IMAGES images, or as many as one
+    request's FLOPs allow (`limits.check_image_cost`: N passes each; a 28x28 UNet of 32 channels gets 3)."""
+    if not is_image_model(model):
+        return VLB_POINTS
+    cost = model.num_steps * limits.pass_flops(model)  # 0 for an eps_theta without products (a test's exact one)
+    return max(1, min(VLB_IMAGES, int(limits.MAX_IMAGE_FLOPS // cost))) if cost else VLB_IMAGES
 
 
 # -- settings and the kept chain ---------------------------------------------------------------------------------
@@ -102,9 +106,12 @@ def run_chain(settings: lab.ChainSettings, extra: Mapping[str, Any] | None = Non
         raise widgets.refuse(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
     if is_image_model(model) and settings.n > MAX_IMAGES:
         raise widgets.refuse(f"An image chain draws at most {MAX_IMAGES} images at a time, got {settings.n}")
-    if not is_image_model(model):
+    steps = settings.ddim_steps if settings.sampler == "ddim" else model.num_steps
+    if is_image_model(model):
+        limits.check_image_cost(model, settings.n, steps)
+    else:
         widgets.check_points(settings.n)
-    limits.check_cost(settings.n, settings.ddim_steps if settings.sampler == "ddim" else model.num_steps)
+        limits.check_cost(settings.n, steps)
     return lab.run_chain(model, settings, chain_states)
 
 
@@ -288,9 +295,10 @@ def bound(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None
     variance = widgets.check_choice(variance, "Variance", VARIANCES)
     model = widgets.get_model(model_name, extra, family="ddpm", images=True)
     if is_image_model(model):  # a few of its digits: each costs N UNet passes
-        x_0 = trained_data.images(model, VLB_IMAGES, lab.BOUND_DATA_SEED)
+        x_0 = trained_data.images(model, bound_points(model), lab.BOUND_DATA_SEED)
         if x_0 is None:
             raise widgets.refuse(f"{model_name} names no image dataset to measure the bound on")
+        limits.check_image_cost(model, len(x_0), model.num_steps, what="bound")
         return model, lab.model_bound(model, x_0, variance, None, progress)
     model = _model_with_data(model_name, extra, "the bound to be measured on")
     x_0 = torch.from_numpy(trained_data.points(model, VLB_POINTS, lab.BOUND_DATA_SEED, session=extra).copy())

@@ -8,7 +8,8 @@
   running* (Gradio counts only the queued ones, so one more ran past it). An event nobody listens for (no open
   result stream for its session `GRACE_S` after it was sent: a client that posted and left) is dropped before it
   runs and, if it is already running, stopped at its next yield (a generator; a plain function runs to its end,
-  which `check_cost` bounds). `check_cost(points, steps)` caps one request's work.
+  which `check_cost` bounds). `check_cost(points, steps)` caps one request's work; `check_image_cost(model,
+  images, passes)` an image model's, in FLOPs per network pass (`pass_flops`).
 - **Memory of page-less sessions.** A raw API client (no heartbeat: one session per request) cannot come back for
   its session's state, which Gradio would keep an hour: it is dropped `FORGET_S` after the event finished.
 - **Disk.** Exports go to a folder per session (`session_folder()`; Gradio serves them from there, so its name is a
@@ -25,11 +26,12 @@ sweeper), `gate` (the queue's per-visitor caps, listeners, `install`). This pack
 the app, the tabs and `genapp.ui.widgets` use as `limits.<name>`.
 """
 
-from genapp.ui.limits.cost import MAX_POINT_STEPS, check_cost
+from genapp.ui.limits.cost import MAX_IMAGE_FLOPS, MAX_POINT_STEPS, check_cost, check_image_cost, pass_flops
 from genapp.ui.limits.disk import FILE_AGE_S, cache_schedule, export_root, remove_exports, session_folder, sweep
 from genapp.ui.limits.gate import FORGET_S, GRACE_S, PER_VISITOR, Gate, Listeners, client_address, install
 from genapp.ui.limits.uploads import MAX_UPLOAD_PIXELS, MAX_UPLOAD_SIDE, check_image_file, check_uploads
 
-__all__ = ["FILE_AGE_S", "FORGET_S", "GRACE_S", "MAX_POINT_STEPS", "MAX_UPLOAD_PIXELS", "MAX_UPLOAD_SIDE",
-           "PER_VISITOR", "Gate", "Listeners", "cache_schedule", "check_cost", "check_image_file", "check_uploads",
-           "client_address", "export_root", "install", "remove_exports", "session_folder", "sweep"]
+__all__ = ["FILE_AGE_S", "FORGET_S", "GRACE_S", "MAX_IMAGE_FLOPS", "MAX_POINT_STEPS", "MAX_UPLOAD_PIXELS",
+           "MAX_UPLOAD_SIDE", "PER_VISITOR", "Gate", "Listeners", "cache_schedule", "check_cost", "check_image_cost",
+           "check_image_file", "check_uploads", "client_address", "export_root", "install", "pass_flops",
+           "remove_exports", "session_folder", "sweep"]
