@@ -143,3 +143,26 @@ def test_the_fast_image_chain_draws_the_plain_networks_samples(monkeypatch, samp
         plain = draw()
     assert fast.dtype == dtype and fast.abs().max() > 0.5  # a real sample
     torch.testing.assert_close(fast, plain, rtol=tol, atol=tol)
+
+
+def test_a_28x28_model_starts_with_a_sampler_one_request_affords():
+    """MNIST-sized models (issue 18): 16 images x 1,000 ancestral steps of a 32-channel 28x28 UNet cost more than
+    `limits.check_image_cost` allows, so a newly picked one starts as DDIM with N / 10 steps, saying why; its DDIM
+    chain runs and renders x_k beside x0_pred on the server like the 8x8 digits'."""
+    torch.manual_seed(0)
+    big = DDPM(DDPMConfig(num_steps=1000, net="unet", channels=32, data_shape=(1, 28, 28), data_bound=1.0,
+                          levels=256, dataset="mnist")).eval()
+    small = DDPM(DDPMConfig(num_steps=1000, net="unet", channels=8, data_shape=(1, 28, 28), data_bound=1.0,
+                            levels=256, dataset="mnist")).eval()
+    small.net = GaussianEps(small.alpha_bar)
+    extra = {"mnist-32": big, "tiny-mnist": small, "tiny-digits": DDPM(DDPMConfig(
+        num_steps=N, net="unet", channels=8, data_shape=(1, 8, 8), data_bound=1.0, levels=17, dataset="digits"))}
+    sampler, note = tab.default_sampler("mnist-32", 16, extra)
+    assert sampler == "ddim" and "DDIM with 100 steps" in note and "up to 3 images" in note and "28x28" in note
+    assert tab.default_sampler("tiny-digits", 16, extra) == ("ancestral", "")
+    with pytest.raises(gr.Error, match="at most 3 images, or DDIM with at most 241 steps"):
+        [*tab.run_chain(tab.check_settings("mnist-32", 16, 0, "beta", "ancestral", 100), extra)]
+    run = tab.sample(tab.check_settings("tiny-mnist", 2, 0, "beta", "ddim", 10), extra=extra)[1]
+    assert run.states.shape == (11, 2, 1, 28, 28) and run.x0_preds.shape == run.states.shape
+    frame = tab.scrub(run, 500)
+    assert frame.shape == (480, 480, 3) and frame.dtype == np.uint8

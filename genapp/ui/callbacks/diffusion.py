@@ -233,6 +233,23 @@ def switch_model(model_name: Any, extra: Mapping[str, Any] | None = None) -> tup
     return model.num_steps, widgets.dataset_name(model), is_image_model(model)
 
 
+def default_sampler(model_name: Any, n: int, extra: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """The sampler a newly picked model starts with, and a note on why: Algorithm 2 (ancestral) unless `n` images x
+    N steps of an image model cost more than one request may (`limits.check_image_cost`; a 28x28 UNet's 16 images
+    x 1,000 steps do), then DDIM with N / 10 steps (beyond the lecture), naming what ancestral sampling would fit."""
+    model = widgets.get_model(model_name, extra, family="ddpm", images=True)
+    if not is_image_model(model):
+        return "ancestral", ""
+    per_chain = model.num_steps * limits.pass_flops(model)
+    if n * per_chain <= limits.MAX_IMAGE_FLOPS:
+        return "ancestral", ""
+    fit = int(limits.MAX_IMAGE_FLOPS // per_chain)
+    size = "x".join(map(str, model.config.data_shape[1:]))
+    return "ddim", (f"*{n} images x {model.num_steps:,} ancestral steps of this {size} model cost more than one "
+                    f"request may here, so the sampler starts as DDIM with {max(1, model.num_steps // 10)} steps "
+                    f"(beyond the lecture); Algorithm 2 draws up to {fit} images at a time.*")
+
+
 # -- forward process ---------------------------------------------------------------------------------------------
 def _model_with_data(model_name: Any, extra: Mapping[str, Any] | None, needs: str):
     """The DDPM and the data it was trained on (a named toy, or this session's drawing); gr.Error if there is none."""

@@ -26,6 +26,7 @@ from genapp.ui.callbacks.diffusion import (
     _keep,
     animate,
     check_settings,
+    default_sampler,
     export_gif,
     export_samples,
     forward_with_schedule,
@@ -170,10 +171,11 @@ def build_tab(ctx: widgets.AppContext) -> None:
         count = (gr.update(label="Images", minimum=1, maximum=MAX_IMAGES, step=1, value=min(n_, MAX_IMAGES))
                  if images else gr.update(label="Points", minimum=1, maximum=widgets.MAX_POINTS,
                                           step=1, value=n_ if n_ >= widgets.MIN_POINTS else DEFAULT_POINTS))
+        chosen, note = default_sampler(model_, min(int(n_), MAX_IMAGES) if images else int(n_), extra)
         return (gr.update(maximum=N, value=0), gr.update(maximum=N, value=min(N, N // 4)), gr.update(maximum=N),
-                gr.update(maximum=N, value=max(1, N // 10)), blank_frame("press ▶ Animate", dataset, images), "",
+                gr.update(maximum=N, value=max(1, N // 10)), blank_frame("press ▶ Animate", dataset, images), note,
                 None, None, None, gr.update(value=None, visible=False), text.NO_RUN, "",
-                figures.message_figure(text.NO_BOUND), count, gr.update(visible=not images))
+                figures.message_figure(text.NO_BOUND), count, gr.update(visible=not images), chosen)
 
     def on_vlb(model_, variance_, extra, progress=gr.Progress()):  # noqa: B008 (gradio's idiom)
         return vlb(model_, variance_, extra, progress)
@@ -214,7 +216,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
     fwd_k.input(on_forward, fwd_inputs, fwd_outputs, api_name="forward_process", **render)
     model.change(on_model, [model, n, ctx.session],
                  [k_slider, fwd_k, ddim_steps, inside_k, frame, summary, sample_files, gif_file, chain_data,
-                  inside_plot, inside_text, vlb_text, vlb_plot, n, shows], **private).then(
+                  inside_plot, inside_text, vlb_text, vlb_plot, n, shows, sampler], **private).then(
         on_forward, fwd_inputs, fwd_outputs, **private).then(on_weights, [model, variance, ctx.session], weights,
                                                              **private)
     sampler.change(lambda s: gr.update(visible=s == "ddim"), sampler, ddim_steps, queue=False, **private)
