@@ -3,6 +3,7 @@
 
     python benchmarks/image_chain_speed.py                           # 1 and 2 threads, 16 and 64 images, 3 repeats
     python benchmarks/image_chain_speed.py --threads 1 --images 16 --repeats 1 --md out.md
+    python benchmarks/image_chain_speed.py --model untrained:mnist:32 --threads 2 --images 16 --repeats 1
 
 Each cell times `genapp.lab.diffusion.chain_states` (what the app runs: the chain, x0_pred per state, float32
 copies out) to its last state, for Algorithm 2 (all 1000 steps) and DDIM (50 strided steps; beyond the lecture).
@@ -12,6 +13,9 @@ slows both alike; the median of the repeats is reported, with wall time and this
 the CPU time is the compute itself, however busy the machine), and the load average. "conv floor" is the same
 number of steps of the network's convolutions alone (its own Conv2d modules on the shapes one plain forward runs),
 in CPU seconds: what no change that keeps the function in float32 can go below on this CPU without a faster conv.
+"first frame" is the wall time to the chain's first denoised state (what the app shows first), in the "after" runs.
+`--model` takes a checkpoint name or folder, or `untrained:DATASET:CHANNELS` for a freshly initialised UNet of that
+data's shape (the time does not depend on the weights: e.g. a 28x28 MNIST model before one is trained).
 """
 
 from __future__ import annotations
@@ -44,14 +48,28 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def run_chain(model, n: int, sampler: str, plain: bool) -> tuple[float, float, int]:
-    """(wall s, process CPU s, steps) of one whole chain through the lab."""
+def run_chain(model, n: int, sampler: str, plain: bool) -> tuple[float, float, int, float]:
+    """(wall s, process CPU s, steps, wall s to the first denoised state) of one whole chain through the lab."""
     settings = lab.ChainSettings("ddpm-digits", n, 0, "beta", sampler, 50 if sampler == "ddim" else 0)
     patch = mock.patch.object(nets.UNetChain, "fits", staticmethod(lambda net: False))
     with patch if plain else contextlib.nullcontext():
         wall, cpu = time.perf_counter(), time.process_time()
-        states = sum(1 for _ in lab.chain_states(model, settings))
-        return time.perf_counter() - wall, time.process_time() - cpu, states - 1
+        states, first = 0, 0.0
+        for _ in lab.chain_states(model, settings):
+            states += 1
+            first = time.perf_counter() - wall if states == 2 else first  # state 0 is x_N, state 1 the first step
+        return time.perf_counter() - wall, time.process_time() - cpu, states - 1, first
+
+
+def load_model(spec: str):
+    """A checkpoint (name or folder), or `untrained:DATASET:CHANNELS`: a fresh UNet DDPM of that data's shape."""
+    if not spec.startswith("untrained:"):
+        return genapp.load(spec).eval()
+    from genapp import families
+
+    _, dataset, channels = spec.split(":")
+    torch.manual_seed(0)
+    return families.get("ddpm").build(dataset, channels=int(channels)).eval()
 
 
 def conv_floor(model, n: int, steps: int) -> float:
@@ -77,12 +95,15 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=["ancestral", "ddim"], choices=lab.SAMPLERS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--md", type=Path, help="append the table to this Markdown file")
+    parser.add_argument("--model", default="ddpm-digits", help="a checkpoint, or untrained:DATASET:CHANNELS")
     args = parser.parse_args()
-    model = genapp.load("ddpm-digits").eval()
-    lines = [f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}; load average at start "
-             f"{os.getloadavg()[0]:.2f}", "",
+    model = load_model(args.model)
+    lines = [f"Model: {args.model} ({tuple(model.config.data_shape)}, {sum(p.numel() for p in model.parameters()):,} "
+             f"parameters). CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}; load "
+             f"average at start {os.getloadavg()[0]:.2f}", "",
              "| threads | images | sampler | steps | before wall s | after wall s | speed-up | before CPU s "
-             "| after CPU s | conv floor CPU s | load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| after CPU s | conv floor CPU s | first frame s | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -95,10 +116,10 @@ def main() -> None:
                     for plain in (True, False):  # alternating: before, after
                         got[plain].append(run_chain(model, n, sampler, plain))
                     floors.append(conv_floor(model, n, got[False][-1][2]))
-                med = {p: [statistics.median(r[i] for r in got[p]) for i in range(2)] for p in got}
+                med = {p: [statistics.median(r[i] for r in got[p]) for i in (0, 1, 3)] for p in got}
                 row = (f"| {threads} | {n} | {sampler} | {got[False][0][2]} | {med[True][0]:.2f} | {med[False][0]:.2f} "
                        f"| {med[True][0] / med[False][0]:.2f}x | {med[True][1]:.2f} | {med[False][1]:.2f} "
-                       f"| {statistics.median(floors):.2f} | {os.getloadavg()[0]:.2f} |")
+                       f"| {statistics.median(floors):.2f} | {med[False][2]:.3f} | {os.getloadavg()[0]:.2f} |")
                 lines.append(row)
                 print(row, flush=True)
     if args.md:
