@@ -67,6 +67,11 @@ def test_an_image_frame_shows_x_k_beside_x0_pred(extra):
     assert (grid[:6, :6] == 0).all() and (grid[6] == 255).all() and (grid[7:, 7:] == 255).all()  # black, gap, empty
     with pytest.raises(ValueError):
         tiles.tile(np.zeros((2, 8, 8)), cols=2, scale=1)
+    smooth = tiles.tile(np.full((4, 1, 28, 28), -1.0), cols=2, scale=1.5, gap=2)  # 28x28: resampled, not 1x
+    assert smooth.shape == (2 * 42 + 2, 2 * 42 + 2, 3) and (smooth[:42, :42] == 0).all()
+    assert (smooth[42:44] == 255).all()
+    x = np.full((16, 1, 28, 28), -1.0)  # 16 MNIST-sized images beside their x0_pred: 1.9x, not 1x
+    assert (tiles.chain_frame(x, x) == 0).all(axis=2).sum() > 2 * 16 * (28 * 1.5) ** 2
 
 
 def test_image_settings_are_bounded(extra):
@@ -158,7 +163,8 @@ def test_a_28x28_model_starts_with_a_sampler_one_request_affords():
     extra = {"mnist-32": big, "tiny-mnist": small, "tiny-digits": DDPM(DDPMConfig(
         num_steps=N, net="unet", channels=8, data_shape=(1, 8, 8), data_bound=1.0, levels=17, dataset="digits"))}
     sampler, note = tab.default_sampler("mnist-32", 16, extra)
-    assert sampler == "ddim" and "DDIM with 100 steps" in note and "up to 3 images" in note and "28x28" in note
+    assert sampler == "ddim" and f"DDIM with {tab.DEFAULT_DDIM_STEPS} steps" in note
+    assert "up to 3 images" in note and "28x28" in note
     assert tab.default_sampler("tiny-digits", 16, extra) == ("ancestral", "")
     with pytest.raises(gr.Error, match="at most 3 images, or DDIM with at most 241 steps"):
         [*tab.run_chain(tab.check_settings("mnist-32", 16, 0, "beta", "ancestral", 100), extra)]

@@ -12,9 +12,11 @@ from PIL import Image, ImageDraw
 from genapp.render.style import GRID, INK, MUTED, SAMPLES, font
 
 
-def tile(images: np.ndarray, cols: int, scale: int, gap: int = 2) -> np.ndarray:
+def tile(images: np.ndarray, cols: int, scale: float, gap: int = 2) -> np.ndarray:
     """Images (n, C, H, W) in [-1, 1] (clipped: noisy states overshoot) as one uint8 (rows, cols, 3) grid, `cols`
-    per row, each pixel a `scale` x `scale` block, tiles `gap` px apart on white. One channel is drawn grey."""
+    per row, tiles `gap` px apart on white. An integer `scale` draws each pixel as a `scale` x `scale` block (crisp:
+    8x8 digits); a fractional one resamples each image bilinearly to round(H x scale) (28x28 digits that would
+    otherwise stay at 1x in a frame). One channel is drawn grey."""
     x = np.asarray(images, dtype=np.float32)
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (n, 1 or 3, H, W), got {x.shape}")
@@ -22,10 +24,15 @@ def tile(images: np.ndarray, cols: int, scale: int, gap: int = 2) -> np.ndarray:
         raise ValueError(f"cols and scale must be >= 1, got {cols} and {scale}")
     n, c, h, w = x.shape
     pixels = np.round((np.clip(x, -1, 1) + 1) * 127.5).astype(np.uint8).transpose(0, 2, 3, 1)
-    pixels = np.repeat(np.repeat(pixels, scale, axis=1), scale, axis=2)
+    if float(scale).is_integer():
+        pixels = np.repeat(np.repeat(pixels, int(scale), axis=1), int(scale), axis=2)
+    else:
+        size = (round(w * scale), round(h * scale))
+        pixels = np.stack([np.asarray(Image.fromarray(p.squeeze(2) if c == 1 else p).resize(size, Image.BILINEAR))
+                           .reshape(size[1], size[0], c) for p in pixels])
     if c == 1:
         pixels = np.repeat(pixels, 3, axis=3)
-    rows, th, tw = math.ceil(n / cols), h * scale, w * scale
+    rows, (th, tw) = math.ceil(n / cols), pixels.shape[1:3]
     out = np.full((rows * th + (rows - 1) * gap, cols * tw + (cols - 1) * gap, 3), 255, dtype=np.uint8)
     for i in range(n):
         r, q = divmod(i, cols)
@@ -45,7 +52,8 @@ def chain_frame(x_k: np.ndarray, x0_pred: np.ndarray | None, *, title: str = "",
     grids = [x_k] if x0_pred is None else [x_k, x0_pred]
     header, pad, caption, gap = 62, 12, 22, 2
     panel_w, panel_h = (size - (len(grids) + 1) * pad) // len(grids), size - header - caption - pad - 8
-    scale = max(1, min((panel_w - (cols - 1) * gap) // (cols * w), (panel_h - (rows - 1) * gap) // (rows * h)))
+    fit = min((panel_w - (cols - 1) * gap) / (cols * w), (panel_h - (rows - 1) * gap) / (rows * h))
+    scale = max(1, math.floor(fit)) if fit >= 2 else max(1.0, math.floor(fit * 10) / 10)  # crisp blocks from 2x
     drawn = [tile(g, cols, scale, gap) for g in grids]
     img = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(img)

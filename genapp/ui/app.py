@@ -62,6 +62,7 @@ def build_demo():
     from genapp.ui import session, widgets
 
     torch.set_num_threads(default_threads())
+    limits.warm_up()  # the flop counter that weighs image requests, set up once per process (~1 s)
     # Gradio's copies of outputs and the uploads are deleted after limits.FILE_AGE_S (its own sweeper).
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=limits.cache_schedule()) as demo:
         gr.Markdown(INTRO, elem_id="genapp-title")

@@ -105,7 +105,8 @@ def run_chain(settings: lab.ChainSettings, extra: Mapping[str, Any] | None = Non
     if settings.sampler == "ddim" and not 1 <= settings.ddim_steps <= model.num_steps:
         raise widgets.refuse(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
     if is_image_model(model) and settings.n > MAX_IMAGES:
-        raise widgets.refuse(f"An image chain draws at most {MAX_IMAGES} images at a time, got {settings.n}")
+        raise widgets.refuse(f"An image chain draws at most {MAX_IMAGES} images at a time, got {settings.n} (if you "
+                             "just picked this model, its settings were still arriving: press Animate again)")
     steps = settings.ddim_steps if settings.sampler == "ddim" else model.num_steps
     if is_image_model(model):
         limits.check_image_cost(model, settings.n, steps)
@@ -236,7 +237,8 @@ def switch_model(model_name: Any, extra: Mapping[str, Any] | None = None) -> tup
 def default_sampler(model_name: Any, n: int, extra: Mapping[str, Any] | None = None) -> tuple[str, str]:
     """The sampler a newly picked model starts with, and a note on why: Algorithm 2 (ancestral) unless `n` images x
     N steps of an image model cost more than one request may (`limits.check_image_cost`; a 28x28 UNet's 16 images
-    x 1,000 steps do), then DDIM with N / 10 steps (beyond the lecture), naming what ancestral sampling would fit."""
+    x 1,000 steps do), then DDIM with DEFAULT_DDIM_STEPS steps (beyond the lecture), naming what ancestral sampling
+    would fit."""
     model = widgets.get_model(model_name, extra, family="ddpm", images=True)
     if not is_image_model(model):
         return "ancestral", ""
@@ -246,7 +248,7 @@ def default_sampler(model_name: Any, n: int, extra: Mapping[str, Any] | None = N
     fit = int(limits.MAX_IMAGE_FLOPS // per_chain)
     size = "x".join(map(str, model.config.data_shape[1:]))
     return "ddim", (f"*{n} images x {model.num_steps:,} ancestral steps of this {size} model cost more than one "
-                    f"request may here, so the sampler starts as DDIM with {max(1, model.num_steps // 10)} steps "
+                    f"request may here, so the sampler starts as DDIM with {DEFAULT_DDIM_STEPS} steps "
                     f"(beyond the lecture); Algorithm 2 draws up to {fit} images at a time.*")
 
 

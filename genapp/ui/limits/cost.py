@@ -27,6 +27,13 @@ def check_cost(points: int, steps: int) -> None:
                        "take fewer points, or DDIM with fewer steps.", print_exception=False)
 
 
+def warm_up() -> None:
+    """Pay torch's flop counter's one-time set-up (~1.3 s here, whatever it counts) when the app is built, not in
+    a visitor's first pick of an image model (where it delayed the settings' update behind a click on Animate)."""
+    with torch.no_grad(), FlopCounterMode(display=False):
+        torch.nn.functional.linear(torch.zeros(1, 2), torch.zeros(2, 2))
+
+
 def pass_flops(model) -> float:
     """Floating-point operations of one eps_theta pass on one sample of `model`'s data shape (matrix products and
     convolutions, as torch.utils.flop_counter counts them), measured once per model object."""

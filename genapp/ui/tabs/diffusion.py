@@ -172,7 +172,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
                  if images else gr.update(label="Points", minimum=1, maximum=widgets.MAX_POINTS,
                                           step=1, value=n_ if n_ >= widgets.MIN_POINTS else DEFAULT_POINTS))
         chosen, note = default_sampler(model_, min(int(n_), MAX_IMAGES) if images else int(n_), extra)
-        return (gr.update(maximum=N, value=0), gr.update(maximum=N, value=min(N, N // 4)), gr.update(maximum=N),
+        ddim = gr.update(maximum=N, value=DEFAULT_DDIM_STEPS) if chosen == "ddim" else gr.update(maximum=N)
+        return (gr.update(maximum=N, value=0), gr.update(maximum=N, value=min(N, N // 4)), ddim,
                 gr.update(maximum=N, value=max(1, N // 10)), blank_frame("press ▶ Animate", dataset, images), note,
                 None, None, None, gr.update(value=None, visible=False), text.NO_RUN, "",
                 figures.message_figure(text.NO_BOUND), count, gr.update(visible=not images), chosen)
