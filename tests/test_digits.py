@@ -221,3 +221,16 @@ def test_frechet_distance_on_mnist_sized_digits_at_matched_sample_sizes():
     real = fid.score(held.images[torch.randperm(len(held), generator=g)[:200]])["ratio"]
     noise = fid.score(torch.rand(200, 1, 28, 28, generator=g) * 2 - 1)["ratio"]
     assert real < 1.5 and noise > 10
+
+
+def test_the_mnist_ddpm_recipe_is_the_cpu_sized_unet():
+    """`genapp train ddpm --dataset mnist` defaults to the recipe ddpm-mnist is trained with (families.py): a 32-channel
+    UNet of 381,953 weights at batch 64, not the 8x8 digits' 48 channels at batch 256."""
+    from genapp import families
+
+    ddpm = families.get("ddpm")
+    recipe = ddpm.recipe_for("mnist")
+    assert (recipe["channels"], recipe["batch_size"], recipe["steps"]) == (32, 64, 12_000)
+    assert ddpm.recipe_for("digits")["channels"] == 48
+    model = ddpm.build("mnist", data_shape=(1, 28, 28))
+    assert model.config.channels == 32 and sum(p.numel() for p in model.parameters()) == 381_953
