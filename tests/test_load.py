@@ -29,7 +29,11 @@ def load_test_module():
 def test_twenty_users_animate_and_sample_each_their_own_seed():
     need_checkpoint()
     load = load_test_module()
-    with serve_app() as url:
+    # The 20 clients share the machine's 2 cores with the app and the other tests: a starved client can take more
+    # than the gate's 10 s to open its result stream, and the gate then drops its event as abandoned (the client
+    # waits forever: seen once in CI under load). A real visitor's browser is not on the server's cores; here the
+    # grace is 60 s, so what is measured is the app under load, not the clients' share of the CPU.
+    with serve_app(env={"GENAPP_LISTEN_GRACE_S": "60"}) as url:
         result = load.run_load(url, USERS, POINTS, animate_sampler="ddim", sample_sampler="ddim",
                                ddim_steps=DDIM_STEPS, timeout=240)
     print(f"\n{USERS} users in {result.seconds:.1f} s\n{load.table(result)}")  # shown with pytest -s
