@@ -117,3 +117,36 @@ def test_an_mnist_ddpm_card_names_its_data_licence_and_its_frechet_target():
     assert f"produced by `{command}`" in body and "model.sample(16)" in body and "handwritten digits" in body
     assert re.search(r"\| 3\.4000 \| <= 3: \*\*missed\*\* \|", body)
     assert {r.metric_type for r in ModelCard(text).data.eval_results} == {"frechet_ratio", "bits_per_dim"}
+
+
+def test_an_image_ddpm_run_is_shipped_with_its_measured_quality(tmp_path):
+    """`cards.ship_image_ddpm`: a run of `genapp train ddpm --dataset mnist` plus benchmarks/digits_quality.py's JSON
+    -> a folder that loads, whose training.json and card carry the measured numbers, the target verdict and both
+    commands; a measurement of DDIM samples (not what the card claims) is refused."""
+    from genapp.io.checkpoint import load_dir, save
+
+    model = DDPM(DDPMConfig(data_shape=(1, 28, 28), net="unet", channels=8, num_steps=10, levels=256,
+                            dataset="mnist"))
+    run = save(model, tmp_path / "run")
+    training = {"command": "python -m genapp train ddpm --dataset mnist --steps 12000", "seconds": 3600.0,
+                "steps": 12000, "device": "cpu", "threads": 2, "hardware": "AMD EPYC, 2 cores visible",
+                "torch": "2.14.1", "status": "finished", "final_loss": 12.5, "date": "2026-12-03"}
+    (run / "training.json").write_text(json.dumps({"training": training, "metrics": None}))
+    measured = {"dataset": "mnist", "sampler": "ancestral-10", "ratio": 2.1, "fd": 4.2, "floor": 2.0,
+                "num_samples": 500, "copies": 0.0, "bits_per_dim": 1.31, "bits_per_dim_stderr": 0.02,
+                "baseline_bits_per_dim": 1.72, "bound_images": 256, "sample_seconds": 800.0}
+    quality = tmp_path / "quality.json"
+    quality.write_text(json.dumps(measured))
+    command = "python benchmarks/digits_quality.py run --num-samples 500"
+    out = cards.ship_image_ddpm(run, tmp_path / "ddpm-mnist", quality, command)
+    record = json.loads((out / "training.json").read_text())
+    assert record["training"] == training and record["metrics"]["frechet_ratio"] == 2.1
+    assert record["metrics"]["command"] == command and "sample_seconds" not in record["metrics"]
+    card = ModelCard.load(out / "README.md")
+    assert "| 2.1000 | <= 3: met |" in card.text and f"produced by `{command}`" in card.text
+    assert training["command"] in card.text and "CC BY-SA 3.0" in card.text
+    assert cards.card_metrics(out / "README.md")["bits_per_dim"] == 1.31
+    assert torch.equal(load_dir(out).net.conv_in.weight, model.net.conv_in.weight)
+    quality.write_text(json.dumps(measured | {"sampler": "ddim-50"}))
+    with pytest.raises(ValueError, match="Algorithm 2"):
+        cards.ship_image_ddpm(run, tmp_path / "again", quality, command)

@@ -42,6 +42,12 @@ METRIC_NAMES = {
     "sample_nll": "E over samples of -log p_data (nats)",
     "bits_per_dim": "variational bound L (1.11) with a discretised L_0 (bits/dim)",
     "frechet_ratio": "Frechet distance in a digit classifier's features / data-vs-data floor",
+    "frechet_distance": "Frechet distance of the samples to the real digits, in a digit classifier's features",
+    "frechet_floor": "the same distance between two disjoint sets of real digits of the same size (its floor)",
+    "frechet_samples": "samples (Algorithm 2) behind the Frechet distance, and real digits in each set of the floor",
+    "copies": "share of samples equal to a training image after rounding to the grey levels",
+    "bits_per_dim_stderr": "standard error of the bound in bits/dim (over images)",
+    "bound_images": "held-out images the bound in bits/dim is measured on",
     # image flows (genapp.image_flows): bits/dim of the L-level data, x = (j + u) / L, on held-out images
     "heldout_bits_per_dim": "held-out bits/dim (mean over images and dequantization draws u; bounds the discrete NLL)",
     "heldout_bits_per_dim_stderr": "standard error of the held-out bits/dim (over images)",
@@ -348,9 +354,44 @@ def ship_image_flow(run: str | Path, out: str | Path, command: str, validation: 
     return out
 
 
+QUALITY_KEYS = {  # benchmarks/digits_quality.py's JSON -> the card's metrics (name in METRIC_NAMES)
+    "ratio": "frechet_ratio", "fd": "frechet_distance", "floor": "frechet_floor", "num_samples": "frechet_samples",
+    "copies": "copies", "bits_per_dim": "bits_per_dim", "bits_per_dim_stderr": "bits_per_dim_stderr",
+    "baseline_bits_per_dim": "baseline_bits_per_dim", "bound_images": "bound_images",
+}
+
+
+def ship_image_ddpm(run: str | Path, out: str | Path, quality: str | Path, quality_command: str) -> Path:
+    """A shipped checkpoint folder from an image DDPM trained by `python -m genapp train ddpm --dataset mnist ...`
+    (`run`: the folder it wrote, with training.json) and measured by benchmarks/digits_quality.py (`quality`: its
+    --json, `quality_command`: the command that wrote it): the model, training.json (the run's record, the metrics
+    under the card's names and the command) and README.md. Refuses a measurement of another data set or sampler
+    than the card would claim (the data of the config, Algorithm 2 over all N steps)."""
+    from genapp.io.checkpoint import load_dir, save
+
+    run, out = Path(run), Path(out)
+    model = load_dir(run)
+    record = json.loads((run / "training.json").read_text(encoding="utf-8"))
+    measured = json.loads(Path(quality).read_text(encoding="utf-8"))
+    if measured.get("dataset") != model.config.dataset:
+        raise ValueError(f"{quality}: measured on {measured.get('dataset')!r}, the model is {model.config.dataset!r}")
+    if measured.get("sampler") != f"ancestral-{model.num_steps}":
+        raise ValueError(f"{quality}: sampler {measured.get('sampler')!r}; the card's quality is Algorithm 2's")
+    metrics = {name: measured[key] for key, name in QUALITY_KEYS.items() if key in measured}
+    metrics["command"] = quality_command
+    save(model, out, model_card(out.name, model, record["training"], metrics))
+    (out / "training.json").write_text(json.dumps({"training": record["training"], "metrics": metrics}, indent=2)
+                                       + "\n", encoding="utf-8")
+    return out
+
+
 if __name__ == "__main__":  # make checkpoints: python -m genapp.io.cards RUN OUT "COMMAND"
     import sys
 
-    if len(sys.argv) != 4:
-        sys.exit("usage: python -m genapp.io.cards RUN_FOLDER OUT_FOLDER COMMAND (ships an image flow's run)")
-    print(ship_image_flow(sys.argv[1], sys.argv[2], sys.argv[3]))
+    if len(sys.argv) == 6 and sys.argv[1] == "ddpm":  # python -m genapp.io.cards ddpm RUN OUT QUALITY_JSON "COMMAND"
+        print(ship_image_ddpm(*sys.argv[2:]))
+    elif len(sys.argv) == 4:
+        print(ship_image_flow(sys.argv[1], sys.argv[2], sys.argv[3]))
+    else:
+        sys.exit("usage: python -m genapp.io.cards RUN_FOLDER OUT_FOLDER COMMAND (ships an image flow's run), or\n"
+                 "       python -m genapp.io.cards ddpm RUN_FOLDER OUT_FOLDER QUALITY_JSON COMMAND (an image DDPM's)")
