@@ -55,6 +55,10 @@ def test_shipped_card_metadata_and_metrics_match_the_training_record(name):
         assert record["training"]["data"] | {"source": None} == {
             "source": None, "seed": 0, "train": 1500, "validation": 200, "fit": 1300, "heldout": 297, "levels": 17,
             "pixels": "x = (j + u) / 17, u ~ U[0, 1)", "eval_draws": 16, "eval_seed": 1}
+    elif dataset == "mnist":  # an image DDPM, measured by benchmarks/digits_quality.py (cards.ship_image_ddpm)
+        assert data.pipeline_tag == "unconditional-image-generation" and "images" in data.tags
+        assert {"frechet_ratio", "bits_per_dim", "baseline_bits_per_dim"} <= set(numbers)
+        assert f"produced by `{record['measured_by']}`" in card.text
     else:
         assert data.pipeline_tag is None and "toy-2d" in data.tags  # the Hub has no task for 2-D points
         assert ("vlb_gap" if family == "ddpm" else "kl") in numbers
@@ -110,8 +114,8 @@ def test_an_mnist_ddpm_card_names_its_data_licence_and_its_frechet_target():
     model = DDPM(DDPMConfig(data_shape=(1, 28, 28), net="unet", channels=8, num_steps=10, levels=256,
                             dataset="mnist"))
     command = "python benchmarks/digits_quality.py checkpoints/ddpm-mnist --num-samples 500"
-    text = cards.model_card("ddpm-mnist", model, None, {"frechet_ratio": 3.4, "bits_per_dim": 1.2,
-                                                          "command": command})
+    text = cards.model_card("ddpm-mnist", model, None, {"frechet_ratio": 3.4, "bits_per_dim": 1.2},
+                            measured_by=command)
     body = ModelCard(text).text
     assert "## Data" in body and "CC BY-SA 3.0" in body and "MIT licence" in body and "make mnist" in body
     assert f"produced by `{command}`" in body and "model.sample(16)" in body and "handwritten digits" in body
@@ -141,12 +145,13 @@ def test_an_image_ddpm_run_is_shipped_with_its_measured_quality(tmp_path):
     out = cards.ship_image_ddpm(run, tmp_path / "ddpm-mnist", quality, command)
     record = json.loads((out / "training.json").read_text())
     assert record["training"] == training and record["metrics"]["frechet_ratio"] == 2.1
-    assert record["metrics"]["command"] == command and "sample_seconds" not in record["metrics"]
+    assert record["measured_by"] == command and "sample_seconds" not in record["metrics"]
     card = ModelCard.load(out / "README.md")
     assert "| 2.1000 | <= 3: met |" in card.text and f"produced by `{command}`" in card.text
     assert training["command"] in card.text and "CC BY-SA 3.0" in card.text
     assert cards.card_metrics(out / "README.md")["bits_per_dim"] == 1.31
     assert torch.equal(load_dir(out).net.conv_in.weight, model.net.conv_in.weight)
+    assert cards.rewrite_card(out).read_text() == (out / "README.md").read_text() and command in card.text
     quality.write_text(json.dumps(measured | {"sampler": "ddim-50"}))
     with pytest.raises(ValueError, match="Algorithm 2"):
         cards.ship_image_ddpm(run, tmp_path / "again", quality, command)

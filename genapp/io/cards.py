@@ -111,8 +111,9 @@ def card_data(name: str, model: nn.Module, metrics: dict | None = None, *, repo_
 
 
 def model_card(name: str, model: nn.Module, training: dict | None = None, metrics: dict | None = None, *,
-               repo_id: str | None = None) -> str:
-    """A Hub model card (YAML header + markdown) for checkpoint `name`, titled with its repo id."""
+               repo_id: str | None = None, measured_by: str | None = None) -> str:
+    """A Hub model card (YAML header + markdown) for checkpoint `name`, titled with its repo id; `measured_by`: the
+    command that measured `metrics` (default: `python -m genapp eval`'s)."""
     if is_image_flow(model):
         return _image_flow_card(name, model, training, metrics, card_data(name, model, metrics, repo_id=repo_id))
     family = families.family_of(model)
@@ -149,7 +150,7 @@ def model_card(name: str, model: nn.Module, training: dict | None = None, metric
         ]
     if numbers := _numbers(metrics):
         goals = targets(family, dataset)
-        produced = (metrics or {}).get("command") or f"python -m genapp eval checkpoints/{name} --write-card"
+        produced = measured_by or f"python -m genapp eval checkpoints/{name} --write-card"
         lines += ["## Measured quality", "", f"Fresh data and samples, fixed seed; produced by `{produced}`. Targets: "
                   "those of the shipped set (`genapp.evaluate.targets`); the same numbers are the card's "
                   "`model-index`.", "",
@@ -276,7 +277,8 @@ def rewrite_card(folder: str | Path) -> Path:
     record_path, card_path = folder / "training.json", folder / "README.md"
     if record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        text = model_card(folder.name, model, record.get("training"), record.get("metrics"))
+        text = model_card(folder.name, model, record.get("training"), record.get("metrics"),
+                          measured_by=record.get("measured_by"))
     else:
         old = ModelCard.load(card_path, ignore_metadata_errors=True)
         metrics = card_metrics(card_path) or _numbers(old.data.to_dict().get("genapp_metrics"))
@@ -365,8 +367,8 @@ def ship_image_ddpm(run: str | Path, out: str | Path, quality: str | Path, quali
     """A shipped checkpoint folder from an image DDPM trained by `python -m genapp train ddpm --dataset mnist ...`
     (`run`: the folder it wrote, with training.json) and measured by benchmarks/digits_quality.py (`quality`: its
     --json, `quality_command`: the command that wrote it): the model, training.json (the run's record, the metrics
-    under the card's names and the command) and README.md. Refuses a measurement of another data set or sampler
-    than the card would claim (the data of the config, Algorithm 2 over all N steps)."""
+    under the card's names, `measured_by` the command) and README.md. Refuses a measurement of another data set or
+    sampler than the card would claim (the data of the config, Algorithm 2 over all N steps)."""
     from genapp.io.checkpoint import load_dir, save
 
     run, out = Path(run), Path(out)
@@ -378,10 +380,9 @@ def ship_image_ddpm(run: str | Path, out: str | Path, quality: str | Path, quali
     if measured.get("sampler") != f"ancestral-{model.num_steps}":
         raise ValueError(f"{quality}: sampler {measured.get('sampler')!r}; the card's quality is Algorithm 2's")
     metrics = {name: measured[key] for key, name in QUALITY_KEYS.items() if key in measured}
-    metrics["command"] = quality_command
-    save(model, out, model_card(out.name, model, record["training"], metrics))
-    (out / "training.json").write_text(json.dumps({"training": record["training"], "metrics": metrics}, indent=2)
-                                       + "\n", encoding="utf-8")
+    save(model, out, model_card(out.name, model, record["training"], metrics, measured_by=quality_command))
+    shipped = {"training": record["training"], "metrics": metrics, "measured_by": quality_command}
+    (out / "training.json").write_text(json.dumps(shipped, indent=2) + "\n", encoding="utf-8")
     return out
 
 
