@@ -55,8 +55,8 @@ def bound_points(model: Any) -> int:
     request's FLOPs allow (`limits.check_image_cost`: N passes each; a 28x28 UNet of 32 channels gets 3)."""
     if not is_image_model(model):
         return VLB_POINTS
-    cost = model.num_steps * limits.pass_flops(model)  # 0 for an eps_theta without products (a test's exact one)
-    return max(1, min(VLB_IMAGES, int(limits.MAX_IMAGE_FLOPS // cost))) if cost else VLB_IMAGES
+    fit = limits.images_that_fit(model, model.num_steps)
+    return VLB_IMAGES if fit is None else max(1, min(VLB_IMAGES, fit))
 
 
 # -- settings and the kept chain ---------------------------------------------------------------------------------
@@ -242,10 +242,9 @@ def default_sampler(model_name: Any, n: int, extra: Mapping[str, Any] | None = N
     model = widgets.get_model(model_name, extra, family="ddpm", images=True)
     if not is_image_model(model):
         return "ancestral", ""
-    per_chain = model.num_steps * limits.pass_flops(model)
-    if n * per_chain <= limits.MAX_IMAGE_FLOPS:
+    fit = limits.images_that_fit(model, model.num_steps)
+    if fit is None or n <= fit:
         return "ancestral", ""
-    fit = int(limits.MAX_IMAGE_FLOPS // per_chain)
     size = "x".join(map(str, model.config.data_shape[1:]))
     return "ddim", (f"*{n} images x {model.num_steps:,} ancestral steps of this {size} model cost more than one "
                     f"request may here, so the sampler starts as DDIM with {DEFAULT_DDIM_STEPS} steps "

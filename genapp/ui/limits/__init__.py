@@ -26,12 +26,20 @@ sweeper), `gate` (the queue's per-visitor caps, listeners, `install`). This pack
 the app, the tabs and `genapp.ui.widgets` use as `limits.<name>`.
 """
 
-from genapp.ui.limits.cost import MAX_IMAGE_FLOPS, MAX_POINT_STEPS, check_cost, check_image_cost, pass_flops, warm_up
+from genapp.ui.limits.cost import (
+    MAX_IMAGE_FLOPS,
+    MAX_POINT_STEPS,
+    check_cost,
+    check_image_cost,
+    images_that_fit,
+    pass_flops,
+    warm_up,
+)
 from genapp.ui.limits.disk import FILE_AGE_S, cache_schedule, export_root, remove_exports, session_folder, sweep
 from genapp.ui.limits.gate import FORGET_S, GRACE_S, PER_VISITOR, Gate, Listeners, client_address, install
 from genapp.ui.limits.uploads import MAX_UPLOAD_PIXELS, MAX_UPLOAD_SIDE, check_image_file, check_uploads
 
 __all__ = ["FILE_AGE_S", "FORGET_S", "GRACE_S", "MAX_IMAGE_FLOPS", "MAX_POINT_STEPS", "MAX_UPLOAD_PIXELS",
            "MAX_UPLOAD_SIDE", "PER_VISITOR", "Gate", "Listeners", "cache_schedule", "check_cost", "check_image_cost",
-           "check_image_file", "check_uploads", "client_address", "export_root", "install", "pass_flops",
-           "remove_exports", "session_folder", "sweep", "warm_up"]
+           "check_image_file", "check_uploads", "client_address", "export_root", "images_that_fit", "install",
+           "pass_flops", "remove_exports", "session_folder", "sweep", "warm_up"]

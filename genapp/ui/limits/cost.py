@@ -46,12 +46,19 @@ def pass_flops(model) -> float:
     return _PASS_FLOPS[model]
 
 
+def images_that_fit(model, passes: int) -> int | None:
+    """How many images of `model` one request may take through `passes` network passes (None: no limit, an
+    eps_theta without products, e.g. a test's exact one)."""
+    cost = passes * pass_flops(model)
+    return int(MAX_IMAGE_FLOPS // cost) if cost else None
+
+
 def check_image_cost(model, images: int, passes: int, what: str = "chain") -> None:
     """Refuse `images` images x `passes` network passes of an image model that cost more than one request may
     (`MAX_IMAGE_FLOPS`), naming how many images or steps would fit."""
     per_pass = pass_flops(model)
     if images * passes * per_pass > MAX_IMAGE_FLOPS:
-        fit_images = int(MAX_IMAGE_FLOPS // (passes * per_pass))
+        fit_images = images_that_fit(model, passes)
         fit_steps = int(MAX_IMAGE_FLOPS // (images * per_pass))
         raise gr.Error(f"This {what} of {images} images x {passes:,} network passes is more than one request may "
                        f"compute here ({per_pass / 1e6:,.0f} MFLOP per image and pass; at most "
