@@ -59,12 +59,13 @@ image-flow-checkpoints: setup  ## retrain the two image flows on the 8x8 digits
 # present (~1 hour on 2 cores; a stopped run resumes from its last resume state), then measured (~13 min: 300 samples
 # of Algorithm 2 for the Frechet ratio, the bound on 128 held-out digits) and shipped with its card.
 DDPM_MNIST_RUN ?= $(HOME)/.cache/genapp/runs/ddpm-mnist
-DDPM_MNIST_QUALITY := --num-samples 300 --classifier-epochs 4 --bound-images 128 --threads 2
+DDPM_MNIST_QUALITY := --num-samples 300 --batch 50 --classifier-epochs 10 --bound-images 128 --threads 2
 ddpm-mnist-checkpoint: setup mnist  ## train (or resume), measure and ship ddpm-mnist (~80 min on 2 CPU cores)
 	$(PY) -m genapp train ddpm --dataset mnist --threads 2 --save-every 500 --out $(DDPM_MNIST_RUN) \
 		$$(test -f $(DDPM_MNIST_RUN)/resume/state.json && echo --resume)
 	PYTHONPATH=. $(PY) benchmarks/digits_quality.py $(DDPM_MNIST_RUN) $(DDPM_MNIST_QUALITY) \
-		--json $(DDPM_MNIST_RUN)/quality.json --grid $(DDPM_MNIST_RUN)/samples.png
+		--json $(DDPM_MNIST_RUN)/quality.json --grid $(DDPM_MNIST_RUN)/samples.png \
+		--save-samples $(DDPM_MNIST_RUN)/samples.npy
 	$(PY) -m genapp.io.cards ddpm $(DDPM_MNIST_RUN) checkpoints/ddpm-mnist $(DDPM_MNIST_RUN)/quality.json \
 		"PYTHONPATH=. python benchmarks/digits_quality.py checkpoints/ddpm-mnist $(DDPM_MNIST_QUALITY)"
 

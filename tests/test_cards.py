@@ -57,8 +57,13 @@ def test_shipped_card_metadata_and_metrics_match_the_training_record(name):
             "pixels": "x = (j + u) / 17, u ~ U[0, 1)", "eval_draws": 16, "eval_seed": 1}
     elif dataset == "mnist":  # an image DDPM, measured by benchmarks/digits_quality.py (cards.ship_image_ddpm)
         assert data.pipeline_tag == "unconditional-image-generation" and "images" in data.tags
-        assert {"frechet_ratio", "bits_per_dim", "baseline_bits_per_dim"} <= set(numbers)
+        assert {"frechet_ratio", "bits_per_dim", "baseline_bits_per_dim", "confident_share",
+                "confident_share_real"} <= set(numbers)
         assert f"produced by `{record['measured_by']}`" in card.text
+        # the bound's lead over independent pixels is paired on the same held-out digits, and is their difference
+        assert numbers["gain_bits_per_dim"] == pytest.approx(
+            numbers["baseline_bits_per_dim"] - numbers["bits_per_dim"], abs=1e-9)
+        assert "not that the samples are as good as the data" in card.text  # a ratio near 1 is read with care
     else:
         assert data.pipeline_tag is None and "toy-2d" in data.tags  # the Hub has no task for 2-D points
         assert ("vlb_gap" if family == "ddpm" else "kl") in numbers
@@ -148,6 +153,7 @@ def test_an_image_ddpm_run_is_shipped_with_its_measured_quality(tmp_path):
     assert record["measured_by"] == command and "sample_seconds" not in record["metrics"]
     card = ModelCard.load(out / "README.md")
     assert "| 2.1000 | <= 3: met |" in card.text and f"produced by `{command}`" in card.text
+    assert "estimation noise" in card.text  # what a Frechet ratio at a few hundred images can and cannot say
     assert training["command"] in card.text and "CC BY-SA 3.0" in card.text
     assert cards.card_metrics(out / "README.md")["bits_per_dim"] == 1.31
     assert torch.equal(load_dir(out).net.conv_in.weight, model.net.conv_in.weight)

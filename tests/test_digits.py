@@ -196,10 +196,11 @@ def test_frechet_distance_closed_form_and_digits_floor():
     b = 2 * torch.randn(20_000, 3, generator=g, dtype=torch.float64) + 1  # FD = 3 * 1 + 3 * (1 + 4 - 2 * 2) = 6
     assert frechet_distance(a, b) == pytest.approx(6.0, abs=0.15)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
-    fid = DigitsFID(epochs=1)
+    fid = DigitsFID(epochs=5)
     assert fid.floor > 0 and fid.num_samples == 899
     noise = fid.score(torch.rand(899, 1, 8, 8, generator=g) * 2 - 1)
     assert noise["ratio"] > 3
+    assert noise["confident"] < 0.5 * noise["confident_real"] and noise["confident_real"] > 0.5  # real digits read
 
 
 def test_frechet_distance_on_mnist_sized_digits_at_matched_sample_sizes():
@@ -218,9 +219,12 @@ def test_frechet_distance_on_mnist_sized_digits_at_matched_sample_sizes():
     assert fid.num_samples == 200 and fid.floor > 0 and fid.accuracy() > 0.6
     with pytest.raises(ValueError, match="num_samples"):
         DigitsFID(small, epochs=1, num_samples=601)
-    real = fid.score(held.images[torch.randperm(len(held), generator=g)[:200]])["ratio"]
-    noise = fid.score(torch.rand(200, 1, 28, 28, generator=g) * 2 - 1)["ratio"]
-    assert real < 1.5 and noise > 10
+    real = fid.score(held.images[torch.randperm(len(held), generator=g)[:200]])
+    noise = fid.score(torch.rand(200, 1, 28, 28, generator=g) * 2 - 1)
+    assert real["ratio"] < 1.5 and noise["ratio"] > 10
+    # held-out digits read as digits about as often as the floor's own
+    assert abs(real["confident"] - real["confident_real"]) < 0.15, (real, noise["confident"])
+    assert noise["confident"] < real["confident"] - 0.1, (real, noise["confident"])
 
 
 def test_the_mnist_ddpm_recipe_is_the_cpu_sized_unet():

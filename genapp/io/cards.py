@@ -46,6 +46,8 @@ METRIC_NAMES = {
     "frechet_floor": "the same distance between two disjoint sets of real digits of the same size (its floor)",
     "frechet_samples": "samples (Algorithm 2) behind the Frechet distance, and real digits in each set of the floor",
     "copies": "share of samples equal to a training image after rounding to the grey levels",
+    "confident_share": "share of samples the digit classifier reads as one digit with probability >= 0.9",
+    "confident_share_real": "the same share for real digits (the floor's first set, same size)",
     "bits_per_dim_stderr": "standard error of the bound in bits/dim (over images)",
     "bound_images": "held-out images the bound in bits/dim is measured on",
     # image flows (genapp.image_flows): bits/dim of the L-level data, x = (j + u) / L, on held-out images
@@ -159,6 +161,12 @@ def model_card(name: str, model: nn.Module, training: dict | None = None, metric
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             lines.append(f"| {METRIC_NAMES.get(key, key)} | {shown} | {_verdict(value, goals.get(key))} |")
         lines.append("")
+        if "frechet_ratio" in numbers:
+            lines += ["The Frechet ratio compares equal numbers of samples and real digits, so it is fair; but at a "
+                      "few hundred images the distance is mostly estimation noise in the classifier's 64 features, "
+                      "and a ratio near or below 1 says these features cannot tell the samples from real digits at "
+                      "that size, not that the samples are as good as the data. The share read confidently as one "
+                      "digit, beside that of real digits, and the samples themselves say more.", ""]
     toy = "of handwritten digits" if images else "for a toy distribution"
     lines += ["## Limitations", "", f"A small teaching model {toy}; not meant for anything else.", ""]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
@@ -360,6 +368,8 @@ QUALITY_KEYS = {  # benchmarks/digits_quality.py's JSON -> the card's metrics (n
     "ratio": "frechet_ratio", "fd": "frechet_distance", "floor": "frechet_floor", "num_samples": "frechet_samples",
     "copies": "copies", "bits_per_dim": "bits_per_dim", "bits_per_dim_stderr": "bits_per_dim_stderr",
     "baseline_bits_per_dim": "baseline_bits_per_dim", "bound_images": "bound_images",
+    "gain_bits_per_dim": "gain_bits_per_dim", "gain_bits_per_dim_stderr": "gain_bits_per_dim_stderr",
+    "confident": "confident_share", "confident_real": "confident_share_real",
 }
 
 
