@@ -109,6 +109,31 @@ def test_the_bound_of_an_image_model_is_in_bits_per_dim(extra, monkeypatch):
     b = lab.kept_bound(extra["tiny-digits"], "beta", 4)
     assert b.n == 4 and b.gap is None and np.isfinite(b.total)
     assert f"{b.total:.3f}" in readout
+    # the floor on the same 4 digits, paired: independent pixels fit on the 8x8 digits' training images
+    from genapp.data import get
+    from genapp.image_flows import IndependentPixels
+
+    x_0 = tab.trained_data.images(extra["tiny-digits"], 4, lab.BOUND_DATA_SEED)
+    train = ((get("digits").images + 1) * 8).round().long().flatten(1)
+    floor = IndependentPixels(train, 17).bits_per_dim(((x_0 + 1) * 8).round().long().flatten(1)).double().numpy()
+    np.testing.assert_allclose(lab.pixel_floor(extra["tiny-digits"], x_0), floor, rtol=1e-12)
+    assert 0 < floor.min() and floor.max() < np.log2(17)
+    lead = floor.mean() - b.total / (64 * np.log(2))
+    assert f"cost **{floor.mean():.3f}** bits/dim" in readout and f"lower by **{lead:+.3f}** ± " in readout
+    assert "rough figure" in readout  # 4 images
+
+
+def test_the_floor_words_read_the_lead_and_the_cards_paired_measurement():
+    from genapp.ui.text import diffusion as words
+
+    bound, floor = np.array([1.0, 1.2, 1.4]), np.array([1.5, 1.5, 2.0])  # leads 0.5, 0.3, 0.6
+    text = words.image_floor(bound, floor, "mnist", {"bits_per_dim": 1.787, "bits_per_dim_stderr": 0.035,
+                                                     "baseline_bits_per_dim": 1.910, "bound_images": 128,
+                                                     "gain_bits_per_dim": 0.123, "gain_bits_per_dim_stderr": 0.01})
+    assert "cost **1.667** bits/dim" in text and "lower by **+0.467** ± 0.088 bits/dim" in text
+    assert "on 128 held-out digits: **L = 1.787 ± 0.035** bits/dim against **1.910**" in text
+    assert "(paired lead 0.123 ± 0.010)" in text
+    assert "card" not in words.image_floor(bound, floor, "digits", {"bits_per_dim": 2.06})  # no floor on that card
 
 
 def test_the_shipped_digit_model_is_offered_and_draws_digits():

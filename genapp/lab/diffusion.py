@@ -415,6 +415,27 @@ def model_bound(model: DDPM, x_0: torch.Tensor, variance: str,
     return memoized(model, ("bound", variance, len(x_0)), compute)
 
 
+def pixel_floor(model: DDPM, x_0: torch.Tensor) -> np.ndarray:
+    """Bits/dim of each image of x_0 (n, C, H, W) in [-1, 1] under independent pixels fit on the model's training
+    images (`genapp.image_flows.IndependentPixels`, exact discrete bits/dim): the floor every image model must beat,
+    on the same images as its bound, so the two pair (beyond the lecture: issue 18's baseline). Kept per model and n;
+    x_0 must be the same images whenever asked with the same n, as for `model_bound`."""
+    import genapp.data
+    from genapp.image_flows import IndependentPixels
+
+    def compute() -> np.ndarray:
+        levels = model.config.levels
+        train = genapp.data.get(model.config.dataset).images
+
+        def pixels(x: torch.Tensor) -> torch.Tensor:
+            return ((x.float().clamp(-1, 1) + 1) * (levels - 1) / 2).round().long().flatten(1)
+
+        floor = IndependentPixels(pixels(train), levels)
+        return floor.bits_per_dim(pixels(x_0.cpu())).double().numpy()
+
+    return memoized(model, ("pixel floor", len(x_0)), compute)
+
+
 class _NotKept(Exception):
     pass
 

@@ -9,6 +9,7 @@ in their `Session` (`extra.chain`); a new model forgets the previous one's chain
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -336,7 +337,19 @@ def vlb(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None, 
     no_entropy = text.no_entropy(widgets.dataset_name(model), drawn)
     fig = figures.vlb_figure(b.terms.L_kminus1.numpy(), b.terms.L_N, b.terms.L_0, b.entropy)
     decoder = {v: model.decoder_variance(v) for v in VARIANCES}
-    return fig, text.bound_readout(bounds, b.variance, decoder, difference, no_entropy)
+    readout = text.bound_readout(bounds, b.variance, decoder, difference, no_entropy)
+    if is_image_model(model):  # the same images as the bound (same seed, same n): paired against the floor
+        floor = lab.pixel_floor(model, trained_data.images(model, b.n, lab.BOUND_DATA_SEED))
+        to_bits = 1 / (b.terms.data_dim * math.log(2))
+        readout += text.image_floor(b.per_point * to_bits, floor, widgets.dataset_name(model), _card(model_name))
+    return fig, readout
+
+
+def _card(model_name: str) -> dict | None:
+    """The measured metrics of a shipped checkpoint's card (None for a session's own model)."""
+    import genapp
+
+    return next((e.get("metrics") for e in genapp.available() if e["name"] == model_name), None)
 
 
 def weights_plot(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None):

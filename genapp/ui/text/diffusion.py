@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from genapp.lab.bound import Bound
 from genapp.lab.diffusion import ChainRun, ChainSettings, ForwardState, StepInside
 
@@ -135,6 +137,31 @@ def no_entropy(dataset: str, drawing: str | None = None) -> str:
     if drawing:
         return f"{drawing} $L$ still bounds the model's NLL of the drawn points from above."
     return f"{dataset} has no exact density, so there is no entropy to compare with."
+
+
+def image_floor(bound_bits: np.ndarray, floor_bits: np.ndarray, dataset: str, card: dict | None = None) -> str:
+    """For an image model, what stands in for the entropy: independent pixels on the same images (`bound_bits`,
+    `floor_bits`: per image, bits/dim), paired; and the card's measurement on held-out digits, when it has one."""
+    n = len(bound_bits)
+    lead = floor_bits - bound_bits
+    se = float(lead.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    text = (f"\n\n**Against the floor** (beyond the lecture): on the same {n} {dataset} images, independent pixels "
+            f"(each pixel its own histogram over the training images) cost **{floor_bits.mean():.3f}** bits/dim; "
+            f"the bound with this variance is lower by **{lead.mean():+.3f}**" + (f" ± {se:.3f}" if n > 1 else "")
+            + " bits/dim (paired). A model that does not beat it has not learnt how pixels depend on each other.")
+    if n < 10:
+        text += f" {n} images give a rough figure: each costs N network passes, and one request is capped."
+    if card and card.get("bits_per_dim") is not None and card.get("baseline_bits_per_dim") is not None:
+        bound_images = card.get("bound_images")
+        where = f" on {bound_images} held-out digits" if bound_images else ""
+        stderr = card.get("bits_per_dim_stderr")
+        text += (f"\n\nThe model's card{where}: **L = {card['bits_per_dim']:.3f}"
+                 + (f" ± {stderr:.3f}" if stderr is not None else "")
+                 + f"** bits/dim against **{card['baseline_bits_per_dim']:.3f}** for independent pixels")
+        if card.get("gain_bits_per_dim") is not None and card.get("gain_bits_per_dim_stderr") is not None:
+            text += f" (paired lead {card['gain_bits_per_dim']:.3f} ± {card['gain_bits_per_dim_stderr']:.3f})"
+        text += "."
+    return text
 
 
 def gap_words(b: Bound) -> str:
