@@ -111,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=("realnvp", "nice"), default="realnvp")
     parser.add_argument("--data", choices=("digits", "mnist"), default="digits")
-    parser.add_argument("--conditioner", choices=("mlp", "conv"), default="mlp")
+    parser.add_argument("--conditioner", choices=("mlp", "conv", "squeeze"), default="mlp")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--couplings", type=int, default=8)

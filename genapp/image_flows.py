@@ -33,7 +33,7 @@ from genapp.data import check_count
 from genapp.flows import ACTIVATIONS, COUPLINGS, MAX_SAMPLE_NUMBERS, Coupling, DiagonalScaling, Flow, FlowConfig
 
 MASKS = ("checkerboard", "channel", "mixed")
-CONDITIONERS = ("mlp", "conv")
+CONDITIONERS = ("mlp", "conv", "squeeze")
 MAX_LEVELS = 256
 
 
@@ -97,17 +97,55 @@ class ConvConditioner(nn.Module):
         return out[:, :, self.trans].flatten(1)
 
 
+class SqueezedConvConditioner(nn.Module):
+    """A `ConvConditioner` on the squeezed image (beyond the lecture: RealNVP's squeeze, Dinh et al. 2017, sec. 3.6):
+    each 2x2 block becomes 4 channels of one position, (C, H, W) -> (4C, H/2, W/2). Checkerboard and channel-wise
+    masks then pick whole squeezed channels, so no mask channel is needed; the convolutions run on a quarter of the
+    positions (4x cheaper) and see twice as far. The output, 4C maps per output of a coordinate, is unsqueezed and
+    read at the moved pixels, laid out as the MLP's."""
+
+    def __init__(self, mask: torch.Tensor, outputs_per_coord: int, hidden: int, depth: int, activation: str) -> None:
+        super().__init__()
+        mask = torch.as_tensor(mask, dtype=torch.bool, device="cpu")
+        c, h, w = mask.shape
+        if h % 2 or w % 2:
+            raise ValueError(f"a squeezed conditioner needs even H and W, got {tuple(mask.shape)}")
+        squeezed = nn.functional.pixel_unshuffle(mask[None].float(), 2)[0]  # (4C, H/2, W/2)
+        if not bool((squeezed == squeezed[:, :1, :1]).all()):
+            raise ValueError("a squeezed conditioner needs a mask that is constant on each squeezed channel "
+                             "(checkerboard or channel-wise)")
+        self.shape = (c, h, w)
+        self.outputs_per_coord = outputs_per_coord
+        self.register_buffer("cond", mask.flatten().nonzero().squeeze(1), persistent=False)
+        self.register_buffer("trans", (~mask).flatten().nonzero().squeeze(1), persistent=False)
+        layers: list[nn.Module] = [nn.Conv2d(4 * c, hidden, 3, padding=1), ACTIVATIONS[activation]()]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(hidden, hidden, 3, padding=1), ACTIVATIONS[activation]()]
+        layers.append(nn.Conv2d(hidden, outputs_per_coord * 4 * c, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, v_1: torch.Tensor) -> torch.Tensor:
+        n, d = len(v_1), self.cond.numel() + self.trans.numel()
+        c, h, w = self.shape
+        image = v_1.new_zeros(n, d).index_copy(1, self.cond, v_1).reshape(n, c, h, w)
+        out = self.net(nn.functional.pixel_unshuffle(image, 2))  # (n, opc * 4C, H/2, W/2)
+        out = nn.functional.pixel_shuffle(out.reshape(n * self.outputs_per_coord, 4 * c, h // 2, w // 2), 2)
+        return out.reshape(n, self.outputs_per_coord, d)[:, :, self.trans].flatten(1)
+
+
 def image_coupling(kind: str, mask: torch.Tensor, conditioner: str, hidden: int, depth: int,
                    activation: str) -> Coupling:
     """The lecture's coupling of `kind` ((1.34) NICE, (1.36) RealNVP) on the flattened (C, H, W) `mask`, with an MLP
-    on the conditioning pixels ("mlp") or a `ConvConditioner` ("conv", composed in place of the MLP)."""
+    on the conditioning pixels ("mlp"), a `ConvConditioner` ("conv", composed in place of the MLP) or a
+    `SqueezedConvConditioner` ("squeeze")."""
     if conditioner not in CONDITIONERS:
         raise ValueError(f"conditioner must be one of {CONDITIONERS}, got {conditioner!r:.40}")
     cls = COUPLINGS[kind]
     if conditioner == "mlp":
         return cls(mask.flatten(), hidden, depth, activation)
     layer = cls(mask.flatten(), 1, 1, activation)  # its 1-wide MLP is replaced at once
-    layer.net = ConvConditioner(mask, cls.outputs_per_coord, hidden, depth, activation)
+    net = ConvConditioner if conditioner == "conv" else SqueezedConvConditioner
+    layer.net = net(mask, cls.outputs_per_coord, hidden, depth, activation)
     return layer
 
 
@@ -193,7 +231,8 @@ def bits_per_dim(log_px: torch.Tensor, dim: int, levels: int) -> torch.Tensor:
 class ImageFlowConfig(FlowConfig):
     """A `FlowConfig` for images: `shape` (C, H, W), `levels` L of the data (256 for 8-bit, 17 for sklearn's digits),
     `alpha` of the logit transform, `masks` ("checkerboard", "channel", "mixed"), `conditioner` ("mlp" on the
-    conditioning pixels, or "conv": `ConvConditioner`, `hidden` channels). data_dim = C * H * W (0 = derive).
+    conditioning pixels, "conv": `ConvConditioner`, `hidden` channels, or "squeeze": the same on the squeezed image,
+    `SqueezedConvConditioner`). data_dim = C * H * W (0 = derive).
     """
 
     data_dim: int = 0
@@ -222,8 +261,9 @@ class ImageFlowConfig(FlowConfig):
             raise ValueError(f"masks must be one of {MASKS}, got {self.masks!r:.40}")
         if self.conditioner not in CONDITIONERS:
             raise ValueError(f"conditioner must be one of {CONDITIONERS}, got {self.conditioner!r:.40}")
-        if self.masks != "checkerboard" and (shape[1] % 2 or shape[2] % 2):
-            raise ValueError(f"masks {self.masks!r} need even H and W, got {shape}")
+        if (self.masks != "checkerboard" or self.conditioner == "squeeze") and (shape[1] % 2 or shape[2] % 2):
+            raise ValueError(f"masks {self.masks!r} with conditioner {self.conditioner!r} need even H and W, "
+                             f"got {shape}")
 
 
 @dataclass

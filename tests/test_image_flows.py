@@ -90,6 +90,29 @@ def test_conv_conditioner_shapes_and_dependence():
     assert float((layer.log_scale_shift(bumped)[1] - mu)[:, 0].abs().min()) > 0
 
 
+@pytest.mark.parametrize("masks", ["checkerboard", "channel"])
+def test_squeezed_conditioner_sees_the_neighbouring_blocks(masks):
+    """On the squeezed image each 2x2 block is one position: with two 3x3 convolutions (depth 1) a moved pixel's
+    sigma_theta, mu_theta depend on conditioning pixels up to 2 blocks away, and on none 3 blocks away."""
+    torch.manual_seed(0)
+    flow = ImageFlow(ImageFlowConfig(kind="realnvp", shape=(1, 16, 16), levels=4, num_couplings=2, hidden=8, depth=1,
+                                     masks=masks, conditioner="squeeze")).double()
+    layer = flow.layers[0]
+    assert type(layer.net).__name__ == "SqueezedConvConditioner"
+    cond = layer.mask.reshape(16, 16)
+    v_1 = torch.rand(1, 128, generator=torch.Generator().manual_seed(5), dtype=torch.float64, requires_grad=True)
+    sigma, _ = layer.log_scale_shift(v_1)
+    first_moved = int((~cond).flatten().nonzero()[0])  # a moved pixel of block (0, 0)
+    assert first_moved < 2 * 16 and first_moved % 16 < 2
+    sigma[0, 0].backward()
+    grad = torch.zeros(256, dtype=torch.float64).index_copy(0, layer.mask.nonzero().squeeze(1), v_1.grad[0])
+    block_reach = grad.reshape(8, 2, 8, 2).abs().sum((1, 3))  # |d sigma / d pixel| summed per 2x2 block
+    assert float(block_reach[:3, :3].min()) > 0 and float(block_reach[3:].max()) == 0
+    assert float(block_reach[:, 3:].max()) == 0
+    with pytest.raises(ValueError, match="even H and W"):
+        ImageFlowConfig(kind="realnvp", shape=(1, 5, 6), conditioner="squeeze")
+
+
 def test_flow_couplings_use_the_image_masks():
     flow = tiny_flow("realnvp", masks="checkerboard")
     assert torch.equal(flow.layers[0].mask, checkerboard_mask((1, 4, 4), 0).flatten())
@@ -97,7 +120,7 @@ def test_flow_couplings_use_the_image_masks():
 
 
 # -- bijection -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("conditioner", ["mlp", "conv"])
+@pytest.mark.parametrize("conditioner", ["mlp", "conv", "squeeze"])
 @pytest.mark.parametrize("kind", ["realnvp", "nice"])
 def test_inverse_of_forward_is_identity(kind, conditioner):
     flow = tiny_flow(kind, conditioner=conditioner)
@@ -110,7 +133,7 @@ def test_inverse_of_forward_is_identity(kind, conditioner):
     torch.testing.assert_close(inv_log_det, -log_det, atol=1e-9, rtol=0)
 
 
-@pytest.mark.parametrize("conditioner", ["mlp", "conv"])
+@pytest.mark.parametrize("conditioner", ["mlp", "conv", "squeeze"])
 @pytest.mark.parametrize("kind", ["realnvp", "nice"])
 def test_log_det_matches_autograd_jacobian(kind, conditioner):
     flow = tiny_flow(kind, conditioner=conditioner)
