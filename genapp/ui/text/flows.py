@@ -98,7 +98,9 @@ def describe_image_flow(name: str, flow) -> str:
     params = sum(p.numel() for p in flow.parameters())
     return (f"**{name}**: {families.get(c.kind).label} on {c.shape[1]}x{c.shape[2]} images, {c.num_couplings} {kind} "
             f"couplings with {c.masks} masks and {c.conditioner} conditioners, then the logit transform "
-            f"({params:,} parameters), trained on sklearn's 8x8 digits ({c.levels} grey levels). Masks, "
+            f"({params:,} parameters), trained on "
+            f"{'MNIST' if c.dataset == 'mnist' else 'sklearn'}'s {c.shape[1]}x{c.shape[2]} digits ({c.levels} grey "
+            "levels). Masks, "
             "dequantization and the logit transform are beyond the lecture (Dinh et al. 2017).")
 
 
