@@ -156,13 +156,13 @@ def test_ship_image_flow_knows_mnists_split(tmp_path):
     flow = ImageFlow(ImageFlowConfig(kind="realnvp", shape=(1, 28, 28), levels=256, num_couplings=2, hidden=4,
                                      depth=1, masks="mixed", conditioner="squeeze", dataset="mnist")).eval()
     run = save(flow, tmp_path / "run" / "realnvp-mnist")
-    measured = cards.image_flow_metrics(flow, train, held, validation=500, draws=1)
+    measured = cards.image_flow_metrics(flow, train, held, validation=500, draws=2)
     report = {"train_seconds": 1.0, "steps": 10, "best_step": 10, "device": "cpu", "torch_threads": 1, "cpu": "cpu",
               "torch": torch.__version__, "date": "2026-12-03 10:00 UTC", "lr": 1e-3, "batch_size": 4,
               "log": [[5, 0.5, 3.0, 3.0]], "val_bits_per_dim": measured["val_bits_per_dim"],
               "heldout_bits_per_dim": measured["heldout_bits_per_dim"]}
     (run / "metrics.json").write_text(json.dumps(report))
-    out = cards.ship_image_flow(run, tmp_path / "realnvp-mnist", "the command", validation=500, draws=1)
+    out = cards.ship_image_flow(run, tmp_path / "realnvp-mnist", "the command", validation=500, draws=2)
     data = json.loads((out / "training.json").read_text())["training"]["data"]
     assert (data["train"], data["validation"], data["fit"], data["heldout"], data["levels"]) == (9000, 500, 8500,
                                                                                                   1000, 256)

@@ -45,8 +45,8 @@ def z_to_x(flow, title: str, n: int, seed: int) -> tuple[np.ndarray, str]:
                               labels=tuple(f"x = f(z), T = {t:g}" for t in s.temperatures))
     readout = (f"**Sampling (1.30).** Each image is $x = f(z)$ for one draw $z \\sim \\mathcal N(0, T^2 I)$ in "
                f"$\\mathbb R^{{{flow.config.data_dim}}}$, the same $z$ on both sides. $T = 1$ is the model itself; "
-               "$T < 1$ (beyond the lecture, Kingma & Dhariwal 2018) keeps to its typical images, smoother and "
-               f"more digit-like. {beyond(flow)}")
+               "$T < 1$ (beyond the lecture, Kingma & Dhariwal 2018) keeps nearer its most likely images: smoother, "
+               f"and closer to a blank page where a weak model's density piles up on the background. {beyond(flow)}")
     return frame, readout
 
 
