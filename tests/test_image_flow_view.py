@@ -156,3 +156,27 @@ def test_a_flow_on_mnist_reads_its_own_digits_levels_and_ddpm():
     assert "$\\log_2 256$ = 8.00" in text and "fit on the 9,000 training digits" in text and "| 1.787 ± 0.035 |" in text
     _, _, readout = view.density(mnist, "tiny-mnist", 0)
     assert "D \\log 256$" in readout and "(± over the 300 images)" in readout and "(j + u)/256" in readout
+
+
+def test_a_missing_mnist_copy_is_a_message_naming_the_ways_to_get_it(flow, monkeypatch):
+    """MNIST is never downloaded by the app: a panel that needs the held-out digits says so (a gr.Error with the
+    loader's message, both ways to get the data), the samples panel still draws."""
+    import gradio as gr
+
+    from genapp.ui import trained_data
+
+    def missing(*_):
+        raise FileNotFoundError("no MNIST: run `make mnist` or set GENAPP_MNIST_ROOT")
+
+    monkeypatch.setattr(lab, "split", missing)
+    for panel in (lambda: view.x_to_z(flow, NAME, 4, 0), lambda: view.density(flow, NAME, 0),
+                  lambda: view.layer(flow, NAME, 1, 4, 0, "data")):
+        with pytest.raises(gr.Error, match="held-out digits: no MNIST: run `make mnist` or set GENAPP_MNIST_ROOT"):
+            panel()
+    assert view.z_to_x(flow, NAME, 4, 0)[0].shape == (480, 480, 3)
+    from genapp.diffusion import DDPM, DDPMConfig
+
+    ddpm = DDPM(DDPMConfig(data_shape=(1, 28, 28), net="unet", channels=8, num_steps=10, levels=256, dataset="mnist"))
+    monkeypatch.setattr("genapp.data.get", missing)  # the DDPM tab's forward process and bound on MNIST
+    with pytest.raises(gr.Error, match="needs the mnist images: no MNIST: run `make mnist`"):
+        trained_data.images(ddpm, 2)

@@ -4,6 +4,10 @@ masks and temperature are beyond the lecture and said so where they appear."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -12,6 +16,7 @@ from genapp.lab import image_flows as lab
 from genapp.render import tiles
 from genapp.render.style import DATA, INK, MUTED, SAMPLES
 
+T = TypeVar("T")
 MAX_IMAGES = 36  # images per panel
 
 
@@ -19,6 +24,21 @@ def beyond(flow) -> str:
     """What on an image flow's panels goes beyond the lecture, with the flow's own number of grey levels."""
     return (f"Dequantization $x = (j + u)/{flow.config.levels}$, the logit transform and the image masks "
             "(checkerboard, channel) are beyond the lecture (Dinh et al. 2017).")
+
+
+def _needs_data(panel: Callable[..., T]) -> Callable[..., T]:
+    """A panel that reads the flow's held-out digits: no local copy of them (MNIST is never downloaded by the app)
+    becomes a message naming both ways to get it, not a failed request."""
+    @functools.wraps(panel)
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        try:
+            return panel(*args, **kwargs)
+        except FileNotFoundError as error:
+            from genapp.ui import widgets
+
+            raise widgets.refuse(f"This panel needs the model's held-out digits: {error}") from None
+
+    return wrapped
 
 
 def _mean_se(values: np.ndarray) -> str:
@@ -50,6 +70,7 @@ def z_to_x(flow, title: str, n: int, seed: int) -> tuple[np.ndarray, str]:
     return frame, readout
 
 
+@_needs_data
 def x_to_z(flow, title: str, n: int, seed: int) -> tuple[np.ndarray, str]:
     """Held-out digits beside their latents z = f^{-1}(x), with their bits/dim."""
     e = lab.encode(flow, _count(n), seed)
@@ -63,6 +84,7 @@ def x_to_z(flow, title: str, n: int, seed: int) -> tuple[np.ndarray, str]:
     return frame, readout
 
 
+@_needs_data
 def layer(flow, title: str, k: int, n: int, seed: int, source: str) -> tuple[np.ndarray, str]:
     """The images after k layers, from samples forwards or from held-out digits backwards."""
     s = lab.layer_state(flow, k, _count(n), seed, source)
@@ -77,6 +99,7 @@ def layer(flow, title: str, k: int, n: int, seed: int, source: str) -> tuple[np.
     return frame, readout
 
 
+@_needs_data
 def density(flow, title: str, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """The NLL histogram of digits against non-digits, one digit's NLL split (1.32) as bars, and its table."""
     ood = lab.ood_bits(flow)
@@ -127,6 +150,7 @@ def density(flow, title: str, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     return hist, terms, readout
 
 
+@_needs_data
 def likelihood(flow, title: str, others: dict | None = None, ddpm_card: tuple[str, ...] | None = None) -> str:
     """One table in bits/dim for the image models: this flow and the `others` (name -> flow on the same digits),
     each paired with the independent-pixel floor on the same held-out digits, and the DDPM's bound from its card

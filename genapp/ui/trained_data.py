@@ -97,4 +97,8 @@ def images(model: Any, n: int, seed: int = 0) -> torch.Tensor | None:
     name = widgets.dataset_name(model)
     if len(getattr(model.config, "data_shape", (2,))) < 3 or name not in genapp.data.IMAGE_LOADERS:
         return None
-    return genapp.data.get(name).sample(n, generator=torch.Generator().manual_seed(seed))
+    try:
+        data = genapp.data.get(name)
+    except FileNotFoundError as error:  # MNIST is never downloaded by the app: say how to get it
+        raise widgets.refuse(f"This panel needs the {name} images: {error}") from None
+    return data.sample(n, generator=torch.Generator().manual_seed(seed))
