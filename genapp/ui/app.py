@@ -34,7 +34,8 @@ INTRO = """
 Two ways to turn simple noise into data, after lecture 8. A **DDPM** (§1.1) learns to reverse a chain that
 slowly drowns data in Gaussian noise; a **normalizing flow** (§1.2) learns one invertible map from a Gaussian to the
 data, with an exact likelihood. Most models here were trained on 2-D toy datasets, so you can watch each point;
-ddpm-digits draws 8x8 handwritten digits.
+ddpm-digits and ddpm-mnist draw handwritten digits (8x8, and MNIST's 28x28); the -digits and -mnist flows
+model them with an exact likelihood.
 Equation numbers such as (1.24) refer to the lecture.
 """
 
