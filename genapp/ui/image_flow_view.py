@@ -70,6 +70,14 @@ def z_to_x(flow, title: str, n: int, seed: int) -> tuple[np.ndarray, str]:
     return frame, readout
 
 
+def heldout_count(flow) -> int | None:
+    """How many held-out digits the panels use for this flow (None for images no split is known for)."""
+    try:
+        return lab.data_info(flow).heldout
+    except ValueError:
+        return None
+
+
 @_needs_data
 def x_to_z(flow, title: str, n: int, seed: int) -> tuple[np.ndarray, str]:
     """Held-out digits beside their latents z = f^{-1}(x), with their bits/dim."""

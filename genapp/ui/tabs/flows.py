@@ -143,7 +143,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
         if img := image_flow(model, extra):
             K = len(img.layers)
             return (gr.update(maximum=K, value=K), text.describe_image_flow(model, img), gr.update(visible=False),
-                    gr.update(visible=False), text.INSPECT_DIGIT, *[gr.update(visible=False)] * len(points_only))
+                    gr.update(visible=False), text.inspect_digit(images.heldout_count(img)),
+                    *[gr.update(visible=False)] * len(points_only))
         shown = (text.INSPECT_POINT, *[gr.update(visible=True)] * len(points_only))
         flow, source, title = _shown(model, extra, n_steps)
         K, data = _depth(flow), trained_data.describe(source, extra)

@@ -147,8 +147,9 @@ def image_floor(bound_bits: np.ndarray, floor_bits: np.ndarray, dataset: str, ca
     se = float(lead.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
     text = (f"\n\n**Against the floor** (beyond the lecture): on the same {n} {dataset} images, independent pixels "
             f"(each pixel its own histogram over the training images) cost **{floor_bits.mean():.3f}** bits/dim; "
-            f"the bound with this variance is lower by **{lead.mean():+.3f}**" + (f" ± {se:.3f}" if n > 1 else "")
-            + " bits/dim (paired). A model that does not beat it has not learnt how pixels depend on each other.")
+            f"the bound with this variance is **{abs(lead.mean()):.3f}**" + (f" ± {se:.3f}" if n > 1 else "")
+            + f" bits/dim {'lower' if lead.mean() >= 0 else 'higher'} (paired). A model that does not beat it has not "
+            "learnt how pixels depend on each other.")
     if n < 10:
         text += f" {n} images give a rough figure: each costs N network passes, and one request is capped."
     if card and card.get("bits_per_dim") is not None and card.get("baseline_bits_per_dim") is not None:

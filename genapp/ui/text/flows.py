@@ -87,8 +87,11 @@ def describe_model(name: str, flow, data: str) -> str:
 
 
 INSPECT_POINT = "*Click a point on one of the maps.*"
-INSPECT_DIGIT = ("*A flow on images: type the number of a held-out digit (0-296) in x₁ and press Inspect this point "
-                 "to split its NLL; x₂ is not used.*")
+def inspect_digit(heldout: int | None) -> str:
+    """What x₁ means for a flow on images: the number of one of its `heldout` held-out digits (None: unknown)."""
+    which = f" (0-{heldout - 1})" if heldout else ""
+    return (f"*A flow on images: type the number of a held-out digit{which} in x₁ and press Inspect this point to "
+            "split its NLL; x₂ is not used.*")
 
 
 def describe_image_flow(name: str, flow) -> str:
