@@ -67,11 +67,12 @@ realnvp-mnist-checkpoint: setup mnist  ## train, measure and ship realnvp-mnist 
 	$(PY) -m genapp.io.cards $(REALNVP_MNIST_RUNS)/realnvp-mnist checkpoints/realnvp-mnist "PYTHONPATH=. python $$args" 500
 
 # ddpm-mnist (issue 18): the recipe of genapp/families.py (IMAGE_DDPM_RECIPES["mnist"]) on the CPU when no GPU is
-# present (~1 hour on 2 cores; a stopped run resumes from its last resume state), then measured (~13 min: 300 samples
-# of Algorithm 2 for the Frechet ratio, the bound on 128 held-out digits) and shipped with its card.
+# present (~1.7 hours on 2 cores, 0.3-0.5 s a step; a stopped run resumes from its last resume state), then measured
+# (~13 min: 300 samples of Algorithm 2 for the Frechet ratio and the share read as a digit, the bound on a random 128
+# held-out digits) and shipped with its card.
 DDPM_MNIST_RUN ?= $(HOME)/.cache/genapp/runs/ddpm-mnist
 DDPM_MNIST_QUALITY := --num-samples 300 --batch 50 --classifier-epochs 10 --bound-images 128 --threads 2
-ddpm-mnist-checkpoint: setup mnist  ## train (or resume), measure and ship ddpm-mnist (~80 min on 2 CPU cores)
+ddpm-mnist-checkpoint: setup mnist  ## train (or resume), measure and ship ddpm-mnist (~2 h on 2 CPU cores)
 	$(PY) -m genapp train ddpm --dataset mnist --threads 2 --save-every 500 --out $(DDPM_MNIST_RUN) \
 		$$(test -f $(DDPM_MNIST_RUN)/resume/state.json && echo --resume)
 	PYTHONPATH=. $(PY) benchmarks/digits_quality.py $(DDPM_MNIST_RUN) $(DDPM_MNIST_QUALITY) \
