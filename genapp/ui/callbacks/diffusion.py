@@ -341,7 +341,8 @@ def vlb(model_name: Any, variance: Any, extra: Mapping[str, Any] | None = None, 
     if is_image_model(model):  # the same images as the bound (same seed, same n): paired against the floor
         floor = lab.pixel_floor(model, trained_data.images(model, b.n, lab.BOUND_DATA_SEED))
         to_bits = 1 / (b.terms.data_dim * math.log(2))
-        readout += text.image_floor(b.per_point * to_bits, floor, widgets.dataset_name(model), _card(model_name))
+        card = None if extra and model_name in extra else _card(model_name)  # a session's own model has none
+        readout += text.image_floor(b.per_point * to_bits, floor, widgets.dataset_name(model), card)
     return fig, readout
 
 
