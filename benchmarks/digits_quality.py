@@ -26,7 +26,7 @@ import torch
 from genapp import data as genapp_data
 from genapp.data.images import image_grid, quantize
 from genapp.digits_fid import DigitsFID
-from genapp.image_flows import IndependentPixels
+from genapp.image_flows import IndependentPixels, pixels_from_signed
 from genapp.io.hub import load_dir
 from genapp.train import pick_device
 
@@ -38,8 +38,8 @@ def copies(samples: torch.Tensor, images: torch.Tensor, levels: int) -> float:
 
 
 def to_pixels(x: torch.Tensor, levels: int) -> torch.Tensor:
-    """Images in [-1, 1] on the grid of `levels` grey levels -> integer pixels 0..levels-1, (n, D)."""
-    return ((x + 1) * (levels - 1) / 2).round().long().flatten(1)
+    """Images in [-1, 1] (samples may stray beyond) -> integer pixels 0..levels-1, the nearest grey level."""
+    return pixels_from_signed(quantize(x.cpu(), levels), levels)
 
 
 def bound_bits(model, dataset: str, n: int, seed: int) -> dict:
@@ -127,7 +127,7 @@ def main() -> None:
     if args.save_samples:
         import numpy as np
 
-        np.save(args.save_samples, to_pixels(samples, fid.data.levels).reshape(samples.shape).numpy().astype(np.uint8))
+        np.save(args.save_samples, to_pixels(samples, fid.data.levels).numpy().astype(np.uint8))
     if args.grid:
         from PIL import Image
 

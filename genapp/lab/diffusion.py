@@ -421,17 +421,12 @@ def pixel_floor(model: DDPM, x_0: torch.Tensor) -> np.ndarray:
     on the same images as its bound, so the two pair (beyond the lecture: issue 18's baseline). Kept per model and n;
     x_0 must be the same images whenever asked with the same n, as for `model_bound`."""
     import genapp.data
-    from genapp.image_flows import IndependentPixels
+    from genapp.image_flows import IndependentPixels, pixels_from_signed
 
     def compute() -> np.ndarray:
         levels = model.config.levels
-        train = genapp.data.get(model.config.dataset).images
-
-        def pixels(x: torch.Tensor) -> torch.Tensor:
-            return ((x.float().clamp(-1, 1) + 1) * (levels - 1) / 2).round().long().flatten(1)
-
-        floor = IndependentPixels(pixels(train), levels)
-        return floor.bits_per_dim(pixels(x_0.cpu())).double().numpy()
+        floor = IndependentPixels(pixels_from_signed(genapp.data.get(model.config.dataset).images, levels), levels)
+        return floor.bits_per_dim(pixels_from_signed(x_0.cpu(), levels)).double().numpy()
 
     return memoized(model, ("pixel floor", len(x_0)), compute)
 
