@@ -52,15 +52,27 @@ def train(args: argparse.Namespace) -> dict:
     train_px, held_px, levels = load_data(args.data)
     baseline = IndependentPixels(train_px, levels)
     fit_px, val_px = train_px[: len(train_px) - args.val], train_px[len(train_px) - args.val :]  # val: early stopping
-    config = image_flow_config(args.kind, tuple(train_px.shape[1:]), levels, num_couplings=args.couplings,
-                               hidden=args.hidden, depth=args.depth, masks=args.masks, conditioner=args.conditioner,
-                               dataset=args.data)
     device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    flow = ImageFlow(config).to(device)
+    if args.init:  # warm start: a saved flow's architecture and weights, trained on with a fresh cosine cycle
+        from genapp.io.checkpoint import load_dir
+
+        flow = load_dir(args.init, model_cls=ImageFlow).to(device).train()
+        config = flow.config
+        if (config.kind, config.dataset) != (args.kind, args.data):
+            raise SystemExit(f"--init {args.init} holds {config.kind}-{config.dataset}, not {args.kind}-{args.data}")
+    else:
+        config = image_flow_config(args.kind, tuple(train_px.shape[1:]), levels, num_couplings=args.couplings,
+                                   hidden=args.hidden, depth=args.depth, masks=args.masks,
+                                   conditioner=args.conditioner, dataset=args.data)
+        flow = ImageFlow(config).to(device)
     opt = torch.optim.Adam(flow.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)
     budget, start, step, log = args.minutes * 60, time.perf_counter(), 0, []
-    best = (math.inf, 0, copy.deepcopy(flow.state_dict()))  # (validation bits/dim, step, weights)
+    # (validation bits/dim, step, weights): a warm start keeps its own weights unless training beats them
+    best = (heldout_bits(flow.eval(), val_px, 2) if args.init else math.inf, 0, copy.deepcopy(flow.state_dict()))
+    flow.train()
+    if args.init:
+        print(f"warm start from {args.init}: validation {best[0]:.3f} bits/dim", flush=True)
     while (elapsed := time.perf_counter() - start) < budget:
         for group in opt.param_groups:  # cosine decay over the wall-clock budget
             group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(elapsed / budget, 1)))
@@ -89,7 +101,8 @@ def train(args: argparse.Namespace) -> dict:
         "train_bits_per_dim": round(heldout_bits(flow, fit_px[: len(held_px)], args.eval_draws), 4),
         "baseline_heldout_bits_per_dim": round(float(baseline.bits_per_dim(held_px).mean()), 4),
         "uniform_bits_per_dim": round(math.log2(levels), 4),
-        "config": {k: v for k, v in vars(config).items()}, "lr": args.lr, "batch_size": args.batch_size,
+        "config": {k: v for k, v in vars(config).items()}, "init": args.init or None, "lr": args.lr,
+        "batch_size": args.batch_size,
         "cpu": cpu_model(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "log": log,
     }
@@ -121,6 +134,9 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", default="", help="a saved image flow's folder to warm-start from (its architecture "
+                        "replaces --couplings/--hidden/...; the same split and seed, so its validation digits stay "
+                        "unseen)")
     parser.add_argument("--out", default="", help="folder for the checkpoint (a /tmp path; never checkpoints/)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
