@@ -23,6 +23,8 @@ of the floor's real digits (`confident_real`): a direct "does it look like a dig
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -83,6 +85,11 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross)
 
 
+def share_stderr(share: float, n: int) -> float:
+    """The binomial standard error sqrt(p (1 - p) / n) of a share p of n images."""
+    return math.sqrt(share * (1 - share) / n)
+
+
 class DigitsFID:
     """Frechet distance of generated digits to the real ones, and its floor (two halves of the real data)."""
 
@@ -130,5 +137,7 @@ class DigitsFID:
         images = quantize(samples.cpu(), self.data.levels)
         feats = self.features(images)
         fd = sum(frechet_distance(feats, half) for half in self.halves) / 2
-        return {"fd": fd, "floor": self.floor, "ratio": fd / self.floor, "confident": self.confident(images),
-                "confident_real": self.confident_real}
+        confident = self.confident(images)
+        return {"fd": fd, "floor": self.floor, "ratio": fd / self.floor, "confident": confident,
+                "confident_stderr": share_stderr(confident, len(images)), "confident_real": self.confident_real,
+                "confident_real_stderr": share_stderr(self.confident_real, self.num_samples)}

@@ -201,6 +201,9 @@ def test_frechet_distance_closed_form_and_digits_floor():
     noise = fid.score(torch.rand(899, 1, 8, 8, generator=g) * 2 - 1)
     assert noise["ratio"] > 3
     assert noise["confident"] < 0.5 * noise["confident_real"] and noise["confident_real"] > 0.5  # real digits read
+    for share in ("confident", "confident_real"):  # binomial: sqrt(p (1 - p) / n), n = 899 on both sides
+        p = noise[share]
+        assert noise[f"{share}_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / 899), rel=1e-12)
 
 
 def test_frechet_distance_on_mnist_sized_digits_at_matched_sample_sizes():

@@ -47,7 +47,9 @@ METRIC_NAMES = {
     "frechet_samples": "samples (Algorithm 2) behind the Frechet distance, and real digits in each set of the floor",
     "copies": "share of samples equal to a training image after rounding to the grey levels",
     "confident_share": "share of samples the digit classifier reads as one digit with probability >= 0.9",
+    "confident_share_stderr": "standard error of that share (binomial, over samples)",
     "confident_share_real": "the same share for real digits (the floor's first set, same size)",
+    "confident_share_real_stderr": "standard error of the real digits' share (binomial)",
     "bits_per_dim_stderr": "standard error of the bound in bits/dim (over images)",
     "bound_images": "held-out images the bound in bits/dim is measured on",
     # image flows (genapp.image_flows): bits/dim of the L-level data, x = (j + u) / L, on held-out images
@@ -387,7 +389,8 @@ QUALITY_KEYS = {  # benchmarks/digits_quality.py's JSON -> the card's metrics (n
     "copies": "copies", "bits_per_dim": "bits_per_dim", "bits_per_dim_stderr": "bits_per_dim_stderr",
     "baseline_bits_per_dim": "baseline_bits_per_dim", "bound_images": "bound_images",
     "gain_bits_per_dim": "gain_bits_per_dim", "gain_bits_per_dim_stderr": "gain_bits_per_dim_stderr",
-    "confident": "confident_share", "confident_real": "confident_share_real",
+    "confident": "confident_share", "confident_stderr": "confident_share_stderr",
+    "confident_real": "confident_share_real", "confident_real_stderr": "confident_share_real_stderr",
 }
 
 
