@@ -119,7 +119,8 @@ def test_the_bound_of_an_image_model_is_in_bits_per_dim(extra, monkeypatch):
     np.testing.assert_allclose(lab.pixel_floor(extra["tiny-digits"], x_0), floor, rtol=1e-12)
     assert 0 < floor.min() and floor.max() < np.log2(17)
     lead = floor.mean() - b.total / (64 * np.log(2))
-    assert f"cost **{floor.mean():.3f}** bits/dim" in readout and f"**{abs(lead):.3f}** ± " in readout
+    floor_se = floor.std(ddof=1) / np.sqrt(4)
+    assert f"cost **{floor.mean():.3f} ± {floor_se:.3f}** bits/dim" in readout and f"**{abs(lead):.3f}** ± " in readout
     assert (" bits/dim lower (paired)" if lead >= 0 else " bits/dim higher (paired)") in readout
     assert "rough figure" in readout  # 4 images
 
@@ -131,7 +132,7 @@ def test_the_floor_words_read_the_lead_and_the_cards_paired_measurement():
     text = words.image_floor(bound, floor, "mnist", {"bits_per_dim": 1.787, "bits_per_dim_stderr": 0.035,
                                                      "baseline_bits_per_dim": 1.910, "bound_images": 128,
                                                      "gain_bits_per_dim": 0.123, "gain_bits_per_dim_stderr": 0.01})
-    assert "cost **1.667** bits/dim" in text and "is **0.467** ± 0.088 bits/dim lower (paired)" in text
+    assert "cost **1.667 ± 0.167** bits/dim" in text and "is **0.467** ± 0.088 bits/dim lower (paired)" in text
     assert "**0.467** ± 0.088 bits/dim higher" in words.image_floor(floor, bound, "mnist")  # a bound above the floor
     assert "on 128 held-out digits: **L = 1.787 ± 0.035** bits/dim against **1.910**" in text
     assert "(paired lead 0.123 ± 0.010)" in text

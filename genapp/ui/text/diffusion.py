@@ -145,8 +145,10 @@ def image_floor(bound_bits: np.ndarray, floor_bits: np.ndarray, dataset: str, ca
     n = len(bound_bits)
     lead = floor_bits - bound_bits
     se = float(lead.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    floor_se = f" ± {float(floor_bits.std(ddof=1) / math.sqrt(n)):.3f}" if n > 1 else ""
     text = (f"\n\n**Against the floor** (beyond the lecture): on the same {n} {dataset} images, independent pixels "
-            f"(each pixel its own histogram over the training images) cost **{floor_bits.mean():.3f}** bits/dim; "
+            f"(each pixel its own histogram over the training images) cost **{floor_bits.mean():.3f}{floor_se}** "
+            "bits/dim; "
             f"the bound with this variance is **{abs(lead.mean()):.3f}**" + (f" ± {se:.3f}" if n > 1 else "")
             + f" bits/dim {'lower' if lead.mean() >= 0 else 'higher'} (paired). A model that does not beat it has not "
             "learnt how pixels depend on each other.")
