@@ -83,7 +83,7 @@ def test_the_snapshot_is_a_grid_of_samples_from_fixed_noise():
     model = s.build()
     snap = lab.snapshot(model, 3)
     assert snap.points is None and snap.log_px is None and snap.step == 3
-    assert snap.images.shape == (images.SNAPSHOT_IMAGES, 1, 8, 8)
+    assert snap.images.shape == (images.DIGITS.snapshot_images, 1, 8, 8)
     assert snap.images.min() >= -1 and snap.images.max() <= 1 and snap.images.std() > 0.05
     np.testing.assert_array_equal(lab.snapshot(model, 4).images, snap.images)  # same noise, same model: same grid
     assert model.training  # left in the mode it was found in
@@ -160,7 +160,91 @@ def test_a_family_without_an_image_model_is_refused(monkeypatch):
     with pytest.raises(gr.Error, match="realnvp has no image model here"):
         settings("realnvp")
     with pytest.raises(gr.Error, match="Dataset must be one of"):
-        tab.check_settings("ddpm", "mnist", **TINY)  # 28x28 is not offered
+        tab.check_settings("ddpm", "cifar10", **TINY)  # an image set the tab does not have
+
+
+# -- MNIST (28x28) ----------------------------------------------------------------------------------------------
+needs_mnist = pytest.mark.skipif(images.MNIST.missing() is not None, reason="no local MNIST copy: run `make mnist`")
+MNIST_TINY = TINY | dict(steps=10, hidden=8, couplings=2, batch_size=16)
+
+
+def mnist_settings(family: str, **kw) -> lab.TrainSettings:
+    return tab.check_settings(family, "MNIST (28x28 images)", **(MNIST_TINY | kw))
+
+
+def test_mnist_is_a_choice_with_its_own_defaults_and_caps(monkeypatch):
+    monkeypatch.setattr(tab, "ON_GPU", False)
+    monkeypatch.setattr(images.ImageSet, "missing", lambda self: None)  # the caps are checked with or without a copy
+    assert ("MNIST (28x28 images)", "mnist") in tab.dataset_choices()
+    for family in ("ddpm", "realnvp", "nice"):
+        d = tab.knob_defaults(family, "mnist")
+        assert d == images.image_defaults(family, "mnist") != images.image_defaults(family, "digits")
+        assert d["seconds"] <= tab.LIMITS["seconds"][1]
+        s = tab.check_settings(family, "mnist", **(d | {"seed": 0}))  # the defaults pass the checks
+        assert s.dataset == "mnist" and s.images and "MNIST's 28x28 digits" in images.describe(s)
+    with pytest.raises(gr.Error, match="On MNIST's 28x28 digits, Batch size must be in \\[16, 128\\]"):
+        mnist_settings("realnvp", batch_size=512)  # fine on the 8x8 digits
+    settings("realnvp", batch_size=512)
+    with pytest.raises(gr.Error, match="Couplings must be in \\[2, 8\\]"):
+        mnist_settings("nice", couplings=12)
+    flow = mnist_settings("realnvp").build()
+    assert isinstance(flow, ImageFlow) and flow.shape == (1, 28, 28) and flow.config.levels == 256
+    assert flow.config.conditioner == "squeeze" and flow.config.dataset == "mnist"
+    assert "--data mnist --conditioner squeeze" in mnist_settings("realnvp").command()
+    assert mnist_settings("ddpm").build().config.data_shape == (1, 28, 28)
+    assert "MNIST's 28x28 digits" in images.caps_markdown(False) and "8x8 digits" in images.caps_markdown(False)
+
+
+def test_without_a_copy_mnist_is_refused_naming_both_ways_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(Path, "home", lambda: tmp_path)  # no ~/.cache/genapp/mnist here
+    monkeypatch.delenv("GENAPP_MNIST_ROOT", raising=False)
+    why = images.MNIST.missing()
+    assert why.startswith("MNIST is not on this machine") and "make mnist" in why and "GENAPP_MNIST_ROOT" in why
+    with pytest.raises(gr.Error, match="MNIST is not on this machine"):
+        mnist_settings("ddpm")
+    status = tab.ready_status("realnvp", "mnist")
+    assert "Not here: MNIST" in status and "make mnist" in status
+    assert images.DIGITS.missing() is None and "Ready: the 8x8 digits" in tab.ready_status("nice", "digits")
+
+
+def test_a_flow_loss_in_nats_is_bits_per_dim_of_the_256_level_mnist_digits():
+    assert images.bits_per_dim([0.0], "mnist")[0] == pytest.approx(8.0)  # uniform on [0, 1)^784: log2 256
+    nats = 784 * math.log(2) * 0.5  # half a bit per pixel below uniform ...
+    assert images.bits_per_dim([-nats], "mnist")[0] == pytest.approx(8.0 - 0.5)
+    assert images.bits_per_dim([-nats], "digits")[0] == pytest.approx(math.log2(17) - 0.5 * 784 / 64)  # ... or D
+
+
+@needs_mnist
+@pytest.mark.parametrize("family", ["ddpm", "realnvp"])
+def test_an_mnist_run_shows_28x28_sample_grids_and_a_held_out_verdict(family):
+    session = Session()
+    updates = list(tab.train_session(mnist_settings(family), None, session, every=0.02))
+    final = updates[-1]
+    model = session[f"my-{family}-mnist-1"]
+    assert final.run.training["steps"] == 10 and images.set_of(model) is images.MNIST
+    snap = lab.snapshot(model, 10)
+    assert snap.images.shape == (16, 1, 28, 28) and np.abs(snap.images).max() <= 1
+    assert final.image.shape == (480, 480, 3) and "28x28 digits" in final.loop
+    if family == "ddpm":
+        assert "DDIM, 10 steps" in final.status
+        return
+    v = images.verdict(model)
+    assert v.n == 300 and f"Held-out digits ({v.n:,}, never trained on)" in final.status  # the flows tab's 300
+    assert v.floor[0] == pytest.approx(images.floor_bits("mnist"), abs=1e-9)
+    assert 1.5 < images.floor_bits("mnist") < 2.0  # independent pixels on MNIST: ~1.72 bits/dim
+    assert "(pixel + u) / 256" in final.status
+
+
+@needs_mnist
+def test_the_mnist_flow_trains_on_dequantized_training_digits_only():
+    dataset = images.DequantizedImages("mnist")
+    x = dataset.sample(200, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (200, 784) and x.min() >= 0 and x.max() < 1
+    pixels = (x * 256).floor().long()
+    train, held = images.MNIST.split()
+    rows = {tuple(r) for r in train.reshape(-1, 784).tolist()}
+    assert all(tuple(r) in rows for r in pixels.tolist())
+    assert not {tuple(r) for r in held.reshape(-1, 784).tolist()} & rows  # held-out digits are not training ones
 
 
 # -- numbers ----------------------------------------------------------------------------------------------------
@@ -168,7 +252,7 @@ def test_a_flow_loss_in_nats_is_bits_per_dim_of_the_17_level_digits():
     assert images.bits_per_dim([0.0])[0] == pytest.approx(math.log2(17))  # the uniform density on [0, 1)^64
     torch.manual_seed(0)
     flow = settings("realnvp").build()
-    x = images.DequantizedDigits().sample(64, generator=torch.Generator().manual_seed(1))
+    x = images.DequantizedImages("digits").sample(64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         nats = float(flow.loss(x))  # -mean log p_x(x) (1.31)
         expected = float(bits_per_dim(flow.log_prob(x), 64, DIGITS_LEVELS).mean())
@@ -177,7 +261,7 @@ def test_a_flow_loss_in_nats_is_bits_per_dim_of_the_17_level_digits():
 
 
 def test_the_flow_trains_on_dequantized_training_digits_only():
-    dataset = images.DequantizedDigits()
+    dataset = images.DequantizedImages("digits")
     x = dataset.sample(500, generator=torch.Generator().manual_seed(0))
     assert x.shape == (500, 64) and x.min() >= 0 and x.max() < 1
     pixels = (x * DIGITS_LEVELS).floor().long()  # each x lies in its pixel's bin [j / 17, (j + 1) / 17)
@@ -207,3 +291,12 @@ def test_the_held_out_verdict_pairs_the_flow_with_the_floor():
     assert v.flow[0] > v.floor[0]  # untrained: worse than independent pixels
     assert "does not beat" in images.note(flow)
     assert images.verdict(settings("ddpm").build()) is None
+
+
+def test_before_and_during_a_run_the_pictures_name_the_image_set():
+    blank = tab.blank_snapshot("mnist")
+    assert blank.shape == tab.blank_snapshot("moons").shape == (480, 480, 3)
+    assert not np.array_equal(blank, tab.blank_snapshot("moons"))  # no moons behind a run on digits
+    assert not np.array_equal(blank, tab.blank_snapshot("digits"))  # the set is named on it
+    s = lab.TrainSettings("ddpm", "mnist", steps=10, seconds=5, lr=1e-3, batch_size=16, hidden=8, depth=1)
+    assert tab.loss_plot(s, [10, 20], [30.0, 25.0]).axes[0].get_title() == "DDPM on MNIST's 28x28 digits"

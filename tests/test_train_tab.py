@@ -57,7 +57,7 @@ def trained(family: str, session: Session | None = None, **kw) -> tuple[list[tab
 # -- settings ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("family", "vae", "Family"), ("dataset", "mnist", "Dataset"), ("steps", 0, "Steps"), ("steps", 10**7, "Steps"),
+    [("family", "vae", "Family"), ("dataset", "cifar10", "Dataset"), ("steps", 0, "Steps"), ("steps", 10**7, "Steps"),
      ("seconds", 10**4, "Time limit"), ("lr", 1.0, "Learning rate"), ("lr", "fast", "Learning rate"),
      ("batch_size", 10**6, "Batch size"), ("hidden", 4, "Width"), ("depth", 50, "Depth"),
      ("couplings", 0, "Couplings"), ("num_steps", 5000, "N"), ("schedule", "sigmoid", "Schedule"),
@@ -126,13 +126,31 @@ def test_a_flow_snapshot_is_its_density_on_the_coarse_grid(family):
 
 def test_the_live_record_follows_the_run_to_its_end():
     live = lab.start(settings("realnvp", steps=37, seconds=60), data.get("moons"), snapshot_every=0.0,
-                     callback_every=5)
+                     callback_every=5, snapshot_share=0.0)
     assert live.wait(60) and live.done and live.error is None
     result = live.result
     assert result.status == "finished" and result.steps == 37 and live.step == 37 and live.fraction == 1.0
     assert live.steps == [*range(5, 36, 5), 37] and live.losses == [result.losses[s - 1] for s in live.steps]
-    assert live.snapshot.step == 37 and live.final.step == 37  # a snapshot at every report (snapshot_every = 0)
+    assert live.snapshot.step == 37 and live.final.step == 37  # a snapshot at every report (no spacing asked)
     assert not live.model.training and next(live.model.parameters()).device.type == "cpu"
+
+
+def test_snapshots_take_a_bounded_share_of_a_run(monkeypatch):
+    """A snapshot that costs c seconds is followed by the next no sooner than SNAPSHOT_SHARE * c later, so however
+    slow a model's snapshot (a 28x28 grid), they take at most about 1 / (1 + SNAPSHOT_SHARE) of the run."""
+    taken, real = [], lab.snapshot
+
+    def slow(model, step):
+        time.sleep(0.05)
+        taken.append(time.perf_counter())
+        return real(model, step)
+
+    monkeypatch.setattr(lab, "snapshot", slow)
+    live = lab.start(settings("realnvp", steps=50_000, seconds=2.0), data.get("moons"), snapshot_every=0.0,
+                     callback_every=1)
+    assert live.wait(60) and live.error is None and live.step > 100  # reports came far more often than snapshots
+    gaps = np.diff(taken[:-1])  # the last is the final snapshot, taken whenever the run ends
+    assert len(gaps) >= 3 and gaps.min() >= lab.SNAPSHOT_SHARE * 0.05, gaps
 
 
 def loop_batches(steps: int, batch_size: int = 64, seed: int = 0) -> torch.Tensor:

@@ -59,11 +59,19 @@ def _mnist_split() -> tuple[torch.Tensor, torch.Tensor]:
     return train, held[keep]
 
 
+def dataset_split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held out) integer pixels of the image set `name`, as the panels use them: "digits" (1,500 / 297 at 17
+    levels) or "mnist" (9,000 / a fixed random MNIST_HELDOUT of the 1,000 held out; FileNotFoundError naming both
+    ways to get it when no copy is here)."""
+    if name not in ("digits", "mnist"):
+        raise ValueError(f"no held-out split known for {name!r:.40}")
+    return digits_split() if name == "digits" else _mnist_split()
+
+
 def split(flow: ImageFlow) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, held out) integer pixels of the flow's data: sklearn's digits at 17 levels, or MNIST's (FileNotFoundError
-    naming both ways to get it when no copy is here)."""
+    """(train, held out) integer pixels of the flow's data (`dataset_split`), kept with the flow."""
     info = data_info(flow)
-    return memoized(flow, ("split",), digits_split if info.levels == 17 else _mnist_split)
+    return memoized(flow, ("split",), lambda: dataset_split("digits" if info.levels == 17 else "mnist"))
 
 
 def signed(flow: ImageFlow, pixels: torch.Tensor) -> np.ndarray:

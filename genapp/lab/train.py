@@ -2,7 +2,7 @@
 it writes while it trains (the loss after every `callback_every` steps, a snapshot of the model every
 `snapshot_every` seconds, a stop flag), and the snapshot itself, a cheap look at the model: a DDIM sample of a few
 hundred points (DDPM; DDIM is beyond the lecture, Song et al. 2021) or the flow's exact density p_x on a coarse grid
-(1.29); for a model of images (the 8x8 digits, `genapp.lab.train_images`) a grid of samples from fixed noise.
+(1.29); for a model of images (the 8x8 digits or MNIST, `genapp.lab.train_images`) a grid of samples from fixed noise.
 
 `start` trains on a daemon thread of its own and returns the `Live` record at once; whoever shows it reads the record
 (its lists only grow) and calls `Live.stop()` to end the run early, `Live.toggle_pause()` to pause or resume it and
@@ -33,6 +33,7 @@ SNAPSHOT_GRID = 100  # flows: log p_x on a 100 x 100 grid ...
 SNAPSHOT_LIM = 4.0  # ... over [-4, 4]^2
 SNAPSHOT_SEED = 1234  # the same noise for every snapshot: successive ones show the model change, not the draw
 DRAWING = "drawing"  # the dataset name (config.dataset) of a model trained on a hand-drawn point cloud
+SNAPSHOT_SHARE = 4.0  # wait at least this many times a snapshot's cost before the next: they take <= 1/5 of a run
 LOOP_POINTS = 4  # points of the loop's minibatch shown going through its body
 SCHEDULES = ("linear", "cosine")  # a DDPM's beta schedules (1.10); cosine is beyond the lecture (Nichol & Dhariwal)
 
@@ -83,7 +84,7 @@ class TrainSettings:
 
     @property
     def images(self) -> bool:
-        """True for a run on images (the digits)."""
+        """True for a run on images (an image set of `train_images.IMAGE_SETS`)."""
         return train_images.is_image_dataset(self.dataset)
 
     @property
@@ -96,10 +97,12 @@ class TrainSettings:
         if self.dataset == DRAWING:
             return "genapp Train tab, on a hand-drawn point cloud (no command reproduces it)"
         if self.images and self.family != "ddpm":
-            return (f"genapp Train tab, {self.family} on the digits (the CLI trains no image flow; the nearest script: "
-                    f"PYTHONPATH=. python benchmarks/image_flows.py --kind {self.family} --hidden {self.hidden} "
-                    f"--depth {self.depth} --couplings {self.couplings} --lr {self.lr:g} --batch-size "
-                    f"{self.batch_size} --minutes {self.seconds / 60:g} --seed {self.seed})")
+            conditioner = train_images.image_set(self.dataset).conditioner
+            return (f"genapp Train tab, {self.family} on {self.dataset} (the CLI trains no image flow; the nearest "
+                    f"script: PYTHONPATH=. python benchmarks/image_flows.py --kind {self.family} --data "
+                    f"{self.dataset} --conditioner {conditioner} --hidden {self.hidden} --depth {self.depth} "
+                    f"--couplings {self.couplings} --lr {self.lr:g} --batch-size {self.batch_size} --minutes "
+                    f"{self.seconds / 60:g} --seed {self.seed})")
         arch = (["--num-steps", self.num_steps, "--schedule", self.schedule] if self.family == "ddpm"
                 else ["--couplings", self.couplings])
         net = ["--channels", self.hidden] if self.images else ["--hidden", self.hidden, "--depth", self.depth]
@@ -309,21 +312,24 @@ class Live:
 
 
 def run(live: Live, dataset: Any, *, lr: float, batch_size: int, ema_decay: float | None, seed: int,
-        snapshot_every: float = 2.0, callback_every: int = 10, device: str = "auto") -> None:
+        snapshot_every: float = 2.0, callback_every: int = 10, device: str = "auto",
+        snapshot_share: float = SNAPSHOT_SHARE) -> None:
     """Train `live.model` on `dataset` on this thread with `genapp.train.train`, writing progress into `live` (a
-    snapshot at most every `snapshot_every` seconds) until `live.total_steps`, `live.time_limit` or `live.stop()`.
-    Never raises: an error is kept in `live.error`. Ends with `live.ended` set."""
-    last, recorder = [-float("inf")], _Recorder(dataset)
+    snapshot at most every `snapshot_every` seconds, and no sooner than `snapshot_share` times the last one's cost)
+    until `live.total_steps`, `live.time_limit` or `live.stop()`. Never raises: an error is kept in `live.error`.
+    Ends with `live.ended` set."""
+    last, recorder = [-float("inf"), 0.0], _Recorder(dataset)  # (when the last snapshot ended, what it cost)
 
     def callback(step: int, loss: float, model: nn.Module) -> None:
         live.losses.append(loss)  # losses first: a reader takes len(steps) of each
         live.steps.append(step)
-        if time.perf_counter() - last[0] >= snapshot_every:
+        if time.perf_counter() - last[0] >= max(snapshot_every, snapshot_share * last[1]):
+            begun = time.perf_counter()
             was_training = model.training
             live.loop = loop_step(model.eval(), recorder.last, step, seed=step)
             model.train(was_training)
             live.snapshot = snapshot(model, step)
-            last[0] = time.perf_counter()
+            last[:] = time.perf_counter(), time.perf_counter() - begun
 
     try:
         result = train(live.model, recorder, steps=live.total_steps, lr=lr, batch_size=batch_size, ema_decay=ema_decay,
@@ -342,10 +348,11 @@ def run(live: Live, dataset: Any, *, lr: float, batch_size: int, ema_decay: floa
 
 
 def start(settings: TrainSettings, dataset: Any, *, snapshot_every: float = 2.0, callback_every: int = 10,
-          device: str = "auto") -> Live:
+          device: str = "auto", snapshot_share: float = SNAPSHOT_SHARE) -> Live:
     """A fresh model for `settings` and its `Live` record, whose run (`run`) trains on a daemon thread."""
     live = Live(total_steps=settings.steps, time_limit=settings.seconds, model=settings.build())
     kwargs = dict(lr=settings.lr, batch_size=settings.batch_size, ema_decay=settings.ema_decay, seed=settings.seed,
-                  snapshot_every=snapshot_every, callback_every=callback_every, device=device)
+                  snapshot_every=snapshot_every, callback_every=callback_every, device=device,
+                  snapshot_share=snapshot_share)
     threading.Thread(target=run, args=(live, dataset), kwargs=kwargs, name="genapp-train", daemon=True).start()
     return live

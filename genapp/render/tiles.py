@@ -73,8 +73,11 @@ def chain_frame(x_k: np.ndarray, x0_pred: np.ndarray | None, *, title: str = "",
     return np.asarray(img)
 
 
-def blank(message: str, size: int = 480) -> np.ndarray:
-    """A white frame with a hint, before the first image chain."""
+def blank(message: str, size: int = 480, subtitle: str = "") -> np.ndarray:
+    """A white frame with a hint (and a muted line under it), before the first image chain."""
     img = Image.new("RGB", (size, size), "white")
-    ImageDraw.Draw(img).text((12, 8), message, fill=INK, font=font(22, bold=True))
+    draw = ImageDraw.Draw(img)
+    draw.text((12, 8), message, fill=INK, font=font(22, bold=True))
+    if subtitle:
+        draw.text((12, 40), subtitle, fill=MUTED, font=font(15))
     return np.asarray(img)

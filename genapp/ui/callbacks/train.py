@@ -1,6 +1,6 @@
 """The Train tab's callbacks: train a DDPM, RealNVP or NICE in the browser, on a built-in 2-D toy, on a shape you
-draw or on the 8x8 digits (images: `genapp.lab.train_images`), watch the loss and the model's samples (DDPM; a grid
-of images for an image model) or density (flows) as it learns, then use it in the other tabs.
+draw or on images, the 8x8 digits or MNIST (`genapp.lab.train_images`), watch the loss and the model's samples (DDPM;
+a grid of images for an image model) or density (flows) as it learns, then use it in the other tabs.
 
 Thin callbacks: plain values in, images / figures / text out, tested without a browser (`genapp.ui.tabs.train` lays
 them out and wires them to Gradio's queue). A run trains on a thread of its own (`genapp.lab.train.start`) and
@@ -35,7 +35,8 @@ from genapp.ui.text import train as text
 
 DRAWING = "my drawing"  # the dataset choice for the sketchpad / upload
 DRAWING_NAME = lab.DRAWING  # config.dataset of a model trained on it
-DIGITS, DIGITS_LABEL = "digits", "digits (8x8 images)"  # DDPM, RealNVP, NICE; drawings stay 2-D
+DIGITS, DIGITS_LABEL = "digits", images.DIGITS.choice  # DDPM, RealNVP, NICE; drawings stay 2-D
+IMAGE_CHOICES = {s.choice: s.name for s in images.IMAGE_SETS.values()}  # the dropdown's image labels -> names
 DRAWING_JITTER = 0.03  # data units of Gaussian jitter on those points: a stroke is a thin band, not a curve
 SCHEDULES = lab.SCHEDULES
 DEVICE = pick_device("auto")
@@ -63,7 +64,7 @@ def check_settings(family: Any, dataset: Any, steps: Any, seconds: Any, lr: Any,
         return check(value, label, int(lo) if integer else lo, int(hi) if integer else hi)
 
     values = [value for _, value in dataset_choices()]
-    dataset = DIGITS if dataset == DIGITS_LABEL else widgets.check_choice(dataset, "Dataset", values)
+    dataset = IMAGE_CHOICES.get(dataset) or widgets.check_choice(dataset, "Dataset", values)
     settings = TrainSettings(
         family=widgets.check_choice(family, "Family", families.names()),
         dataset=DRAWING_NAME if dataset == DRAWING else dataset,
@@ -78,16 +79,16 @@ def check_settings(family: Any, dataset: Any, steps: Any, seconds: Any, lr: Any,
 
 
 def dataset_choices() -> list[tuple[str, str]]:
-    """The Dataset dropdown: (label, value) of the 2-D toys, the digits, the drawing."""
-    return [*((name, name) for name in data.names()), (DIGITS_LABEL, DIGITS), (DRAWING, DRAWING)]
+    """The Dataset dropdown: (label, value) of the 2-D toys, the image sets (digits, MNIST), the drawing."""
+    return [*((name, name) for name in data.names()), *IMAGE_CHOICES.items(), (DRAWING, DRAWING)]
 
 
 def knob_defaults(family: str, dataset: str = "moons") -> dict[str, Any]:
     """The UI's starting values for `family`: the shipped recipe's lr, batch and width, a one-minute budget; on the
-    digits the small time-limited image defaults (`train_images.image_defaults`)."""
+    image sets the small time-limited image defaults (`train_images.image_defaults`)."""
     family = widgets.check_choice(family, "Family", families.names())
     if images.is_image_dataset(dataset) and family in images.IMAGE_FAMILIES:
-        return images.image_defaults(family)
+        return images.image_defaults(family, dataset)
     recipe = families.get(family).recipe
     return dict(steps=recipe["steps"], seconds=DEFAULT_SECONDS, lr=recipe["lr"], batch_size=recipe["batch_size"],
                 hidden=recipe["hidden"], depth=recipe["depth"], couplings=8, num_steps=1000, schedule="linear")
@@ -95,7 +96,7 @@ def knob_defaults(family: str, dataset: str = "moons") -> dict[str, Any]:
 
 # -- drawing ----------------------------------------------------------------------------------------------------
 def make_dataset(settings: TrainSettings, points: np.ndarray | None):
-    """The dataset to train on: a built-in toy, the digits (`train_images.dataset_for`), or the drawing's points as
+    """The dataset to train on: a built-in toy, an image set (`train_images.dataset_for`), or the drawing's points as
     a `data.PointCloud`."""
     if settings.images:
         return images.dataset_for(settings.family, settings.dataset)
@@ -122,15 +123,16 @@ def loss_plot(settings: TrainSettings, steps: list[int] | np.ndarray, losses: li
     flow's NLL in bits/dim beside the independent-pixel floor on the held-out digits."""
     floor, label = None, ""
     if settings.images and settings.family != "ddpm":
-        return images.loss_figure(settings.family, steps, losses, total_steps)
+        return images.loss_figure(settings.family, steps, losses, total_steps, settings.dataset)
     if settings.family != "ddpm":
         entropy = widgets.data_entropy(settings.dataset) if settings.dataset != DRAWING_NAME else None
         if entropy is not None:
             floor, label = entropy[0], f"data entropy H = {entropy[0]:.3f} (the floor)"
     ylabel = "L_simple (1.26)" if settings.family == "ddpm" else "NLL, nats (1.31)"
+    data_name = images.image_set(settings.dataset).label if settings.images else settings.dataset
     return figures.loss_figure(np.asarray(steps), np.asarray(losses), total_steps=total_steps, floor=floor,
                              floor_label=label, ylabel=ylabel,
-                             title=f"{families.get(settings.family).label} on {settings.dataset}")
+                             title=f"{families.get(settings.family).label} on {data_name}")
 
 
 def render_snapshot(settings: TrainSettings, snap: lab.Snapshot | None, back: np.ndarray | None,
@@ -138,7 +140,7 @@ def render_snapshot(settings: TrainSettings, snap: lab.Snapshot | None, back: np
     """The snapshot as a frame: DDPM samples over the data, a flow's density p_x, or an image model's samples."""
     cv = widgets.canvas()
     if settings.images:
-        return images.frame(settings.family, snap, fraction, cv.size)
+        return images.frame(settings.family, snap, fraction, cv.size, settings.dataset)
     if snap is None:
         return cv.render(np.zeros((0, 2)), back, title="starting…", subtitle="the first snapshot comes in a moment",
                          progress=fraction)
@@ -272,7 +274,9 @@ def _finish(run: Training) -> Update:
 
 def loop_text(settings: TrainSettings, loop: lab.LoopStep | None) -> str:
     """The loop's body as Markdown (`text.loop_markdown`; on images the per-digit losses only)."""
-    return images.loop_markdown(loop, settings.family) if loop and settings.images else text.loop_markdown(loop)
+    if loop and settings.images:
+        return images.loop_markdown(loop, settings.family, settings.dataset)
+    return text.loop_markdown(loop)
 
 
 def status_line(run: Training) -> str:
@@ -280,7 +284,7 @@ def status_line(run: Training) -> str:
     live, n, s = run.live, len(run.live.losses), run.settings
     loss = live.losses[n - 1] if n else None
     if loss is not None and s.images and s.family != "ddpm":
-        loss = float(images.bits_per_dim([loss])[0])  # the image flow's NLL in bits/dim, as its curve
+        loss = float(images.bits_per_dim([loss], s.dataset)[0])  # the image flow's NLL in bits/dim, as its curve
     return text.training(images.describe(s) if s.images else text.describe(s), live.step, s.steps, live.elapsed,
                          s.seconds, loss, DEVICE.type, live.fraction, paused=live.paused)
 
@@ -316,16 +320,25 @@ def stop_session(session: Any, timeout: float = STOP_WAIT_S) -> Update | None:
 
 
 # -- before a run -----------------------------------------------------------------------------------------------
-def blank_snapshot() -> np.ndarray:
-    """The snapshot before any run: an empty canvas over the moons, saying where the pictures will appear."""
-    return widgets.canvas().render(np.zeros((0, 2)), widgets.background("moons"), title="press ▶ Train",
+def blank_snapshot(dataset: str = "moons") -> np.ndarray:
+    """The snapshot before any run: an empty canvas over the dataset's density, saying where the pictures will
+    appear; for an image set a blank frame saying a grid of samples will."""
+    if images.is_image_dataset(dataset):
+        from genapp.render import tiles
+
+        return tiles.blank("press ▶ Train", widgets.canvas().size,
+                           subtitle=f"a grid of samples of {images.image_set(dataset).label} appears here")
+    return widgets.canvas().render(np.zeros((0, 2)), widgets.background(dataset), title="press ▶ Train",
                                    subtitle="samples (DDPM) or density (flows) appear here")
 
 
 def ready_status(family: str, dataset: str) -> str:
-    """The status before a run: the device and budget; on the digits what the defaults give there."""
+    """The status before a run: the device and budget; on an image set what the defaults give there (or why it
+    cannot train: MNIST with no local copy)."""
     if images.is_image_dataset(dataset) and family in images.IMAGE_FAMILIES:
-        return text.status_html("Ready: the 8x8 digits", images.expectation(family), None, "wait")
+        s = images.image_set(dataset)
+        return text.status_html(f"Ready: {s.label}" if not s.missing() else f"Not here: {s.label}",
+                                images.expectation(family, dataset), None, "wait")
     return text.ready(DEVICE.type, DEFAULT_SECONDS)
 
 

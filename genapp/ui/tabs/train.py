@@ -1,6 +1,6 @@
-"""The Train tab: train a DDPM, RealNVP or NICE in the browser, on a built-in 2-D toy, on a shape you draw or on the
-8x8 digits, watch the loss and the model's samples or density as it learns, then use it in the other tabs, download
-it or push it to the Hub.
+"""The Train tab: train a DDPM, RealNVP or NICE in the browser, on a built-in 2-D toy, on a shape you draw or on
+images (the 8x8 digits, MNIST), watch the loss and the model's samples or density as it learns, then use it in the
+other tabs, download it or push it to the Hub.
 
 Layout and wiring only: the callbacks (plain values in, images / figures / text out; tested without a browser) are
 `genapp.ui.callbacks.train`, the prose and Markdown `genapp.ui.text.train`. The train event is a generator through
@@ -58,7 +58,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
         family = gr.Radio([(families.get(f).label, f) for f in families.names()], value="ddpm", label="Family",
                           elem_id="train-family", scale=3, min_width=240)
         dataset = gr.Dropdown(dataset_choices(), value="moons", label="Dataset", elem_id="train-dataset",
-                              info="a built-in 2-D toy, the 8x8 digits (images), or the shape you draw below",
+                              info="a built-in 2-D toy, digits (8x8 or MNIST 28x28 images), or a shape you draw below",
                               scale=3, min_width=200)
         train_btn = gr.Button("▶ Train", variant="primary", size="lg", elem_id="train-btn", scale=2, min_width=140)
         stop_btn = gr.Button("■ Stop", variant="stop", size="lg", elem_id="train-stop-btn", scale=1, min_width=100)
@@ -134,10 +134,14 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 gr.update(visible=family_ == "ddpm"), gr.update(visible=family_ != "ddpm"), dataset_,
                 ready_status(family_, dataset_))
 
-    def on_dataset(family_, dataset_, before):
-        if images.is_image_dataset(dataset_) == images.is_image_dataset(before or ""):
-            return *[gr.skip()] * 9, dataset_, gr.skip()
-        return on_knobs(family_, dataset_)
+    def on_dataset(family_, dataset_, before, extra):  # the knobs follow a switch between points and an image set
+        def kind(name):
+            return name if images.is_image_dataset(name or "") else "points"
+
+        blank = gr.skip() if _busy(extra) else blank_snapshot(dataset_)  # the picture is the run's while it trains
+        if kind(dataset_) == kind(before):
+            return *[gr.skip()] * 9, dataset_, gr.skip(), blank
+        return *on_knobs(family_, dataset_), blank
 
     def outputs(u: Update | None, version: int | None):
         if u is None:  # nothing trains in this session
@@ -181,7 +185,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
     shown_data = gr.State("moons")  # the dataset the knobs were last set for
     knob_outputs = [steps, seconds, lr, batch, hidden, depth, couplings, ddpm_row, flow_row, shown_data, status]
     family.change(on_knobs, [family, dataset], knob_outputs, queue=False, **private_api)
-    dataset.change(on_dataset, [family, dataset, shown_data], knob_outputs, queue=False, **private_api)
+    dataset.change(on_dataset, [family, dataset, shown_data, ctx.session], [*knob_outputs, snap_image], queue=False,
+                   **private_api)
     # Gradio's queue is the line: at most MAX_TRAINING runs at once; a waiting event shows its place on the status.
     train_event = train_btn.click(on_check, [*knobs, ctx.session], [status, download_file, push_md], queue=False,
                                   show_progress="hidden", **private_api).success(
