@@ -138,6 +138,29 @@ def test_an_animation_whose_client_left_is_stopped(app):
     assert "stopped animate" in log.read_text()
 
 
+def test_a_late_reader_of_a_stopped_event_reads_why_and_it_still_counts_until_it_returns(app):
+    """Past the grace a running event nobody reads is stopped; a reader who comes later still gets an answer at once
+    (Gradio sends nothing for an event it no longer deems alive: that stream used to wait forever), and the event
+    keeps counting against its visitor's two until its function returns."""
+    url, _, log = app
+    settle(url)
+    status, answer = post(url, "sample", heavy(400), "10.8.8.8")  # runs at once (5-10 s), never read in time
+    assert status == 200
+    time.sleep(GRACE_S + 1.0)
+    result: list = []
+    reader = threading.Thread(target=lambda: result.append(listen(url, "sample", answer["event_id"])), daemon=True)
+    start = time.perf_counter()
+    reader.start()
+    reader.join(10)
+    assert result, "the late reader's stream never ended"
+    name, data = result[0]
+    assert name == "error" and "Stopped: nobody read this request's result" in data
+    assert time.perf_counter() - start < 5  # at once, not when the function returns
+    assert "stopped sample" in log.read_text()
+    statuses = [post(url, "sample", heavy(401 + i), "10.8.8.8")[0] for i in range(2)]
+    assert statuses == [200, 429]  # the stopped one still runs: one more, not two
+
+
 def test_exports_and_gradios_copies_are_deleted(app):
     url, _, _ = app
     settle(url)

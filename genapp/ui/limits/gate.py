@@ -50,6 +50,7 @@ PER_VISITOR = {"compute": 2, "train": 1, "push": 1}  # events queued or running,
 GRACE_S = float(os.environ.get("GENAPP_LISTEN_GRACE_S", "10"))  # time a client has to open its result stream
 WAIT = ("You already have {n} {group} request(s) waiting or running; wait for them to finish, then try again.")
 DROPPED = "Dropped: nobody read this request's result within {grace:g} s of sending it."
+STOPPED = "Stopped: nobody read this request's result within {grace:g} s of sending it."
 _CALL_STREAM = re.compile(r"/gradio_api/call/(?:v2/)?[^/]+/([A-Za-z0-9_-]+)/?$")
 _HEARTBEAT = re.compile(r"/gradio_api/heartbeat/([A-Za-z0-9_-]+)/?$")
 FORGET_S = float(os.environ.get("GENAPP_FORGET_S", "30"))  # a page-less session's state goes this long after
@@ -69,6 +70,7 @@ class Gate:
         self.tracking = False  # True once `Listeners` is in the app: only then is "nobody listens" known
         self.counts: Counter[str] = Counter()
         self.queue: Any = None
+        self._send: Any = None
         self._lock: asyncio.Lock | None = None
 
     # -- what is in line --
@@ -98,6 +100,7 @@ class Gate:
             return send(event, message)
 
         queue.push, queue.send_message, queue._genapp_gate = push, send_message, self
+        self._send = send  # Gradio's own, for a message that must not mark its event done
 
     async def _push(self, original, body, request, username):
         from fastapi import HTTPException
@@ -159,15 +162,26 @@ class Gate:
         return (self.tracking and event.concurrency_id in self.per_visitor and not self.listening[event.session_hash]
                 and now - event.enqueue_time > self.grace_s)
 
-    async def drop_abandoned(self) -> None:
-        """Drop waiting events nobody listens for (a late reader gets DROPPED); stop running ones."""
+    def _complete(self, event: Any, why: str, running: bool) -> None:
+        """End `event`'s result stream with the error `why` (a reader who comes late reads it, then the stream
+        closes). A dropped event is done (the wrapped send_message marks it so); a running one still holds its
+        worker and counts against its visitor until it returns, so its message goes out unmarked."""
         from gradio.server_messages import ProcessCompletedMessage
         from gradio.utils import error_payload
 
+        message = gr.Error(why.format(grace=self.grace_s), print_exception=False)
+        send = self._send if running else self.queue.send_message
+        send(event, ProcessCompletedMessage(output=error_payload(message, True), success=False))
+
+    async def drop_abandoned(self) -> None:
+        """Drop waiting events nobody listens for (a late reader gets DROPPED); stop running ones (a late reader
+        gets STOPPED: Gradio sends nothing more for an event it no longer deems alive, so without it the reader's
+        stream would wait forever)."""
         queue, now = self.queue, time.monotonic()
         for job in list(queue.active_jobs):
             for event in job or []:
                 if event.alive and self.abandoned(event, now):
+                    self._complete(event, STOPPED, running=True)  # first: a dead event's messages are not sent
                     event.alive = False  # a generator ends at its next yield; its output goes nowhere
                     self.counts["stopped_abandoned"] += 1
                     _log(f"stopped {event.fn.api_name or event.fn._id}: nobody listened for {self.grace_s:g} s")
@@ -176,9 +190,7 @@ class Gate:
                 for event in [e for e in line.queue if self.abandoned(e, now)]:
                     line.queue.remove(event)
                     queue.event_ids_to_events.pop(event._id, None)
-                    message = gr.Error(DROPPED.format(grace=self.grace_s), print_exception=False)
-                    queue.send_message(event, ProcessCompletedMessage(output=error_payload(message, True),
-                                                                      success=False))
+                    self._complete(event, DROPPED, running=False)
                     self.counts["dropped_abandoned"] += 1
                     _log(f"dropped {event.fn.api_name or event.fn._id}: nobody listened for {self.grace_s:g} s")
 
