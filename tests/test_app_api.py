@@ -153,7 +153,7 @@ def test_every_named_endpoint_has_only_named_outputs(client):
     """Issue 15, item 6: no output of any tab's endpoints is listed as value_N (names come from component labels)."""
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     flows = {"/flow_z_to_x", "/flow_x_to_z", "/flow_layer", "/flow_density", "/flow_inspect", "/flow_likelihood",
-             "/flow_compare_ddpm", "/flow_export", "/flow_export_gif"}
+             "/flow_compare_ddpm", "/flow_export", "/flow_export_gif", "/flow_interpolate"}
     train = {"/train", "/train_stop", "/train_download", "/train_push", "/train_drawing", "/train_pause", "/train_step"}
     assert flows | train <= set(endpoints)
     unnamed = {name: labels for name, endpoint in endpoints.items()

@@ -55,6 +55,41 @@ def test_encoding_inverts_the_flow_on_held_out_digits(flow):
     assert e.z_mean == pytest.approx(float(e.z.mean())) and e.z_std == pytest.approx(float(e.z.std()))
 
 
+def test_interpolation_runs_between_two_held_out_latents(flow):
+    """The ends are the digits themselves (invertibility) at the bits/dim the likelihood panels give them; linear
+    z(t) is the straight line, spherical keeps |z| between the ends' norms; each x(t)'s bits/dim is (1.29) through
+    the forward map, i.e. the same as log_prob at x(t)."""
+    held, d = lab.split(flow)[1], 64
+    x_ends = flow.preprocess(held[[4, 9]], noise=lab._noise(2, d, 0))
+    with torch.no_grad():
+        z_a, z_b = flow.inverse(x_ends)[0].double()
+        ends_bits = flow.log_prob_bits_per_dim(held[[4, 9]], noise=lab._noise(2, d, 0)).double().numpy()
+    lin = lab.interpolate(flow, 4, 9, "linear")
+    assert lin.images.shape == (lab.INTERPOLATION_STEPS, 1, 8, 8) and lin.t[0] == 0 and lin.t[-1] == 1
+    assert lin.reconstruction < 1e-5
+    np.testing.assert_allclose(lin.images[[0, -1]], (x_ends.clamp(0, 1) * 2 - 1).reshape(2, 1, 8, 8).numpy(),
+                               atol=1e-5)
+    np.testing.assert_allclose(lin.bits[[0, -1]], ends_bits, atol=1e-4)
+    mid = (z_a + z_b) / 2  # t = 0.5 on the line
+    assert lin.z_norm[4] == pytest.approx(float(mid.norm() / 8), rel=1e-9)
+    with torch.no_grad():
+        x_mid = flow(mid.float()[None])[0]
+        expected = (-flow.log_prob(x_mid) + d * math.log(17)) / (d * math.log(2))  # (1.29) at x(0.5), backwards
+    assert lin.bits[4] == pytest.approx(float(expected), abs=2e-4)
+    sph = lab.interpolate(flow, 4, 9, "spherical")
+    lo, hi = sorted((float(z_a.norm() / 8), float(z_b.norm() / 8)))
+    assert (sph.z_norm >= lo - 1e-9).all() and (sph.z_norm <= hi + 1e-9).all()  # no dip: the great circle
+    assert lin.z_norm[1:-1].min() < lo  # the straight line dips (two different latents)
+    np.testing.assert_allclose(sph.images[[0, -1]], lin.images[[0, -1]], atol=1e-5)
+    for bad in (dict(a=-1), dict(b=len(held)), dict(path="cubic"), dict(steps=1)):
+        with pytest.raises(ValueError):
+            lab.interpolate(flow, **({"a": 0, "b": 1} | bad))
+    frame, readout = view.interpolation(flow, NAME, 4, 9, "spherical")
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.shape[1] > 2 * frame.shape[0]  # a strip and a plot
+    assert f"**{sph.bits[0]:.3f}** and **{sph.bits[-1]:.3f} bits/dim**" in readout
+    assert "great circle" in readout and "beyond the lecture" in readout and "(1.33)" in readout
+
+
 def test_layer_states_run_from_z_to_x(flow):
     K = len(flow.layers)
     first, last = lab.layer_state(flow, 0, 4, 1, "samples"), lab.layer_state(flow, K, 4, 1, "samples")

@@ -131,12 +131,15 @@ CASES = [  # (endpoint, position, value, the message it must give)
     ("/flow_inspect", 2, "0,5", r"x₂ must be a number in \[-100, 100\], got '0,5'"),
     ("/flow_export", 2, -7, r"Seed must be a whole number in \[0, 2147483647\], got -7"),
     ("/flow_export_gif", 1, LONG, r"Points must be a number in \[10, 20000\], got 'xxx"),
+    ("/flow_interpolate", 1, 5000, r"Digit a must be a whole number in \[0, 296\], got 5000"),  # 297 held out
+    ("/flow_interpolate", 3, "cubic", r"Path in z must be one of linear, spherical, got 'cubic'"),
+    ("/flow_interpolate", 0, FLOW_NAME, r"Interpolation between digits is for flows on images; 'realnvp-moons'"),
 ]
 BASE = {"/sample": SAMPLE, "/animate": (*SAMPLE, 60), "/scrub": (5,), "/inside_step": (5,),
         "/forward_process": (DDPM_NAME, 250, 50, 0), "/vlb": (DDPM_NAME, "beta_tilde"),
         "/flow_z_to_x": (FLOW_NAME, 50, 0), "/flow_layer": (FLOW_NAME, 50, 0, 4, "samples"),
         "/flow_inspect": (FLOW_NAME, 1.0, 0.0), "/flow_export": (FLOW_NAME, 50, 0, 4, "samples"),
-        "/flow_export_gif": (FLOW_NAME, 50, 0)}
+        "/flow_export_gif": (FLOW_NAME, 50, 0), "/flow_interpolate": ("realnvp-digits", 0, 1, "linear")}
 
 
 def test_hostile_values_get_a_short_error_naming_the_field(app, client):

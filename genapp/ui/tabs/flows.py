@@ -2,7 +2,7 @@
 
 z -> x (sampling, 1.30), x -> z (normalizing, 1.33), layer by layer through the couplings (1.34-1.37), the density
 p_x (1.29) beside log|det J_{f^-1}| with its grid integral, the test NLL beside a DDPM's bound (1.11), and a point
-inspector that adds up (1.29) for one x.
+inspector that adds up (1.29) for one x; for a flow on images also the path in z between two held-out digits.
 
 Layout and wiring only: the callbacks are `genapp.ui.callbacks.flows` (2-D flows, a DDPM as its DDIM flow) and
 `genapp.ui.callbacks.image_flows` with the panels of `genapp.ui.image_flow_view` (a flow on images).
@@ -13,6 +13,7 @@ from __future__ import annotations
 import gradio as gr
 
 from genapp.lab import flows as lab
+from genapp.lab import image_flows as lab_images
 from genapp.render import style
 from genapp.ui import image_flow_view as images
 from genapp.ui import trained_data, widgets
@@ -120,6 +121,22 @@ def build_tab(ctx: widgets.AppContext) -> None:
         density_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-density-readout",
                                      label="Density")
 
+    with gr.Accordion("Interpolate between two held-out digits in z (beyond the lecture)", open=False,
+                      visible=False, elem_id="flow-interp-acc") as interp_acc:  # flows on images only
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=7, min_width=360):
+                interp_image = gr.Image(blank("loading…", 2), label="interpolation", elem_id="flow-interp", **image)
+            with gr.Column(scale=3, min_width=260):
+                with gr.Row():
+                    digit = dict(minimum=0, maximum=10_000, precision=0, min_width=80)
+                    digit_a = gr.Number(0, label="digit a (held out)", elem_id="flow-interp-a", **digit)
+                    digit_b = gr.Number(1, label="digit b (held out)", elem_id="flow-interp-b", **digit)
+                path = gr.Radio([("straight line", "linear"), ("great circle (slerp)", "spherical")],
+                                value="linear", label="Path in z", elem_id="flow-interp-path")
+                interp_btn = gr.Button("Interpolate", size="sm", elem_id="flow-interp-btn")
+                interp_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-interp-readout",
+                                            label="Interpolation")
+
     with gr.Accordion("Likelihood (1.31): flows beside a DDPM", open=False, elem_id="flow-likelihood-acc"):
         widgets.explain(text.EXPLAIN_LIKELIHOOD)
         likelihood_md = widgets.explain("", elem_classes="genapp-readout", elem_id="flow-likelihood",
@@ -139,13 +156,13 @@ def build_tab(ctx: widgets.AppContext) -> None:
     def on_model(model, n_steps, extra):
         if not model:
             return (gr.update(), text.NO_MODELS, gr.update(visible=False), gr.update(visible=False), gr.skip(),
-                    *[gr.skip()] * len(points_only))
+                    gr.update(visible=False), *[gr.skip()] * len(points_only))
         if img := image_flow(model, extra):
             K = len(img.layers)
             return (gr.update(maximum=K, value=K), text.describe_image_flow(model, img), gr.update(visible=False),
-                    gr.update(visible=False), text.inspect_digit(images.heldout_count(img)),
+                    gr.update(visible=False), text.inspect_digit(images.heldout_count(img)), gr.update(visible=True),
                     *[gr.update(visible=False)] * len(points_only))
-        shown = (text.INSPECT_POINT, *[gr.update(visible=True)] * len(points_only))
+        shown = (text.INSPECT_POINT, gr.update(visible=False), *[gr.update(visible=True)] * len(points_only))
         flow, source, title = _shown(model, extra, n_steps)
         K, data = _depth(flow), trained_data.describe(source, extra)
         if lab.is_ddim(flow):
@@ -193,6 +210,14 @@ def build_tab(ctx: widgets.AppContext) -> None:
         a, b = pixel_to_data(*evt.index[:2])
         return (round(a, 3), round(b, 3), *inspect(model, round(a, 3), round(b, 3), extra, steps=n_steps))
 
+    def on_interpolate(model, a, b, path_, extra):  # a flow on images only (the panel is hidden otherwise)
+        if not (img := image_flow(model, extra)):
+            raise widgets.refuse(f"Interpolation between digits is for flows on images; {model!r:.60} is not one.")
+        last = (images.heldout_count(img) or 1) - 1
+        return images.interpolation(img, model, widgets.check_int(a, "Digit a", 0, last),
+                                    widgets.check_int(b, "Digit b", 0, last),
+                                    widgets.check_choice(path_, "Path in z", lab_images.INTERPOLATION_PATHS))
+
     def on_likelihood(model, n_steps, extra):
         if img := image_flow(model, extra):
             return image_likelihood(img, model, extra)
@@ -228,6 +253,13 @@ def build_tab(ctx: widgets.AppContext) -> None:
     density_io = dict(fn=on_density, inputs=[model, steps, extra], outputs=[px_image, ld_image, density_md])
     likelihood_io = dict(fn=on_likelihood, inputs=[model, steps, extra], outputs=likelihood_md)
     inspect_io = dict(fn=on_inspect, inputs=[model, x1, x2, steps, extra], outputs=[px_image, ld_image, inspect_md])
+    interp_io = dict(fn=on_interpolate, inputs=[model, digit_a, digit_b, path, extra],
+                     outputs=[interp_image, interp_md])
+
+    def on_interpolate_shown(model, a, b, path_, extra):  # after a model change: only where the panel shows
+        return on_interpolate(model, a, b, path_, extra) if image_flow(model, extra) else (gr.skip(), gr.skip())
+
+    interp_shown_io = interp_io | dict(fn=on_interpolate_shown)
 
     # named endpoints: one per panel, each also wired to what changes it
     layer_k.input(**layer_io, api_name="flow_layer", **render)
@@ -235,6 +267,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
     gr.on([n.release, seed.change], **zx_io, api_name="flow_z_to_x", **render).then(
         **layer_io, **private, **render).then(**xz_io, api_name="flow_x_to_z", **render)
     inspect_btn.click(**inspect_io, api_name="flow_inspect", **render)
+    interp_btn.click(**interp_io, api_name="flow_interpolate", **render)
+    gr.on([digit_a.submit, digit_b.submit, path.change], **interp_io, **private, **render)
     gr.on([x1.submit, x2.submit], **inspect_io, **private, **render)
     for img in (px_image, ld_image):
         img.select(on_pick, [model, steps, extra], [x1, x2, px_image, ld_image, inspect_md], **private, **render)
@@ -249,10 +283,11 @@ def build_tab(ctx: widgets.AppContext) -> None:
 
         return (trigger.then(**zx_io, **private, **render).then(**layer_io, **private, **render)
                 .then(**xz_io, **private, **render).then(**density_io, **name("flow_density"), **render)
-                .then(**likelihood_io, **name("flow_likelihood"), **render))
+                .then(**likelihood_io, **name("flow_likelihood"), **render)
+                .then(**interp_shown_io, **private, **render))
 
     model_io = dict(fn=on_model, inputs=[model, steps, extra],
-                    outputs=[layer_k, info, steps, ddim_text, inspect_md, *points_only], **private)
+                    outputs=[layer_k, info, steps, ddim_text, inspect_md, interp_acc, *points_only], **private)
     resample_btn.click(lambda s: (int(s or 0) + 1) % (widgets.MAX_SEED + 1), seed, seed, queue=False, **private)
     refresh_all(model.change(**model_io), named=True)
     refresh_all(steps.release(**model_io), named=False)  # N' changes the DDIM flow: every panel
