@@ -134,7 +134,11 @@ def test_non_digits_are_scored_on_the_same_footing(flow):
 
 def test_the_panels_draw_and_say_their_numbers(flow):
     frame, text = view.z_to_x(flow, NAME, 9, 0)
-    assert frame.shape == (480, 480, 3) and "T < 1" in text
+    assert frame.shape == (480, 480, 3) and "T < 1" in text and "T = 0.7 (the Temperature slider)" in text
+    cold, text = view.z_to_x(flow, NAME, 9, 0, temperature=0.0)  # the chosen T on the left, T = 1 on the right
+    assert "T = 0 (the Temperature slider)" in text
+    assert not np.array_equal(cold, frame)
+    np.testing.assert_array_equal(cold[:, 240:], frame[:, 240:])  # the T = 1 half is the same z, unchanged
     frame, text = view.x_to_z(flow, NAME, 9, 0)
     e = lab.encode(flow, 9, 0)
     se = e.bits.std(ddof=1) / math.sqrt(len(e.bits))

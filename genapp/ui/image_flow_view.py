@@ -57,16 +57,17 @@ def _figure_array(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def z_to_x(flow, title: str, n: int, seed: int) -> tuple[np.ndarray, str]:
-    """Samples x = f(z) at T = 0.7 beside T = 1 (the same z scaled)."""
-    s = lab.samples(flow, _count(n), seed)
+def z_to_x(flow, title: str, n: int, seed: int, temperature: float = lab.TEMPERATURES[0]) -> tuple[np.ndarray, str]:
+    """Samples x = f(z) at the chosen temperature T beside T = 1 (the same z scaled)."""
+    s = lab.samples(flow, _count(n), seed, temperatures=(temperature, 1.0))
     frame = tiles.chain_frame(s.images[0], s.images[1], title="z → x: samples (1.30)",
                               subtitle="z ~ N(0, T² I), the same z at both T", corner=f"{title} · seed {seed}",
                               labels=tuple(f"x = f(z), T = {t:g}" for t in s.temperatures))
     readout = (f"**Sampling (1.30).** Each image is $x = f(z)$ for one draw $z \\sim \\mathcal N(0, T^2 I)$ in "
-               f"$\\mathbb R^{{{flow.config.data_dim}}}$, the same $z$ on both sides. $T = 1$ is the model itself; "
-               "$T < 1$ (beyond the lecture, Kingma & Dhariwal 2018) keeps nearer its most likely images: smoother, "
-               f"and closer to a blank page where a weak model's density piles up on the background. {beyond(flow)}")
+               f"$\\mathbb R^{{{flow.config.data_dim}}}$, the same $z$ on both sides: T = {temperature:g} (the "
+               "Temperature slider) beside T = 1. $T = 1$ is the model itself; $T < 1$ (beyond the lecture, Kingma "
+               "& Dhariwal 2018) keeps nearer its most likely images: smoother, and closer to a blank page where a "
+               f"weak model's density piles up on the background; $T > 1$ strays further. {beyond(flow)}")
     return frame, readout
 
 

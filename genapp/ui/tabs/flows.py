@@ -43,6 +43,8 @@ from genapp.ui.callbacks.image_flows import image_flow, image_likelihood
 from genapp.ui.flow_view import blank, pixel_to_data
 from genapp.ui.text import flows as text
 
+MAX_TEMPERATURE = 1.5  # samples of a flow on images at T in [0, 1.5]
+
 
 # -- layout ------------------------------------------------------------------------------------------------------
 def build_tab(ctx: widgets.AppContext) -> None:
@@ -65,6 +67,10 @@ def build_tab(ctx: widgets.AppContext) -> None:
     steps = gr.Slider(DDIM_MIN, DDIM_MAX, value=DDIM_DEFAULT, step=1, label="DDIM steps N'", visible=False,
                       info="the DDPM's deterministic sampler visits N' of its N steps: the flow's layers",
                       elem_id="flow-ddim-steps")
+    temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=images.lab.TEMPERATURES[0], step=0.05, visible=False,
+                            label="Temperature T of the samples (beyond the lecture)",
+                            info="z ~ N(0, T² I), shown beside T = 1: below 1, nearer the most likely images",
+                            elem_id="flow-temperature")  # a flow on images only
     info = widgets.explain(text.NO_MODELS if default is None else "", elem_id="flow-info")
     ddim_text = widgets.explain(text.EXPLAIN_DDIM, visible=False, elem_id="flow-ddim-explain")
     image = dict(format="png", interactive=False, show_label=False, buttons=["download", "fullscreen"],
@@ -156,13 +162,14 @@ def build_tab(ctx: widgets.AppContext) -> None:
     def on_model(model, n_steps, extra):
         if not model:
             return (gr.update(), text.NO_MODELS, gr.update(visible=False), gr.update(visible=False), gr.skip(),
-                    gr.update(visible=False), *[gr.skip()] * len(points_only))
+                    gr.update(visible=False), gr.update(visible=False), *[gr.skip()] * len(points_only))
         if img := image_flow(model, extra):
             K = len(img.layers)
             return (gr.update(maximum=K, value=K), text.describe_image_flow(model, img), gr.update(visible=False),
                     gr.update(visible=False), text.inspect_digit(images.heldout_count(img)), gr.update(visible=True),
-                    *[gr.update(visible=False)] * len(points_only))
-        shown = (text.INSPECT_POINT, gr.update(visible=False), *[gr.update(visible=True)] * len(points_only))
+                    gr.update(visible=True), *[gr.update(visible=False)] * len(points_only))
+        shown = (text.INSPECT_POINT, gr.update(visible=False), gr.update(visible=False),
+                 *[gr.update(visible=True)] * len(points_only))
         flow, source, title = _shown(model, extra, n_steps)
         K, data = _depth(flow), trained_data.describe(source, extra)
         if lab.is_ddim(flow):
@@ -171,11 +178,12 @@ def build_tab(ctx: widgets.AppContext) -> None:
         return (gr.update(maximum=K, value=K), text.describe_model(model, flow, data), gr.update(visible=False),
                 gr.update(visible=False), *shown)
 
-    def on_z_to_x(model, points, seed, n_steps, extra):
+    def on_z_to_x(model, points, seed, n_steps, temperature_, extra):
         if not model:
             return blank("no flow checkpoint", 2), text.NO_MODELS
         if img := image_flow(model, extra):
-            return images.z_to_x(img, model, widgets.check_points(points), widgets.check_seed(seed))
+            return images.z_to_x(img, model, widgets.check_points(points), widgets.check_seed(seed),
+                                 widgets.check_float(temperature_, "Temperature T", 0.0, MAX_TEMPERATURE))
         return z_to_x(model, points, seed, extra, steps=n_steps)
 
     def on_x_to_z(model, points, seed, n_steps, extra):
@@ -246,7 +254,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
     render = dict(concurrency_id="render", concurrency_limit=1, trigger_mode="always_last", show_progress="hidden")
     private = dict(api_visibility="private")
     extra = ctx.session
-    zx_io = dict(fn=on_z_to_x, inputs=[model, n, seed, steps, extra], outputs=[zx_image, zx_text])
+    zx_io = dict(fn=on_z_to_x, inputs=[model, n, seed, steps, temperature, extra], outputs=[zx_image, zx_text])
     xz_io = dict(fn=on_x_to_z, inputs=[model, n, seed, steps, extra], outputs=[xz_image, xz_text])
     layer_io = dict(fn=on_layer, inputs=[model, n, seed, layer_k, source, steps, extra],
                     outputs=[layer_image, layer_md])
@@ -264,6 +272,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
     # named endpoints: one per panel, each also wired to what changes it
     layer_k.input(**layer_io, api_name="flow_layer", **render)
     source.change(**layer_io, **private, **render)
+    temperature.change(**zx_io, **private, **render)  # a drag or a typed value (render: the last one wins)
     gr.on([n.release, seed.change], **zx_io, api_name="flow_z_to_x", **render).then(
         **layer_io, **private, **render).then(**xz_io, api_name="flow_x_to_z", **render)
     inspect_btn.click(**inspect_io, api_name="flow_inspect", **render)
@@ -287,7 +296,8 @@ def build_tab(ctx: widgets.AppContext) -> None:
                 .then(**interp_shown_io, **private, **render))
 
     model_io = dict(fn=on_model, inputs=[model, steps, extra],
-                    outputs=[layer_k, info, steps, ddim_text, inspect_md, interp_acc, *points_only], **private)
+                    outputs=[layer_k, info, steps, ddim_text, inspect_md, interp_acc, temperature, *points_only],
+                    **private)
     resample_btn.click(lambda s: (int(s or 0) + 1) % (widgets.MAX_SEED + 1), seed, seed, queue=False, **private)
     refresh_all(model.change(**model_io), named=True)
     refresh_all(steps.release(**model_io), named=False)  # N' changes the DDIM flow: every panel
