@@ -300,3 +300,18 @@ def test_before_and_during_a_run_the_pictures_name_the_image_set():
     assert not np.array_equal(blank, tab.blank_snapshot("digits"))  # the set is named on it
     s = lab.TrainSettings("ddpm", "mnist", steps=10, seconds=5, lr=1e-3, batch_size=16, hidden=8, depth=1)
     assert tab.loss_plot(s, [10, 20], [30.0, 25.0]).axes[0].get_title() == "DDPM on MNIST's 28x28 digits"
+
+
+def test_the_defaults_benchmark_runs_a_family_through_the_tab(tmp_path):
+    """benchmarks/train_tab_images.py, whose numbers the image sets' comments and "Defaults: ..." lines quote: one
+    run through the tab's callbacks with a knob changed, its verdict paired with the floor, its snapshot saved."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import train_tab_images
+
+    out = train_tab_images.run("realnvp", "digits", {"steps": 10, "couplings": 2, "hidden": 16}, str(tmp_path))
+    assert out["steps"] == 10 and out["knobs"]["couplings"] == 2 and out["heldout_digits"] == 297
+    flow, floor, diff = out["heldout_bits_per_dim"], out["floor_bits_per_dim"], out["minus_floor_paired"]
+    assert diff[0] == pytest.approx(flow[0] - floor[0], abs=1e-9) and floor[0] == pytest.approx(images.floor_bits())
+    assert (tmp_path / "realnvp-digits.png").is_file() and out["cpu"]

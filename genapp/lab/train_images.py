@@ -105,8 +105,9 @@ DIGITS = ImageSet(
                 "digits."})
 
 # MNIST, measured 2026-12-03 on the 2-core machine (AMD EPYC, one torch thread, the other core training), seed 0,
-# through the tab (tab.train_session with knob_defaults, snapshots included), 120 s each; held-out bits/dim on the
-# flows tab's 300 held-out digits (4 draws of u) against the independent-pixel floor 1.709 ± 0.022 (uniform 8.00):
+# through the tab (as benchmarks/train_tab_images.py --dataset mnist does: tab.train_session with knob_defaults and
+# the changes named below), 120 s each; held-out bits/dim on the flows tab's 300 held-out digits (4 draws of u)
+# against the independent-pixel floor 1.709 ± 0.022 (uniform 8.00):
 #   DDPM, 16-channel UNet (96k weights), batch 32, lr 2e-3: 1,033 steps, L_simple 23.7 (summed over 784 pixels);
 #     the DDIM grid shows strokes, a few already read as a 1, 7 or 9. 32 channels cost 2.5x as much a step.
 #   RealNVP, 8 couplings of 32-channel convolutions on the squeezed image, batch 64, lr 1e-3: 655 steps, 3.07;
