@@ -315,3 +315,18 @@ def test_the_defaults_benchmark_runs_a_family_through_the_tab(tmp_path):
     flow, floor, diff = out["heldout_bits_per_dim"], out["floor_bits_per_dim"], out["minus_floor_paired"]
     assert diff[0] == pytest.approx(flow[0] - floor[0], abs=1e-9) and floor[0] == pytest.approx(images.floor_bits())
     assert (tmp_path / "realnvp-digits.png").is_file() and out["cpu"]
+
+
+@needs_mnist
+def test_an_mnist_flow_downloads_as_a_checkpoint_that_loads_back(tmp_path):
+    session = Session()
+    final = list(tab.train_session(mnist_settings("realnvp"), None, session, every=0.05))[-1]
+    with zipfile.ZipFile(Path(share.export_checkpoint(final.run, session))) as z:
+        z.extractall(tmp_path)
+    model, kept = hub.load_dir(tmp_path / final.run.name), session[final.run.name]
+    assert isinstance(model, ImageFlow) and model.config.conditioner == "squeeze" and model.config.dataset == "mnist"
+    x = torch.rand(2, 784)
+    with torch.no_grad():
+        assert torch.equal(model.log_prob(x), kept.log_prob(x))
+    card = (tmp_path / final.run.name / "README.md").read_text()
+    assert "library_name: genapp" in card and "mnist" in card.lower()
