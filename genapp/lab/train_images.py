@@ -289,7 +289,7 @@ class Verdict:
     flow: tuple[float, float]
     floor: tuple[float, float]
     difference: tuple[float, float]
-    n: int = 0
+    n: int
 
 
 def verdict(model: nn.Module) -> Verdict | None:

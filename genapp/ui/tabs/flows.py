@@ -264,8 +264,12 @@ def build_tab(ctx: widgets.AppContext) -> None:
     interp_io = dict(fn=on_interpolate, inputs=[model, digit_a, digit_b, path, extra],
                      outputs=[interp_image, interp_md])
 
-    def on_interpolate_shown(model, a, b, path_, extra):  # after a model change: only where the panel shows
-        return on_interpolate(model, a, b, path_, extra) if image_flow(model, extra) else (gr.skip(), gr.skip())
+    def on_interpolate_shown(model, a, b, path_, extra):  # after a model change: only where the panel shows,
+        if not (img := image_flow(model, extra)):  # with the digits brought into the new model's held-out range
+            return gr.skip(), gr.skip()            # (never the last model's picture under an error)
+        last = (images.heldout_count(img) or 1) - 1
+        a, b = (min(widgets.check_int(v, name, 0, 10_000), last) for v, name in ((a, "Digit a"), (b, "Digit b")))
+        return on_interpolate(model, a, b, path_, extra)
 
     interp_shown_io = interp_io | dict(fn=on_interpolate_shown)
 
