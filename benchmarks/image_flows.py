@@ -92,6 +92,10 @@ def train(args: argparse.Namespace) -> dict:
             flow.train()
             print("step {}  {:.0f} s  train batch {:.3f}  validation {:.3f} bits/dim".format(*log[-1]), flush=True)
     seconds = time.perf_counter() - start
+    if step % args.log_every:  # the last weights compete too (a run shorter than --log-every kept its initial ones)
+        val = heldout_bits(flow.eval(), val_px, 2)
+        if val < best[0]:
+            best = (val, step, copy.deepcopy(flow.state_dict()))
     flow.load_state_dict(best[2])  # the weights with the best validation bits/dim (held-out digits never seen)
     flow.eval()
     result = {
