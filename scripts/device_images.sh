@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One short run on the device machine for issues 18 and 19 (no GPU was lent when it was written: prepared on the CPU,
-# smoke-tested there with DEVICE=cpu). In order, so no measurement shares the GPU with another:
+# One short run on the device machine for issues 18 and 19 (no GPU was lent when it was written: prepared on the CPU
+# machine and smoke-tested on it with DEVICE=cpu). In order, so no measurement shares the GPU with another:
 #   1. training steps/s on $DEVICE for the MNIST UNet and the 2-D families (benchmarks/gpu_train_speed.py; the 2-core
 #      CPU's own figures are in docs/gpu_train_speed.md: MNIST UNet 2.45 steps/s at 2 threads, batch 64);
 #   2. ddpm-mnist's chain of 16 images on $DEVICE: Algorithm 2 over N = 1000 steps and DDIM in 50 (target <= 3 s);
