@@ -144,9 +144,9 @@ class Interpolation:
     2018): z(t) on the straight line (`path` "linear") or the great circle ("spherical", which keeps |z| where a
     straight line between two typical latents passes nearer 0) between z_a = f^{-1}(x_a) and z_b = f^{-1}(x_b), x
     dequantized with one fixed draw of u. `images` (S, C, H, W) in [-1, 1]; `bits` the density of each x(t) in
-    bits/dim, -log p_x(x(t)) = -log p_z(z(t)) + log|det J_f(z(t))| (1.29) (at the ends: the two digits' own, as
-    the likelihood panels score them); `z_norm` |z(t)| / sqrt(D) (about 1 for a typical N(0, I) draw);
-    `reconstruction` max |f(z_a) - x_a|, |f(z_b) - x_b| (the flow is invertible: rounding only)."""
+    bits/dim, -log p_x(x(t)) = -log p_z(z(t)) + log|det J_f(z(t))| (1.29) (at the ends: the two digits' own, for
+    that one draw of u; the likelihood panels average NOISE_DRAWS); `z_norm` |z(t)| / sqrt(D) (about 1 for a
+    typical N(0, I) draw); `reconstruction` max |f(z_a) - x_a|, |f(z_b) - x_b| (f is invertible: rounding only)."""
 
     a: int
     b: int

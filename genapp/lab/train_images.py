@@ -132,10 +132,11 @@ MNIST = ImageSet(
                 "read as digits, shown live as a grid (DDIM snapshots, beyond the lecture). The shipped ddpm-mnist "
                 "trained 2 hours on 2 cores.",
         "realnvp": "Defaults: 4 couplings, convolutions on the squeezed image, for 120 s: on one CPU core ~6,300 "
-                   "steps gave 1.95 ± 0.02 bits/dim on 300 held-out digits, still 0.24 above the independent-pixel "
-                   "floor (1.71; uniform 8.00). The shipped realnvp-mnist passed it after ~30 minutes on 2 cores.",
+                   "steps gave 1.95 ± 0.02 bits/dim on 300 held-out digits, still 0.24 ± 0.01 (paired) above the "
+                   "independent-pixel floor (1.71 ± 0.02; uniform 8.00). The shipped realnvp-mnist passed it after "
+                   "~30 minutes on 2 cores.",
         "nice": "Defaults: 4 couplings, convolutions on the squeezed image, for 120 s: on one CPU core ~8,700 steps "
-                "gave 3.62 ± 0.02 bits/dim on 300 held-out digits, far above the independent-pixel floor (1.71; "
+                "gave 3.62 ± 0.02 bits/dim on 300 held-out digits, far above the independent-pixel floor (1.71 ± 0.02; "
                 "uniform 8.00): additive couplings learn slowly on 784 dimensions."})
 IMAGE_SETS = {s.name: s for s in (DIGITS, MNIST)}
 IMAGE_DATASETS = tuple(IMAGE_SETS)  # image data the Train tab offers

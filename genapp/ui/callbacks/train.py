@@ -35,7 +35,7 @@ from genapp.ui.text import train as text
 
 DRAWING = "my drawing"  # the dataset choice for the sketchpad / upload
 DRAWING_NAME = lab.DRAWING  # config.dataset of a model trained on it
-DIGITS, DIGITS_LABEL = "digits", images.DIGITS.choice  # DDPM, RealNVP, NICE; drawings stay 2-D
+DIGITS_LABEL = images.DIGITS.choice  # the 8x8 digits' label in the Dataset dropdown
 IMAGE_CHOICES = {s.choice: s.name for s in images.IMAGE_SETS.values()}  # the dropdown's image labels -> names
 DRAWING_JITTER = 0.03  # data units of Gaussian jitter on those points: a stroke is a thin band, not a curve
 SCHEDULES = lab.SCHEDULES

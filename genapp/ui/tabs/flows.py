@@ -67,7 +67,7 @@ def build_tab(ctx: widgets.AppContext) -> None:
     steps = gr.Slider(DDIM_MIN, DDIM_MAX, value=DDIM_DEFAULT, step=1, label="DDIM steps N'", visible=False,
                       info="the DDPM's deterministic sampler visits N' of its N steps: the flow's layers",
                       elem_id="flow-ddim-steps")
-    temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=images.lab.TEMPERATURES[0], step=0.05, visible=False,
+    temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=lab_images.TEMPERATURES[0], step=0.05, visible=False,
                             label="Temperature T of the samples (beyond the lecture)",
                             info="z ~ N(0, T² I), shown beside T = 1: below 1, nearer the most likely images",
                             elem_id="flow-temperature")  # a flow on images only
