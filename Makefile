@@ -16,7 +16,7 @@ demo: setup  ## start the app on http://127.0.0.1:7860 from the shipped checkpoi
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) app.py
 
 test: setup browser lint  ## the whole test suite, in parallel on 2 workers
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --durations=15 tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
 
 lint: setup
 	$(PY) -m ruff check .

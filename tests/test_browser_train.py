@@ -18,7 +18,9 @@ from gradio_client.utils import Status
 from test_app_api import need_checkpoint, serve_app
 from test_browser import ARTIFACTS, _wait_for, chromium, open_accordion, open_page
 
-pytestmark = pytest.mark.browser
+# Both tests train on a shared 2-core machine: `make test` (`--dist loadgroup`) runs them one after the other on one
+# worker, so neither reads the other's three trainings as its own server being slow.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("trainings")]
 SECONDS = 4  # the training budget typed into the page
 
 
@@ -117,24 +119,30 @@ def test_draw_train_download_and_find_it_in_this_session_only():
         print(f"trained through the page in {trained_s:.1f} s (budget {SECONDS} s)")
 
 
-LONG = ("ddpm", "moons", 50_000, 60, 3e-3, 64, 16, 1, 2, 20, "linear", 0)  # the knobs, in the page's order
+LONG = ("ddpm", "moons", 50_000, 120, 3e-3, 64, 16, 1, 2, 20, "linear", 0)  # the knobs, in the page's order
 
 
-def _until(job, codes, timeout: float = 60) -> None:
-    _wait_for(lambda: job.status().code in codes, timeout, f"status in {codes}, is {job.status().code}")
+def _until(job, codes, log, timeout: float = 90) -> None:
+    """Wait for `job`'s status to be one of `codes`; on a timeout, say where every job stood and what the app
+    printed last (a status that never comes is otherwise a bare timeout)."""
+    try:
+        _wait_for(lambda: job.status().code in codes, timeout, f"status in {codes}, is {job.status().code}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n--- the app's last output ---\n{log.read_text()[-4000:]}") from None
 
 
-def test_the_queue_runs_two_trainings_and_shows_the_third_its_place():
+def test_the_queue_runs_two_trainings_and_shows_the_third_its_place(tmp_path):
     need_checkpoint()
-    with serve_app() as url:
+    log = tmp_path / "app.log"
+    with serve_app(log_path=log) as url:
         # three visitors, each from its own address (as a proxy on a private address forwards them)
         a, b, c = (Client(url, verbose=False, download_files=False, headers={"X-Forwarded-For": f"203.0.113.{i}"})
                    for i in (1, 2, 3))
         first, second = a.submit(*LONG, api_name="/train"), b.submit(*LONG, api_name="/train")
-        _until(first, (Status.ITERATING,))
-        _until(second, (Status.ITERATING,))
+        _until(first, (Status.ITERATING,), log)
+        _until(second, (Status.ITERATING,), log)
         third = c.submit(*LONG, api_name="/train")
-        _until(third, (Status.IN_QUEUE,))
+        _until(third, (Status.IN_QUEUE,), log)
         time.sleep(2)
         assert third.status().code == Status.IN_QUEUE and third.status().rank == 0  # first in line, waiting
 
@@ -142,7 +150,7 @@ def test_the_queue_runs_two_trainings_and_shows_the_third_its_place():
         assert "my-ddpm-moons-1: stopped; the model is kept" in stopped
         _wait_for(first.done, 30, "the stopped run's event to end")
         assert "stopped; the model is kept" in first.outputs()[-1][0]
-        _until(third, (Status.ITERATING,))  # its slot came free: the third trains now
+        _until(third, (Status.ITERATING,), log)  # its slot came free: the third trains now
 
         assert "stopped; the model is kept" in c.predict(api_name="/train_stop")[0]  # a free slot again
         started = time.monotonic()
