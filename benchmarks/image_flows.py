@@ -63,8 +63,9 @@ def train(args: argparse.Namespace) -> dict:
     else:
         config = image_flow_config(args.kind, tuple(train_px.shape[1:]), levels, num_couplings=args.couplings,
                                    hidden=args.hidden, depth=args.depth, masks=args.masks,
-                                   conditioner=args.conditioner, dataset=args.data)
+                                   conditioner=args.conditioner, dataset=args.data, pixel_affine=args.pixel_affine)
         flow = ImageFlow(config).to(device)
+        flow.initialize(fit_px, torch.Generator().manual_seed(args.seed))  # a PixelAffine's data-dependent start
     opt = torch.optim.Adam(flow.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)
     budget, start, step, log = args.minutes * 60, time.perf_counter(), 0, []
@@ -130,6 +131,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--masks", choices=("checkerboard", "channel", "mixed"), default="mixed")
+    parser.add_argument("--pixel-affine", action="store_true",
+                        help="a per-pixel affine (actnorm) before the logit transform, initialised from the data")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=128)

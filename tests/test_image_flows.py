@@ -17,6 +17,7 @@ from genapp.image_flows import (
     ImageFlowConfig,
     IndependentPixels,
     LogitTransform,
+    PixelAffine,
     bits_per_dim,
     channel_mask,
     checkerboard_mask,
@@ -28,10 +29,10 @@ from genapp.image_flows import (
 
 
 def tiny_flow(kind: str, masks: str = "mixed", shape=(1, 4, 4), levels: int = 4, couplings: int = 4,
-              conditioner: str = "mlp") -> ImageFlow:
+              conditioner: str = "mlp", pixel_affine: bool = False) -> ImageFlow:
     torch.manual_seed(0)
     flow = ImageFlow(ImageFlowConfig(kind=kind, shape=shape, levels=levels, num_couplings=couplings, hidden=16,
-                                     masks=masks, conditioner=conditioner)).double()
+                                     masks=masks, conditioner=conditioner, pixel_affine=pixel_affine)).double()
     with torch.no_grad():  # make the layers far from the identity so a wrong log-det shows
         for p in flow.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -144,6 +145,48 @@ def test_log_det_matches_autograd_jacobian(kind, conditioner):
         sign, logabs = torch.linalg.slogdet(jac)
         assert sign != 0
         torch.testing.assert_close(log_det[i], logabs, atol=1e-8, rtol=0)  # (1.29), every layer counted (1.32)
+
+
+@pytest.mark.parametrize("kind", ["realnvp", "nice"])
+def test_pixel_affine_is_a_bijection_with_its_log_det_counted(kind):
+    """A flow with a PixelAffine (beyond the lecture): f^{-1}(f(z)) = z, and its log-det (sum_j s_j) is in (1.29): the
+    whole inverse's log|det| matches autograd's Jacobian, and the layer's own term is -sum_j s_j exactly."""
+    flow = tiny_flow(kind, pixel_affine=True)
+    affine = flow.layers[-2]
+    assert isinstance(affine, PixelAffine) and isinstance(flow.layers[-1], LogitTransform)
+    z = torch.randn(4, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x, log_det = flow(z)
+    z_back, inv_log_det = flow.inverse(x)
+    torch.testing.assert_close(z_back, z, atol=1e-9, rtol=0)
+    torch.testing.assert_close(inv_log_det, -log_det, atol=1e-9, rtol=0)
+    for i in range(2):
+        jac = torch.autograd.functional.jacobian(lambda v: flow.inverse(v[None])[0][0], x[i])
+        torch.testing.assert_close(inv_log_det[i], torch.linalg.slogdet(jac)[1], atol=1e-8, rtol=0)
+    pixels = torch.randint(4, (3, 1, 4, 4), generator=torch.Generator().manual_seed(3))
+    terms = flow.nll_terms(pixels, noise=torch.rand(3, 1, 4, 4, dtype=torch.float64))
+    assert terms.layer_names[-2] == PixelAffine.name
+    torch.testing.assert_close(terms.log_dets[-2], (-affine.log_scale.sum()).expand(3).detach())
+
+
+def test_pixel_affine_starts_from_the_datas_mean_and_spread():
+    """`ImageFlow.initialize`: h = f^{-1}(y) of the data has mean 0 per pixel, and std 1 where the logit-space std
+    is above the floor; a pixel constant in the data (std 0.02 from the dequantization alone) gets the floor 0.2."""
+    flow = tiny_flow("realnvp", levels=256, pixel_affine=True)
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.randint(256, (4000, 1, 4, 4), generator=gen)
+    pixels[:, :, 0, 0] = 0  # always black, as MNIST's borders
+    flow.initialize(pixels, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        y = flow.layers[-1].inverse(flow.preprocess(pixels, generator=torch.Generator().manual_seed(5)))[0]
+        h = flow.layers[-2].inverse(y)[0]
+    torch.testing.assert_close(h.mean(0), torch.zeros(16, dtype=h.dtype), atol=1e-9, rtol=0)
+    torch.testing.assert_close(h.std(0)[1:], torch.ones(15, dtype=h.dtype), atol=1e-9, rtol=0)
+    assert float(flow.layers[-2].log_scale.detach()[0].exp()) == pytest.approx(0.2)
+    assert 0.005 < float(h.std(0)[0]) < 0.2  # dequantized zeros: logit spread / 0.2
+    untouched = tiny_flow("realnvp")
+    before = [p.clone() for p in untouched.parameters()]
+    untouched.initialize(pixels[:10])  # no PixelAffine: nothing to do
+    assert all(torch.equal(a, b) for a, b in zip(before, untouched.parameters()))
 
 
 @pytest.mark.parametrize("kind", ["realnvp", "nice"])
@@ -269,6 +312,10 @@ def test_config_checks():
         ImageFlowConfig(levels=1)
     with pytest.raises(ValueError, match="conditioner"):
         ImageFlowConfig(conditioner="transformer")
+    with pytest.raises(ValueError, match="pixel_affine"):
+        ImageFlowConfig(pixel_affine="yes")
+    assert not ImageFlowConfig().pixel_affine  # a config.json from before the field: no PixelAffine
+    assert not any(isinstance(layer, PixelAffine) for layer in ImageFlow(ImageFlowConfig()).layers)
     assert isinstance(ImageFlow(ImageFlowConfig(kind="realnvp", shape=(1, 4, 4))).layers[0], AffineCoupling)
 
 

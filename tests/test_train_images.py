@@ -260,6 +260,26 @@ def test_a_flow_loss_in_nats_is_bits_per_dim_of_the_17_level_digits():
     assert images.bits_per_dim([nats + 64 * math.log(2)])[0] == pytest.approx(expected + 1, rel=1e-6)  # sign
 
 
+@pytest.mark.parametrize("family", ["realnvp", "nice"])
+def test_a_tab_flow_starts_from_the_training_digits_per_pixel_spread(family):
+    """The tab's flows carry a PixelAffine (beyond the lecture) set from the training digits, never the held-out
+    ones: its shift is the training digits' per-pixel mean in logit space; the run's description says so."""
+    from genapp.image_flows import LogitTransform, PixelAffine
+
+    torch.manual_seed(0)
+    flow = settings(family).build()
+    affine = flow.layers[-2]
+    assert isinstance(affine, PixelAffine) and isinstance(flow.layers[-1], LogitTransform)
+    train, held = digits_split()
+    with torch.no_grad():
+        y_train = flow.layers[-1].inverse(flow.preprocess(train))[0]
+        y_held = flow.layers[-1].inverse(flow.preprocess(held))[0]
+    gap_train = (affine.shift.detach() - y_train.mean(0)).abs().max()
+    gap_held = (affine.shift.detach() - y_held.mean(0)).abs().max()
+    assert gap_train < 0.1 < gap_held  # a fresh draw of u moves the mean by ~0.01; the held-out digits by more
+    assert "actnorm" in images.beyond(DIGITS_LEVELS)
+
+
 def test_the_flow_trains_on_dequantized_training_digits_only():
     dataset = images.DequantizedImages("digits")
     x = dataset.sample(500, generator=torch.Generator().manual_seed(0))
