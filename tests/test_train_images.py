@@ -278,6 +278,10 @@ def test_a_tab_flow_starts_from_the_training_digits_per_pixel_spread(family):
     gap_held = (affine.shift.detach() - y_held.mean(0)).abs().max()
     assert gap_train < 0.1 < gap_held  # a fresh draw of u moves the mean by ~0.01; the held-out digits by more
     assert "actnorm" in images.beyond(DIGITS_LEVELS)
+    from genapp.ui import image_flow_view
+
+    assert "actnorm" in image_flow_view.beyond(flow)  # the flows tab's panels say so too; a shipped flow's do not
+    assert "actnorm" not in image_flow_view.beyond(ImageFlow(flow.config.__class__(kind=family, shape=(1, 8, 8))))
 
 
 def test_the_flow_trains_on_dequantized_training_digits_only():

@@ -22,8 +22,11 @@ MAX_IMAGES = 36  # images per panel
 
 def beyond(flow) -> str:
     """What on an image flow's panels goes beyond the lecture, with the flow's own number of grey levels."""
-    return (f"Dequantization $x = (j + u)/{flow.config.levels}$, the logit transform and the image masks "
-            "(checkerboard, channel) are beyond the lecture (Dinh et al. 2017).")
+    text = (f"Dequantization $x = (j + u)/{flow.config.levels}$, the logit transform and the image masks "
+            "(checkerboard, channel) are beyond the lecture (Dinh et al. 2017)")
+    if getattr(flow.config, "pixel_affine", False):
+        text += ", as is the per-pixel affine started from the data (actnorm, Kingma & Dhariwal 2018)"
+    return text + "."
 
 
 def _needs_data(panel: Callable[..., T]) -> Callable[..., T]:
