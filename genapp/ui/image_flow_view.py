@@ -168,26 +168,34 @@ def interpolation(flow, title: str, a: int, b: int, path: str) -> tuple[np.ndarr
     bits/dim and |z(t)| / sqrt(D) below."""
     r = lab.interpolate(flow, a, b, path)
     steps = len(r.t)
-    fig = Figure(figsize=(9.6, 3.9), dpi=100, layout="constrained")
-    grid = fig.add_gridspec(2, steps, height_ratios=(1, 1.25))
+    # compact and tall enough to stay readable in a phone's 400 px column: the digits in one row, t on the plot's axis
+    fig = Figure(figsize=(5.6, 4.3), dpi=150, layout="constrained")
+    grid = fig.add_gridspec(2, steps, height_ratios=(1, 2.6))
     for j in range(steps):
         ax = fig.add_subplot(grid[0, j])
         ax.imshow(r.images[j, 0], cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         end = f"#{a}" if j == 0 else f"#{b}" if j == steps - 1 else ""
-        ax.set_title(f"t = {r.t[j]:.3g}" + (f"\ndigit {end}" if end else "\n"), fontsize=8,
-                     color=SAMPLES if end else INK)
+        if end:  # the two real digits, framed and named
+            ax.set_title(end, fontsize=9, color=SAMPLES, pad=2)
+            for spine in ax.spines.values():
+                spine.set_color(SAMPLES)
+                spine.set_linewidth(2)
     ax = fig.add_subplot(grid[1, :])
     ax.plot(r.t, r.bits, "o-", color=SAMPLES, label="bits/dim of x(t) (1.29)")
-    ax.set_xlabel("t along the path")
-    ax.set_ylabel("bits/dim", color=SAMPLES)
+    ax.set_xticks(r.t[::2], [f"{t:.3g}" for t in r.t[::2]], fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.set_xlabel("t along the path (the images above, left to right)", fontsize=9)
+    ax.set_ylabel("bits/dim", color=SAMPLES, fontsize=9)
     norm = ax.twinx()
-    norm.plot(r.t, r.z_norm, "s--", color=MUTED, label="|z(t)| / √D")
+    norm.plot(r.t, r.z_norm, "s--", color=MUTED, label="|z(t)| / √D  (N(0, I): ≈ 1)")
     norm.axhline(1.0, color=MUTED, lw=0.6, ls=":")
-    norm.set_ylabel("|z(t)| / √D  (N(0, I): ≈ 1)", color=MUTED)
+    norm.set_ylabel("|z(t)| / √D", color=MUTED, fontsize=9)
+    norm.tick_params(labelsize=8)
     norm.set_ylim(min(0.5, float(r.z_norm.min()) - 0.05), max(1.5, float(r.z_norm.max()) + 0.05))  # 1 in view
-    ax.set_title(f"{title}: {path} interpolation in z between held-out digits #{a} and #{b}", fontsize=10)
+    fig.suptitle(f"{title}: {'straight line' if path == 'linear' else 'great circle'} in z, #{a} → #{b}",
+                 fontsize=10)
     lines = ax.get_lines()[:1] + norm.get_lines()[:1]
     ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="best")
     frame = _figure_array(fig)
