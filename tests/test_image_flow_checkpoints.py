@@ -45,7 +45,7 @@ def bits(flow: ImageFlow, shape=(1, 4, 4)) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("kind", "options"), [("realnvp", {"masks": "mixed"}), ("nice", {"masks": "checkerboard"}),
-                                               ("realnvp", {"conditioner": "conv"})])
+                                               ("realnvp", {"conditioner": "conv"}), ("nice", {"pixel_affine": True})])
 def test_an_image_flow_folder_loads_back_strictly_with_the_same_bits_per_dim(tmp_path, monkeypatch, kind, options):
     flow = tiny(kind, **options)
     folder = save(flow, tmp_path / f"{kind}-digits")
@@ -64,6 +64,13 @@ def test_an_image_flow_folder_loads_back_strictly_with_the_same_bits_per_dim(tmp
     for other in (by_name, by_mixin):
         assert type(other) is ImageFlow and torch.equal(bits(other), bits(flow))
     assert type(ImageFlow.from_pretrained(folder)) is ImageFlow
+
+
+def test_the_card_names_a_per_pixel_affine_beyond_the_lecture():
+    from genapp.io.cards import model_card
+
+    with_it, without = model_card("my-nice", tiny("nice", pixel_affine=True)), model_card("my-nice", tiny("nice"))
+    assert "per-pixel affine started from the training images (actnorm" in with_it and "actnorm" not in without
 
 
 def test_plain_flows_still_load_as_flows(tmp_path):

@@ -194,6 +194,15 @@ BEYOND_LECTURE = (
     "(Dinh et al. 2017, sec. 4.1), bits/dim (Theis et al. 2016), the independent-pixel baseline, early stopping.")
 
 
+def _config_fields(config: object) -> dict:
+    """An image flow's config for its card: `pixel_affine` only when set (the shipped flows' config.json files,
+    written before the field, have none, and their cards stay as they were)."""
+    fields = asdict(config)
+    if not fields.get("pixel_affine", True):
+        del fields["pixel_affine"]
+    return fields
+
+
 def _image_flow_card(name: str, model: nn.Module, training: dict | None, metrics: dict | None,
                      data: ModelCardData) -> str:
     """The card of an image flow: what it is, its data (split, levels, the pixel map), training, held-out bits/dim
@@ -204,15 +213,17 @@ def _image_flow_card(name: str, model: nn.Module, training: dict | None, metrics
     lines = [
         f"# {data.model_name}", "",
         f"{what[0].upper()}{what[1:]}, on {c}x{h}x{w} images: `genapp.image_flows.ImageFlow`, {config.num_couplings} "
-        f"couplings with {config.masks!r} image masks and {config.conditioner} conditioners, then the logit "
-        f"transform; trained on the `{config.dataset}` images with {config.levels} grey levels.", "",
+        f"couplings with {config.masks!r} image masks and {config.conditioner} conditioners, "
+        + ("a per-pixel affine started from the training images (actnorm, Kingma & Dhariwal 2018; beyond the "
+           "lecture), " if getattr(config, "pixel_affine", False) else "")
+        + f"then the logit transform; trained on the `{config.dataset}` images with {config.levels} grey levels.", "",
         "```python", "import genapp", "from genapp.image_flows import ImageFlow",
         f'model = genapp.load("{name}")  # shipped with genapp, else this repo',
         f'model = ImageFlow.from_pretrained("{data.model_name}")  # the same strict loader',
         f"x = model.sample(16)  # (16, {c}, {h}, {w}), just beyond [0, 1]; quantize(x): pixels 0..{config.levels - 1}",
         "bits = model.log_prob_bits_per_dim(pixels)  # (1.29) with x = (pixels + u) / L, in bits/dim", "```", "",
         "## Architecture", "", f"{sum(p.numel() for p in model.parameters()):,} parameters. `config.json`:", "",
-        "```json", json.dumps(asdict(config), indent=2), "```", "", BEYOND_LECTURE, "",
+        "```json", json.dumps(_config_fields(config), indent=2), "```", "", BEYOND_LECTURE, "",
     ]
     if training and "best_step" in training:  # a benchmark run (early stopping); not a Train-tab run
         split = training.get("data", {})
