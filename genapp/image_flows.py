@@ -199,9 +199,10 @@ class LogitTransform(nn.Module):
                 "conditioning": [], "transformed": "all"}
 
 
-class PixelAffine(nn.Module):
+class PixelAffine(DiagonalScaling):
     """A learned affine map per pixel just before the logit transform (beyond the lecture: Glow's actnorm, Kingma &
-    Dhariwal 2018, one scale and shift per pixel here), forward h -> y = exp(s) * h + b, log|det J_f| = sum_j s_j.
+    Dhariwal 2018, one scale and shift per pixel here): NICE's `DiagonalScaling` plus a shift, forward
+    h -> y = exp(s) * h + b, log|det J_f| = sum_j s_j.
 
     `initialize(y)` sets b and s from data in logit space, so that h = f^{-1}(y) starts at mean 0 and std 1 per pixel:
     the couplings then begin from the best independent Gaussian in logit space instead of having to learn each
@@ -210,11 +211,9 @@ class PixelAffine(nn.Module):
 
     name = "per-pixel affine (actnorm)"
     formula = "$y = e^{s} \\odot h + b$, one scale and shift per pixel (Kingma & Dhariwal 2018; beyond the lecture)"
-    volume_preserving = False
 
     def __init__(self, data_dim: int) -> None:
-        super().__init__()
-        self.log_scale = nn.Parameter(torch.zeros(data_dim))
+        super().__init__(data_dim)
         self.shift = nn.Parameter(torch.zeros(data_dim))
 
     @torch.no_grad()
@@ -226,14 +225,14 @@ class PixelAffine(nn.Module):
         self.log_scale.copy_(y.std(0).clamp_min(min_std).log())
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return h * self.log_scale.exp() + self.shift, self.log_scale.sum().expand(h.shape[0])
+        y, log_det = super().forward(h)
+        return y + self.shift, log_det
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (y - self.shift) * (-self.log_scale).exp(), (-self.log_scale.sum()).expand(y.shape[0])
+        return super().inverse(y - self.shift)
 
     def describe(self) -> dict[str, Any]:
-        return {"layer": "PixelAffine", "name": self.name, "formula": self.formula, "volume_preserving": False,
-                "conditioning": [], "transformed": "all"}
+        return super().describe() | {"layer": "PixelAffine", "transformed": "all"}
 
 
 def pixels_from_unit(images: torch.Tensor, levels: int) -> torch.Tensor:
