@@ -177,8 +177,8 @@ def interpolation(flow, title: str, a: int, b: int, path: str) -> tuple[np.ndarr
         ax.set_xticks([])
         ax.set_yticks([])
         end = f"#{a}" if j == 0 else f"#{b}" if j == steps - 1 else ""
-        if end:  # the two real digits, framed and named
-            ax.set_title(end, fontsize=9, color=SAMPLES, pad=2)
+        if end:  # the two real digits, framed and named below (above, the image's buttons would cover a name)
+            ax.set_xlabel(end, fontsize=9, color=SAMPLES, labelpad=2)
             for spine in ax.spines.values():
                 spine.set_color(SAMPLES)
                 spine.set_linewidth(2)

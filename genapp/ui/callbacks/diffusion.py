@@ -106,8 +106,9 @@ def run_chain(settings: lab.ChainSettings, extra: Mapping[str, Any] | None = Non
     if settings.sampler == "ddim" and not 1 <= settings.ddim_steps <= model.num_steps:
         raise widgets.refuse(f"DDIM steps must lie in [1, {model.num_steps}], got {settings.ddim_steps}")
     if is_image_model(model) and settings.n > MAX_IMAGES:
-        raise widgets.refuse(f"An image chain draws at most {MAX_IMAGES} images at a time, got {settings.n} (if you "
-                             "just picked this model, its settings were still arriving: press Animate again)")
+        raise widgets.refuse(f"An image chain draws at most {MAX_IMAGES} images at a time, got {settings.n} (on the "
+                             "page: if this model was just picked, its settings were still arriving; press Animate "
+                             "again)")
     steps = settings.ddim_steps if settings.sampler == "ddim" else model.num_steps
     if is_image_model(model):
         limits.check_image_cost(model, settings.n, steps)
