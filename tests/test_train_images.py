@@ -191,6 +191,7 @@ def test_mnist_is_a_choice_with_its_own_defaults_and_caps(monkeypatch):
     assert isinstance(flow, ImageFlow) and flow.shape == (1, 28, 28) and flow.config.levels == 256
     assert flow.config.conditioner == "squeeze" and flow.config.dataset == "mnist"
     assert "--data mnist --conditioner squeeze" in mnist_settings("realnvp").command()
+    assert "--couplings 2 --pixel-affine --lr 0.001" in mnist_settings("realnvp").command()  # as the tab built it
     assert mnist_settings("ddpm").build().config.data_shape == (1, 28, 28)
     assert "MNIST's 28x28 digits" in images.caps_markdown(False) and "8x8 digits" in images.caps_markdown(False)
 

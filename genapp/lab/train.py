@@ -101,8 +101,8 @@ class TrainSettings:
             return (f"genapp Train tab, {self.family} on {self.dataset} (the CLI trains no image flow; the nearest "
                     f"script: PYTHONPATH=. python benchmarks/image_flows.py --kind {self.family} --data "
                     f"{self.dataset} --conditioner {conditioner} --hidden {self.hidden} --depth {self.depth} "
-                    f"--couplings {self.couplings} --lr {self.lr:g} --batch-size {self.batch_size} --minutes "
-                    f"{self.seconds / 60:g} --seed {self.seed})")
+                    f"--couplings {self.couplings} --pixel-affine --lr {self.lr:g} --batch-size {self.batch_size} "
+                    f"--minutes {self.seconds / 60:g} --seed {self.seed})")
         arch = (["--num-steps", self.num_steps, "--schedule", self.schedule] if self.family == "ddpm"
                 else ["--couplings", self.couplings])
         net = ["--channels", self.hidden] if self.images else ["--hidden", self.hidden, "--depth", self.depth]
