@@ -25,6 +25,7 @@ import torch
 from common import cpu_model  # benchmarks/ is on sys.path when run as a script
 
 from genapp.image_flows import (
+    DEFAULT_ALPHA,
     DIGITS_LEVELS,
     ImageFlow,
     IndependentPixels,
@@ -63,7 +64,8 @@ def train(args: argparse.Namespace) -> dict:
     else:
         config = image_flow_config(args.kind, tuple(train_px.shape[1:]), levels, num_couplings=args.couplings,
                                    hidden=args.hidden, depth=args.depth, masks=args.masks,
-                                   conditioner=args.conditioner, dataset=args.data, pixel_affine=args.pixel_affine)
+                                   conditioner=args.conditioner, dataset=args.data, pixel_affine=args.pixel_affine,
+                                   alpha=args.alpha)
         flow = ImageFlow(config).to(device)
         flow.initialize(fit_px, torch.Generator().manual_seed(args.seed))  # a PixelAffine's data-dependent start
     opt = torch.optim.Adam(flow.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -133,6 +135,8 @@ def main() -> None:
     parser.add_argument("--masks", choices=("checkerboard", "channel", "mixed"), default="mixed")
     parser.add_argument("--pixel-affine", action="store_true",
                         help="a per-pixel affine (actnorm) before the logit transform, initialised from the data")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                        help="the logit transform's alpha (default 1e-6, MAF's; Dinh et al. used 0.05)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=128)

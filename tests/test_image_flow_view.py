@@ -35,6 +35,13 @@ def test_the_tab_tells_an_image_flow_from_a_point_flow(flow):
     assert tab.image_flow("realnvp-moons") is None and tab.image_flow("ddim:ddpm-moons") is None
 
 
+def test_the_page_names_the_flows_own_alpha_beyond_the_lecture(flow):
+    assert "$\\alpha = 10^{-6}$" in view.beyond(flow)  # DEFAULT_ALPHA, written for the page's LaTeX
+    older = ImageFlow(image_flow_config("nice", (1, 8, 8), 17, num_couplings=2, hidden=8, depth=1, alpha=0.05))
+    assert "$\\alpha = 0.05$" in view.beyond(older) and "beyond the lecture" in view.beyond(older)
+    assert view._latex_number(2.5e-5) == "2.5 \\times 10^{-5}"
+
+
 def test_samples_share_z_across_temperatures(flow):
     s = lab.samples(flow, 5, 3, temperatures=(0.0, 1.0))
     assert s.images[0].shape == (5, 1, 8, 8) and (np.abs(s.images[0]) <= 1).all()

@@ -11,6 +11,7 @@ import torch
 
 from genapp.flows import AffineCoupling
 from genapp.image_flows import (
+    DEFAULT_ALPHA,
     DIGITS_HELDOUT,
     ConvConditioner,
     ImageFlow,
@@ -29,19 +30,22 @@ from genapp.image_flows import (
 
 
 def tiny_flow(kind: str, masks: str = "mixed", shape=(1, 4, 4), levels: int = 4, couplings: int = 4,
-              conditioner: str = "mlp", pixel_affine: bool = False) -> ImageFlow:
+              conditioner: str = "mlp", pixel_affine: bool = False, alpha: float = DEFAULT_ALPHA) -> ImageFlow:
     torch.manual_seed(0)
     flow = ImageFlow(ImageFlowConfig(kind=kind, shape=shape, levels=levels, num_couplings=couplings, hidden=16,
-                                     masks=masks, conditioner=conditioner, pixel_affine=pixel_affine)).double()
+                                     masks=masks, conditioner=conditioner, pixel_affine=pixel_affine,
+                                     alpha=alpha)).double()
     with torch.no_grad():  # make the layers far from the identity so a wrong log-det shows
         for p in flow.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return flow
 
 
-def identity_flow(kind: str, shape=(1, 2, 2), levels: int = 2) -> ImageFlow:
-    """Couplings whose conditioners output 0: mu = sigma = 0 (1.34, 1.36), so only the logit transform acts."""
-    flow = ImageFlow(ImageFlowConfig(kind=kind, shape=shape, levels=levels, num_couplings=2, hidden=8)).double()
+def identity_flow(kind: str, shape=(1, 2, 2), levels: int = 2, alpha: float = 0.05) -> ImageFlow:
+    """Couplings whose conditioners output 0: mu = sigma = 0 (1.34, 1.36), so only the logit transform acts (alpha
+    0.05, Dinh et al.'s, for the hand computations below)."""
+    flow = ImageFlow(ImageFlowConfig(kind=kind, shape=shape, levels=levels, num_couplings=2, hidden=8,
+                                     alpha=alpha)).double()
     with torch.no_grad():
         for layer in flow.layers:
             if hasattr(layer, "net"):
@@ -127,7 +131,8 @@ def test_inverse_of_forward_is_identity(kind, conditioner):
     flow = tiny_flow(kind, conditioner=conditioner)
     z = torch.randn(5, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     x, log_det = flow(z)
-    lo, hi = -0.05 / 0.9, 0.95 / 0.9  # the logit transform's image: ((0 - alpha), (1 - alpha)) / (1 - 2 alpha)
+    a = flow.config.alpha
+    lo, hi = -a / (1 - 2 * a), (1 - a) / (1 - 2 * a)  # the logit transform's image: (-alpha, 1 - alpha) / (1 - 2a)
     assert bool(((x >= lo) & (x <= hi)).all())
     z_back, inv_log_det = flow.inverse(x)
     torch.testing.assert_close(z_back, z, atol=1e-9, rtol=0)
@@ -170,8 +175,9 @@ def test_pixel_affine_is_a_bijection_with_its_log_det_counted(kind):
 
 def test_pixel_affine_starts_from_the_datas_mean_and_spread():
     """`ImageFlow.initialize`: h = f^{-1}(y) of the data has mean 0 per pixel, and std 1 where the logit-space std
-    is above the floor; a pixel constant in the data (std 0.02 from the dequantization alone) gets the floor 0.2."""
-    flow = tiny_flow("realnvp", levels=256, pixel_affine=True)
+    is above the floor; a pixel constant in the data (std 0.02 from the dequantization alone with Dinh et al.'s
+    alpha = 0.05) gets the floor 0.2."""
+    flow = tiny_flow("realnvp", levels=256, pixel_affine=True, alpha=0.05)
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randint(256, (4000, 1, 4, 4), generator=gen)
     pixels[:, :, 0, 0] = 0  # always black, as MNIST's borders
@@ -222,6 +228,26 @@ def test_logit_transform_log_det_matches_autograd_per_dimension():
     torch.testing.assert_close(forward_log_det, -log_det)
     with pytest.raises(ValueError, match="alpha"):
         LogitTransform(0.5)
+
+
+def test_the_default_alpha_is_finite_in_float32_at_both_ends_of_the_pixel_range():
+    """DEFAULT_ALPHA = 1e-6 (MAF's, not Dinh et al.'s 0.05): pixel 0 with u = 0 and pixel 255 with u -> 1 stay finite in
+    float32, y spans (logit 1e-6, -logit 1e-6) = (-13.8, 13.8), and the log-det is (1.32)'s closed form there (to
+    float32's rounding of 1 - s near x = 1: a few percent of log(1 - s) at the very last float, ~1e-4 nats on
+    average over u for a top-level pixel)."""
+    assert ImageFlowConfig().alpha == DEFAULT_ALPHA == LogitTransform().alpha == 1e-6
+    t = LogitTransform()
+    x = torch.tensor([[0.0, 1 / 256, 255 / 256, 1 - 2**-10], [1 - 2**-24, 0.5, 0.5, 0.5]])  # 1 - 2^-24: last below 1
+    y, log_det = t.inverse(x)
+    assert bool(torch.isfinite(y).all()) and bool(torch.isfinite(log_det).all())
+    assert math.isclose(float(y[0, 0]), math.log(1e-6 / (1 - 1e-6)), rel_tol=1e-5)
+    assert float(y[1, 0]) > 13
+    s = 1e-6 + (1 - 2e-6) * x.double()
+    expected = (math.log(1 - 2e-6) - s.log() - (-s).log1p()).sum(1)
+    assert math.isclose(float(log_det[0]), float(expected[0]), rel_tol=1e-5)
+    assert math.isclose(float(log_det[1]), float(expected[1]), rel_tol=2e-3)
+    x_back, _ = t(torch.tensor([[-40.0, 0.0, 40.0]]))  # sampling far out: inside (-alpha, 1 + alpha) / (1 - 2 alpha)
+    assert float(x_back.min()) >= -1e-6 / (1 - 2e-6) - 1e-12 and float(x_back.max()) <= (1 - 1e-6) / (1 - 2e-6) + 1e-7
 
 
 def test_dequantize_and_pixels():

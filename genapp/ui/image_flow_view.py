@@ -20,10 +20,19 @@ T = TypeVar("T")
 MAX_IMAGES = 36  # images per panel
 
 
+def _latex_number(v: float) -> str:
+    """0.05 -> "0.05", 1e-6 -> "10^{-6}", 2.5e-5 -> "2.5 \\times 10^{-5}" (for $...$)."""
+    if v >= 1e-3:
+        return f"{v:g}"
+    mantissa, exponent = f"{v:.2e}".split("e")
+    return (f"{float(mantissa):g} \\times " if float(mantissa) != 1 else "") + f"10^{{{int(exponent)}}}"
+
+
 def beyond(flow) -> str:
     """What on an image flow's panels goes beyond the lecture, with the flow's own number of grey levels."""
-    text = (f"Dequantization $x = (j + u)/{flow.config.levels}$, the logit transform and the image masks "
-            "(checkerboard, channel) are beyond the lecture (Dinh et al. 2017)")
+    text = (f"Dequantization $x = (j + u)/{flow.config.levels}$, the logit transform (here $\\alpha = "
+            f"{_latex_number(flow.config.alpha)}$) and the image masks (checkerboard, channel) are beyond the "
+            "lecture (Dinh et al. 2017)")
     if getattr(flow.config, "pixel_affine", False):
         text += ", as is the per-pixel affine started from the data (actnorm, Kingma & Dhariwal 2018)"
     return text + "."
