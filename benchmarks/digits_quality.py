@@ -1,9 +1,11 @@
-"""Sample quality of a digits DDPM (8x8 or MNIST): Frechet distance in a digit classifier's feature space, against
-its floor, and the variational bound in bits/dim on held-out digits.
+"""Sample quality of a digits DDPM or image flow (8x8 or MNIST): Frechet distance in a digit classifier's feature
+space, against its floor, and (a DDPM) the variational bound in bits/dim on held-out digits.
 
     python benchmarks/digits_quality.py checkpoints/ddpm-digits [--ddim-steps 100] [--grid samples.png]
     python benchmarks/digits_quality.py checkpoints/ddpm-mnist --num-samples 500 --classifier-epochs 4 \
         --bound-images 256 --threads 2 --json mnist.json
+    python benchmarks/digits_quality.py checkpoints/realnvp-mnist --num-samples 500 --classifier-epochs 4 \
+        --temperature 0.7
 
 Prints FD (samples vs. each half of the real digits, averaged), the floor (half vs. half) and their ratio;
 issues 8 and 18 target a ratio within 3. Also the share of samples that are exact copies of a training image
@@ -26,7 +28,7 @@ import torch
 from genapp import data as genapp_data
 from genapp.data.images import image_grid, quantize
 from genapp.digits_fid import DigitsFID
-from genapp.image_flows import IndependentPixels, pixels_from_signed
+from genapp.image_flows import ImageFlow, IndependentPixels, pixels_from_signed
 from genapp.io.hub import load_dir
 from genapp.train import pick_device
 
@@ -72,6 +74,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the samples, the classifier and the split")
     p.add_argument("--ddim-steps", type=int, default=None, help="DDIM with this many steps (default: Algorithm 2)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--temperature", type=float, default=1.0, help="an image flow's sampling temperature T (z ~ N(0, "
+                   "T^2 I); beyond the lecture)")
     p.add_argument("--grid", help="save the first 100 samples as a PNG grid here")
     p.add_argument("--json", help="write the figures as JSON here")
     p.add_argument("--save-samples", help="save the samples here as uint8 pixels (.npy), to score them again later")
@@ -88,16 +92,23 @@ def main() -> None:
 
     model = load_dir(args.checkpoint, map_location=pick_device(args.device))
     dataset = model.config.dataset
+    flow = isinstance(model, ImageFlow)
+    device = next(model.parameters()).device
+    if flow and (args.bound_images or args.ddim_steps):
+        raise SystemExit("--bound-images and --ddim-steps are for a DDPM (a flow's exact bits/dim: its card)")
     start = time.perf_counter()
     fid = DigitsFID(genapp_data.get(dataset), seed=args.seed, epochs=args.classifier_epochs,
                     num_samples=args.num_samples)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
-    generator = torch.Generator(model.device).manual_seed(args.seed)
+    generator = torch.Generator(device).manual_seed(args.seed)
     samples, left = [], fid.num_samples
     while left:
         n = min(args.batch or left, left)
-        samples.append(model.sample(n, generator=generator, ddim_steps=args.ddim_steps).cpu())
+        if flow:  # x in [0, 1] (a little beyond), at a temperature; the DDPM's scale is [-1, 1]
+            samples.append(model.sample(n, generator=generator, temperature=args.temperature).cpu() * 2 - 1)
+        else:
+            samples.append(model.sample(n, generator=generator, ddim_steps=args.ddim_steps).cpu())
         left -= n
         print(f"sampled {fid.num_samples - left}/{fid.num_samples} ({time.perf_counter() - start:.0f} s)", flush=True)
     samples = torch.cat(samples)
@@ -106,10 +117,11 @@ def main() -> None:
         "copies": copies(samples, fid.data.images, fid.data.levels),
         "classifier_accuracy": fid.accuracy(),
         "num_samples": fid.num_samples,
-        "sampler": f"ddim-{args.ddim_steps}" if args.ddim_steps else f"ancestral-{model.num_steps}",
+        "sampler": f"flow, temperature {args.temperature:g}" if flow else
+        f"ddim-{args.ddim_steps}" if args.ddim_steps else f"ancestral-{model.num_steps}",
         "sample_seconds": round(sample_s, 1),
         "classifier_seconds": round(fit_s, 1),
-        "device": str(model.device),
+        "device": str(device),
         "dataset": dataset,
     }
     if args.bound_images:
@@ -122,7 +134,7 @@ def main() -> None:
     print(
         f"FD {result['fd']:.2f}  floor {result['floor']:.2f}  ratio {result['ratio']:.2f}  "
         f"(target <= 3)  copies {result['copies']:.1%}  read as a digit (p >= 0.9) {result['confident']:.1%} "
-        f"(real digits {result['confident_real']:.1%})  [{result['sampler']}, {sample_s:.0f} s on {model.device}]"
+        f"(real digits {result['confident_real']:.1%})  [{result['sampler']}, {sample_s:.0f} s on {device}]"
     )
     if args.save_samples:
         import numpy as np
