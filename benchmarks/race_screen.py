@@ -3,9 +3,9 @@
     python benchmarks/race_screen.py --steps 6000 --seeds 0 1 2 --jobs 2 \\
         --models lecture:8x64 latent:8x64 zuko:8x64 [--datasets 8gaussians checkerboard]
 
-A model is FORM:KxH: our RealNVP with `FlowConfig(affine=FORM)` ("lecture" or "latent"), K couplings of H-wide,
-2-deep conditioners, or zuko:KxH. STEPS:FORM:KxH gives one model its own step count (the equal-CPU-time screen:
-steps in inverse proportion to the CPU time of a step). The race's protocol otherwise (`bench_flows`: Adam lr 3e-3,
+A model is FORM:KxH or FORM:KxHxD: our RealNVP with `FlowConfig(affine=FORM)` ("lecture" or "latent"), K couplings
+of H-wide, D-deep conditioners (D = 2 when not given), or zuko:KxH. STEPS:FORM:KxH gives one model its own step
+count (the equal-CPU-time screen: steps in inverse proportion to the CPU time of a step). The race's protocol otherwise (`bench_flows`: Adam lr 3e-3,
 batch 512, clipping 1, one thread) with a step cosine; KL(data || model) (1.3) ± its Monte Carlo stderr on 20,000
 fresh samples. One JSON line per run on stdout. Results: benchmarks/results/race-2026-12-02.md (the "soft" and
 "latent-tanh" rows there came from an ad-hoc patch of the coupling, not from this script).
@@ -34,14 +34,14 @@ def run(job: tuple[str, str, int, int]) -> dict:
 
     torch.set_num_threads(1)
     form, size = spec.split(":")
-    couplings, hidden = map(int, size.split("x"))
+    couplings, hidden, depth = ([*map(int, size.split("x"))] + [FLOW_DEPTH])[:3]
     torch.manual_seed(seed)
     if form == "zuko":
         from peers import ZukoRealNVP
 
-        model = ZukoRealNVP(couplings, hidden, FLOW_DEPTH)
+        model = ZukoRealNVP(couplings, hidden, depth)
     else:
-        model = Flow(FlowConfig(kind="realnvp", num_couplings=couplings, hidden=hidden, depth=FLOW_DEPTH, affine=form))
+        model = Flow(FlowConfig(kind="realnvp", num_couplings=couplings, hidden=hidden, depth=depth, affine=form))
     ds = data.get(dataset)
     result = train(model, ds, steps=steps, seed=seed, lr=FLOW_LR, batch_size=FLOW_BATCH, device="cpu", progress=False)
     generator = torch.Generator().manual_seed(10_000 + seed)  # the same data samples for every model of a seed
