@@ -276,8 +276,8 @@ def _image_flow_card(name: str, model: nn.Module, training: dict | None, metrics
             lines += ["The target is issue 18's; RealNVP reaches about 1.06 bits/dim on MNIST in the later "
                       "literature, with far larger multi-scale models trained for hours on the full 60,000 digits.",
                       ""]
-    trained = ("a small flow (8 couplings) trained for under an hour on a CPU; its samples are strokes and blobs, "
-               "not digits (a likelihood can beat the floor while the samples look wrong)"
+    trained = ("a small flow (8 couplings) trained for about an hour on one CPU core; its samples are crisp strokes, "
+               "not digits (a likelihood can beat the floor by far while the samples look wrong)"
                if config.dataset == "mnist" else
                "it overfits its few training images within a minute, and its samples are rough digits")
     lines += ["## Limitations", "", f"A small teaching model of {config.dataset}; {trained}. Not meant for anything "
