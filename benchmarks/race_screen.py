@@ -5,10 +5,11 @@
 
 A model is FORM:KxH or FORM:KxHxD: our RealNVP with `FlowConfig(affine=FORM)` ("lecture" or "latent"), K couplings
 of H-wide, D-deep conditioners (D = 2 when not given), or zuko:KxH. STEPS:FORM:KxH gives one model its own step
-count (the equal-CPU-time screen: steps in inverse proportion to the CPU time of a step). The race's protocol otherwise (`bench_flows`: Adam lr 3e-3,
-batch 512, clipping 1, one thread) with a step cosine; KL(data || model) (1.3) ± its Monte Carlo stderr on 20,000
-fresh samples. One JSON line per run on stdout. Results: benchmarks/results/race-2026-12-02.md (the "soft" and
-"latent-tanh" rows there came from an ad-hoc patch of the coupling, not from this script).
+count (the equal-CPU-time screen: steps in inverse proportion to the CPU time of a step). The race's protocol
+otherwise (`bench_flows`: Adam lr 3e-3, batch 512, clipping 1, one thread) with a step cosine; KL(data || model)
+(1.3) ± its Monte Carlo stderr on 20,000 fresh samples. One JSON line per run on stdout. Results:
+benchmarks/results/race-2026-12-02.md (the "soft" and "latent-tanh" rows there came from an ad-hoc patch of the
+coupling, not from this script) and race-2026-12-03.md.
 """
 
 from __future__ import annotations
