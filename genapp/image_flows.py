@@ -164,9 +164,9 @@ def dequantize(pixels: torch.Tensor, levels: int, noise: torch.Tensor | None = N
 # Dinh et al. (2017, sec. 4.1) used 0.05 on natural images; MAF (Papamakarios et al. 2017) used 1e-6 on MNIST. With
 # 0.05 a background pixel's dequantized interval [0, 1/L) becomes a box 0.07 wide in logit space (L = 256), which the
 # couplings' bounded log-scales must squeeze the Gaussian into; with 1e-6 it spans (-13.8, -5.5), on the base's scale.
-# Measured (same recipe, same seed, held-out bits/dim): RealNVP on MNIST 1.725 vs 3.795 after 250 steps, 1.533 vs
-# 3.450 after 750 (0.05 reached 1.617 only after 10,500); 8x8 digits, 1 minute: RealNVP 2.171 vs 2.271, NICE 2.150
-# vs 2.322 (benchmarks/results/image-flows-alpha-2026-12-03.md). Every config.json records its alpha.
+# Measured (same recipe, same seed): RealNVP on MNIST, validation bits/dim 1.725 vs 3.795 after 250 steps, 1.533 vs
+# 3.450 after 750 (0.05 reached 1.617 only after 10,500); 8x8 digits, 1 minute, held out: RealNVP 2.171 vs 2.271,
+# NICE 2.150 vs 2.322 (benchmarks/results/image-flows-alpha-2026-12-03.md). Every config.json records its alpha.
 DEFAULT_ALPHA = 1e-6
 
 
@@ -231,7 +231,8 @@ class PixelAffine(DiagonalScaling):
     def initialize(self, y: torch.Tensor, min_std: float = 0.2) -> None:
         """b = mean(y), s = log std(y) over a batch y (n, D) in logit space, the std at least `min_std`: a pixel that
         is always 0 in the batch (std 0.02 from the dequantization alone) would otherwise make one held-out stroke
-        there cost hundreds of bits (MNIST: 0.2 gives a held-out start of 5.6 bits/dim, 1e-3 a mean of 11)."""
+        there cost hundreds of bits (MNIST at alpha 0.05: 0.2 gives a held-out start of 5.6 bits/dim, 1e-3 a mean of
+        11; at `DEFAULT_ALPHA` a black pixel's logit-space std is ~1 by itself)."""
         self.shift.copy_(y.mean(0))
         self.log_scale.copy_(y.std(0).clamp_min(min_std).log())
 

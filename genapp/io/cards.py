@@ -21,6 +21,7 @@ from torch import nn
 
 from genapp import families
 from genapp.evaluate import targets
+from genapp.image_flows import DEFAULT_ALPHA
 from genapp.io.names import hub_repo_id
 
 LICENSE = "mit"
@@ -194,7 +195,7 @@ def beyond_lecture(alpha: float) -> str:
     """What an image flow's card marks as beyond the lecture, with the flow's own alpha."""
     why = ("Dinh et al.'s own" if alpha == 0.05 else
            "as MAF on MNIST, Papamakarios et al. 2017: on digits, mostly 0 or the top level, it trains far faster "
-           "than Dinh et al.'s 0.05" if alpha == 1e-6 else "")
+           "than Dinh et al.'s 0.05" if alpha == DEFAULT_ALPHA else "")
     return ("Beyond the lecture: image masks (checkerboard and channel-wise, Dinh et al. 2017, sec. 3.4), uniform "
             "dequantization x = (j + u) / L and the logit transform y = logit(alpha + (1 - 2 alpha) x) as a last "
             f"bijection (Dinh et al. 2017, sec. 4.1), here alpha = {alpha:g}{f' ({why})' if why else ''}, bits/dim "
