@@ -277,7 +277,7 @@ def test_a_tab_flow_starts_from_the_training_digits_per_pixel_spread(family):
         y_held = flow.layers[-1].inverse(flow.preprocess(held))[0]
     gap_train = (affine.shift.detach() - y_train.mean(0)).abs().max()
     gap_held = (affine.shift.detach() - y_held.mean(0)).abs().max()
-    assert gap_train < 0.1 < gap_held  # a fresh draw of u moves the mean by ~0.01; the held-out digits by more
+    assert gap_train < 0.1 < gap_held  # a fresh draw of u moves it by up to ~0.08 (alpha 1e-6), held-out ones ~0.23
     assert "actnorm" in images.beyond(DIGITS_LEVELS)
     from genapp.ui import image_flow_view
 
