@@ -187,10 +187,11 @@ MAIN_DATASETS = ("8gaussians", "checkerboard")
 
 
 def jobs(smoke: bool, main_budgets: tuple[float, ...] = (30.0, 60.0, 180.0), other_budget: float = 60.0,
-         seeds: tuple[int, ...] = (0,)) -> list[dict]:
+         seeds: tuple[int, ...] = (0,), seeded_budgets: tuple[float, ...] | None = None) -> list[dict]:
     """Every dataset with an exact density: `main_budgets` on 8gaussians and checkerboard, `other_budget` on the
-    others (0: leave them out), each with every training seed of `seeds` (a key names its seed unless it is 0, so
-    the keys of a one-seed run are those of the runs before seeds)."""
+    others (0: leave them out). The main datasets' budgets in `seeded_budgets` (None: all of them; a smoke run: all)
+    run once per training seed of `seeds`; every other cell once, with the first seed. A key names its seed unless it
+    is 0, so the keys of a one-seed run are those of the runs before seeds."""
     from genapp import data
 
     if smoke:
@@ -201,7 +202,8 @@ def jobs(smoke: bool, main_budgets: tuple[float, ...] = (30.0, 60.0, 180.0), oth
     out = []
     for dataset, budgets in plan.items():
         for budget in budgets:
-            for seed in seeds:
+            seeded = smoke or (dataset in MAIN_DATASETS and (seeded_budgets is None or budget in seeded_budgets))
+            for seed in seeds if seeded else seeds[:1]:
                 for model in MODELS:
                     key = f"{dataset}/{model}/{budget:g}s" + (f"/s{seed}" if seed else "")
                     out.append(dict(part="flows", key=key, module="bench_flows", fn="run",

@@ -647,7 +647,11 @@ def render(results: Path, md: Path, png: Path | None = None) -> str:
         ["command", f"`{meta.get('command', '-')}`"],
         ["CPU", f"{meta.get('cpu', '-')}, {meta.get('cpu_count', '-')} logical cores "
                 f"({meta.get('physical_cores') or '?'} physical); {meta.get('jobs', '-')} worker "
-                f"processes, {meta.get('torch_threads_per_job', 1)} torch thread each"],
+                f"processes, {meta.get('torch_threads_per_job', 1)} torch thread each"
+                + (f"; the {' and '.join(meta['timed_alone'])} jobs one at a time, after the others"
+                   if meta.get("timed_alone") else "")
+                + (f"; load average {meta['load_start'][0]:.2f} (1 min) at the start" if meta.get("load_start")
+                   else "")],
         ["GPU", meta.get("gpu") or "none"],
         ["software", f"Python {meta.get('python', '-')}, torch {meta.get('torch', '-')}, zuko {pk.get('zuko')}, "
                      f"normflows {pk.get('normflows')}, diffusers {pk.get('diffusers')}, numpy {pk.get('numpy')}"],

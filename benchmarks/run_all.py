@@ -1,6 +1,6 @@
 """Run the benchmarks of issue 9 and write one JSON file per part (plus meta.json), then render docs/benchmarks.md.
 
-    python benchmarks/run_all.py                          # everything, one process per CPU core
+    python benchmarks/run_all.py                          # everything (race: 6 seeds at 30, 60 s), a process per core
     python benchmarks/run_all.py --jobs 16 --out DIR --no-render
     python benchmarks/run_all.py --smoke --jobs 1         # every budget shrunk to ~1 s: checks the plumbing
     python benchmarks/run_all.py --parts 1 --flow-seeds 0,1,2   # the flow race with three training seeds
@@ -10,7 +10,8 @@ Parts: 1 flows (KL to the limit at equal wall-clock budgets, vs zuko and normflo
 the limits), 3 correctness (our p_step vs diffusers' DDPMScheduler.step), 4 speed, 5 scaling.
 
 Independent jobs (one training run, one sampler of one checkpoint, ...) run in a pool of `--jobs` processes with
-one torch thread each, longest first. Each part's JSON file is rewritten as its jobs finish, so an interrupted run
+one torch thread each, longest first; then the timed parts (speed, scaling) run one job at a time, so that nothing
+else shares the cores with a speed figure. Each part's JSON file is rewritten as its jobs finish, so an interrupted run
 keeps what it measured; `--time-limit` skips the jobs not yet started by then. After part 1's jobs, each cell's
 RealNVP record gets its paired differences to the peers on the same points (`bench_flows.add_paired`; the per-point
 log-densities behind them live in a temporary folder, removed at the end).
@@ -37,6 +38,9 @@ for path in (str(ROOT), str(HERE)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+FLOW_SEEDS = (0, 1, 2, 3, 4, 5)  # part 1's training seeds: the race's verdict uses the seed-to-seed stderr
+TIMED = ("speed", "scaling")  # parts whose figures are times: their jobs run alone, after every other job
+SEEDED_BUDGETS = (30.0, 60.0)  # ... at these budgets on 8gaussians and checkerboard (180 s: one seed, ~12 min more)
 PARTS = {"1": "flows", "2": "ddpm", "3": "correctness", "4": "speed", "5": "scaling"}
 TITLES = {"flows": "Flows vs the physical limit", "ddpm": "DDPM vs the limits",
           "correctness": "Correctness vs diffusers", "speed": "Speed", "scaling": "Scaling"}
@@ -74,13 +78,14 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def plan(parts: list[str], smoke: bool, flow_budgets: tuple[float, ...] = (30.0, 60.0, 180.0),
-         flow_other_budget: float = 60.0, flow_seeds: tuple[int, ...] = (0,)) -> list[dict]:
+         flow_other_budget: float = 60.0, flow_seeds: tuple[int, ...] = (0,),
+         flow_seeded_budgets: tuple[float, ...] | None = None) -> list[dict]:
     import bench_ddpm
     import bench_flows
     import bench_speed
 
     def flows(smoke: bool) -> list[dict]:
-        return bench_flows.jobs(smoke, flow_budgets, flow_other_budget, flow_seeds)
+        return bench_flows.jobs(smoke, flow_budgets, flow_other_budget, flow_seeds, flow_seeded_budgets)
 
     makers = {"flows": flows, "ddpm": bench_ddpm.quality_jobs,
               "correctness": bench_ddpm.correctness_jobs, "speed": bench_speed.speed_jobs,
@@ -153,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="part 1: seconds of training on 8gaussians and checkerboard (default 30,60,180)")
     p.add_argument("--flow-other-budget", type=float, default=60.0,
                    help="part 1: seconds of training on the other datasets with a density (default 60; 0: skip them)")
-    p.add_argument("--flow-seeds", type=_seeds, default=(0,),
-                   help="part 1: training seeds, each cell run once per seed (default 0; e.g. 0,1,2)")
+    p.add_argument("--flow-seeds", type=_seeds, default=None,
+                   help="part 1: training seeds (default 0,1,2,3,4,5; a smoke run: 0); the cells of "
+                        "--flow-seeded-budgets run once per seed, the others with the first seed only")
+    p.add_argument("--flow-seeded-budgets", type=_budgets, default=SEEDED_BUDGETS,
+                   help="part 1: the budgets on 8gaussians and checkerboard run with every seed (default 30,60: "
+                        "the issue-21 cells; the 180 s and other-dataset cells then take one seed)")
     p.add_argument("--time-limit", type=float, default=None, help="seconds after which unstarted jobs are skipped")
     p.add_argument("--no-render", action="store_true", help="write the JSON only (render later with render.py)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and the time estimate, run nothing")
@@ -174,11 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", "benchmarks/run_all.py",
                                                                                    *argv])
     meta = common.machine_info() | {"command": command, "jobs": args.jobs, "smoke": args.smoke,
-                                    "parts": args.parts, "torch_threads_per_job": 1}
-    jobs = plan(args.parts, args.smoke, args.flow_budgets, args.flow_other_budget, args.flow_seeds)
+                                    "parts": args.parts, "torch_threads_per_job": 1, "timed_alone": list(TIMED),
+                                    "load_start": os.getloadavg()}  # 1, 5, 15 min: was the machine quiet?
+    if args.flow_seeds is None:
+        args.flow_seeds = (0,) if args.smoke else FLOW_SEEDS
+    jobs = plan(args.parts, args.smoke, args.flow_budgets, args.flow_other_budget, args.flow_seeds,
+                args.flow_seeded_budgets)
     total = sum(j["estimate_s"] for j in jobs)
-    longest = max((j["estimate_s"] for j in jobs), default=0)
-    estimate = max(total / args.jobs, longest)
+    timed = sum(j["estimate_s"] for j in jobs if j["part"] in TIMED)  # run alone, after the others
+    longest = max((j["estimate_s"] for j in jobs if j["part"] not in TIMED), default=0)
+    estimate = max((total - timed) / args.jobs, longest) + timed
     print(f"{len(jobs)} jobs, ~{total / 60:.1f} min of work on {args.jobs} processes: about "
           f"{estimate / 60:.1f} min + start-up", flush=True)
     meta["estimate_s"] = estimate
@@ -201,34 +215,43 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     lock_path = str(out / ".gpu.lock")
     ctx = get_context("spawn")  # CUDA-safe; each worker imports torch once
-    with (
-        tempfile.TemporaryDirectory(prefix="genapp-flow-points-") as points_dir,  # scratch: part 1's per-point log q
-        ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, initializer=_init_worker,
-                            initargs=(lock_path, points_dir)) as pool,
-    ):
-        pending = {pool.submit(run_job, job, deadline): job for job in jobs}
-        done_count = 0
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                job = pending.pop(future)
-                try:
-                    record = future.result()
-                except Exception as error:  # a worker died (out of memory, segfault)
-                    record = {"key": job["key"], "part": job["part"], "fn": job["fn"], "kwargs": job["kwargs"],
-                              "error": f"worker failed: {type(error).__name__}: {error}"}
-                records[job["part"]].append(record)
-                done_count += 1
-                elapsed = time.perf_counter() - start
-                print(f"[{done_count}/{len(jobs)} {elapsed:6.0f} s] {job['part']:<11} {job['key']:<40} "
-                      f"{_summary(record)}", flush=True)
-                write_part(job["part"])
+    done_count = 0
+
+    def run_pool(batch: list[dict], workers: int, points_dir: str) -> None:
+        nonlocal done_count
+        if not batch:
+            return
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(lock_path, points_dir)) as pool:
+            pending = {pool.submit(run_job, job, deadline): job for job in batch}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = pending.pop(future)
+                    try:
+                        record = future.result()
+                    except Exception as error:  # a worker died (out of memory, segfault)
+                        record = {"key": job["key"], "part": job["part"], "fn": job["fn"], "kwargs": job["kwargs"],
+                                  "error": f"worker failed: {type(error).__name__}: {error}"}
+                    records[job["part"]].append(record)
+                    done_count += 1
+                    elapsed = time.perf_counter() - start
+                    print(f"[{done_count}/{len(jobs)} {elapsed:6.0f} s] {job['part']:<11} {job['key']:<40} "
+                          f"{_summary(record)}", flush=True)
+                    write_part(job["part"])
+
+    # The timed parts run last, one job at a time, so that no other job shares the cores with a speed measurement.
+    shared, alone = [j for j in jobs if j["part"] not in TIMED], [j for j in jobs if j["part"] in TIMED]
+    with tempfile.TemporaryDirectory(prefix="genapp-flow-points-") as points_dir:  # scratch: part 1's per-point log q
+        run_pool(shared, args.jobs, points_dir)
+        run_pool(alone, 1, points_dir)
         if records.get("flows"):
             import bench_flows
 
             bench_flows.add_paired([r["result"] for r in records["flows"] if "result" in r], points_dir)
             write_part("flows")
     meta["wall_s"] = time.perf_counter() - start
+    meta["load_end"] = os.getloadavg()  # this run's own jobs included: ~--jobs while they ran, less after
     _write_json(out / "meta.json", meta)
     errors = sum("error" in r for rs in records.values() for r in rs)
     print(f"done in {meta['wall_s']:.0f} s; {errors} job(s) failed; results in {out}", flush=True)
