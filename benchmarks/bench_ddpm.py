@@ -184,7 +184,7 @@ def quality_jobs(smoke: bool) -> list[dict]:
             out.append(dict(part="ddpm", key=f"{name}/{sampler}", module="bench_ddpm", fn="ddpm_sampler",
                             kwargs=dict(name=name, sampler=sampler, smoke=smoke), estimate_s=est))
     # flows on 2-D data with an exact density (the digit flows' bits/dim are measured by benchmarks/image_flows.py)
-    flows = [n for n in sorted(shipped) if n.split("-", 1)[0] in ("realnvp", "nice") and not n.endswith("-digits")]
+    flows = [n for n in sorted(shipped) if n.split("-", 1)[0] in ("realnvp", "nice") and n.split("-", 1)[1] in datasets]
     for name in flows[:1] if smoke else flows:
         out.append(dict(part="ddpm", key=f"{name}/kl", module="bench_ddpm", fn="flow_checkpoint",
                         kwargs=dict(name=name, smoke=smoke), estimate_s=2 if smoke else 8))
