@@ -48,7 +48,7 @@ def build(kind: str) -> torch.nn.Module:
 
 
 def describe(flow: torch.nn.Module) -> str:
-    """"12 couplings x (37 x 3), latent form": what a model of the race is, for the report."""
+    """"16 couplings x (32 x 3), latent form": what a model of the race is, for the report."""
     config = getattr(flow, "config", None)
     if config is None:  # a peer: the protocol's size
         return f"{FLOW_COUPLINGS} couplings x ({FLOW_HIDDEN} x {FLOW_DEPTH})"

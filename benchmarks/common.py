@@ -28,11 +28,12 @@ FLOW_BATCH = 512
 FLOW_COUPLINGS = 8
 FLOW_HIDDEN = 64
 FLOW_DEPTH = 2
-# Our RealNVP in the race: about the peers' parameter count (8 x 64 x 2: 35,344; ours 35,544, +0.6%), spent on more,
-# narrower couplings with 3-deep conditioners, in the latent form. Chosen at equal wall clock (30 s, 3 seeds) against
-# the 10 x 57 x 2 of the earlier races: checkerboard 0.100 vs 0.122, 8gaussians 0.056 vs 0.058
+# Our RealNVP in the race: about the peers' parameter count (8 x 64 x 2: 35,344; ours 35,872, +1.5%), spent on more,
+# narrower couplings with 3-deep conditioners, in the latent form. 16 x 32 x 3 was chosen at equal wall clock (60 s,
+# side by side) over the 12 x 37 x 3 of the earlier races: 8gaussians 0.030 vs 0.034 (3 seeds), checkerboard 0.054
+# vs 0.071 (2 seeds), after a step ~8% cheaper (flows.py) made more couplings pay
 # (benchmarks/results/race-2026-12-03.md; the width screens before it: race-2026-12-02.md).
-OURS_REALNVP = dict(num_couplings=12, hidden=37, depth=3, affine="latent")
+OURS_REALNVP = dict(num_couplings=16, hidden=32, depth=3, affine="latent")
 KL_SAMPLES = 20_000
 
 _LOCK_PATH: Path | None = None  # set in each worker by run_all's initializer

@@ -148,6 +148,13 @@ def _summary(record: dict) -> str:
     return "ok"
 
 
+def stages(jobs: list[dict], workers: int) -> list[tuple[list[dict], int]]:
+    """The pools `main` runs one after the other, as (jobs, processes): every untimed job on `workers` processes,
+    then the timed parts' (TIMED) one at a time, so that no other job shares the cores with a speed measurement."""
+    shared, alone = [j for j in jobs if j["part"] not in TIMED], [j for j in jobs if j["part"] in TIMED]
+    return [(batch, n) for batch, n in ((shared, workers), (alone, 1)) if batch]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (one torch thread each)")
@@ -190,9 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = plan(args.parts, args.smoke, args.flow_budgets, args.flow_other_budget, args.flow_seeds,
                 args.flow_seeded_budgets)
     total = sum(j["estimate_s"] for j in jobs)
-    timed = sum(j["estimate_s"] for j in jobs if j["part"] in TIMED)  # run alone, after the others
-    longest = max((j["estimate_s"] for j in jobs if j["part"] not in TIMED), default=0)
-    estimate = max((total - timed) / args.jobs, longest) + timed
+    estimate = sum(max(sum(j["estimate_s"] for j in batch) / workers, max((j["estimate_s"] for j in batch), default=0))
+                   for batch, workers in stages(jobs, args.jobs))
     print(f"{len(jobs)} jobs, ~{total / 60:.1f} min of work on {args.jobs} processes: about "
           f"{estimate / 60:.1f} min + start-up", flush=True)
     meta["estimate_s"] = estimate
@@ -219,8 +225,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_pool(batch: list[dict], workers: int, points_dir: str) -> None:
         nonlocal done_count
-        if not batch:
-            return
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(lock_path, points_dir)) as pool:
             pending = {pool.submit(run_job, job, deadline): job for job in batch}
@@ -240,11 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"{_summary(record)}", flush=True)
                     write_part(job["part"])
 
-    # The timed parts run last, one job at a time, so that no other job shares the cores with a speed measurement.
-    shared, alone = [j for j in jobs if j["part"] not in TIMED], [j for j in jobs if j["part"] in TIMED]
     with tempfile.TemporaryDirectory(prefix="genapp-flow-points-") as points_dir:  # scratch: part 1's per-point log q
-        run_pool(shared, args.jobs, points_dir)
-        run_pool(alone, 1, points_dir)
+        for batch, workers in stages(jobs, args.jobs):  # one pool after the other
+            run_pool(batch, workers, points_dir)
         if records.get("flows"):
             import bench_flows
 

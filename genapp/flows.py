@@ -168,8 +168,8 @@ class AffineCoupling(Coupling):
     def log_scale_shift(self, v_1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(sigma_theta(v_1), shift): sigma bounded, the shift mu (form "lecture") or m (form "latent")."""
         raw, shift = self.net(v_1).chunk(2, dim=1)
-        if self.form == "latent":
-            return raw / (1 + raw.abs() / LATENT_BOUND), shift
+        if self.form == "latent":  # raw / (1 + |raw| / ln 1000), as one add: a training step does this 2K times
+            return raw / torch.add(1, raw.abs(), alpha=1 / LATENT_BOUND), shift
         c = F.softplus(self.bound_raw)
         return c * torch.tanh(raw / c), shift
 
@@ -186,7 +186,7 @@ class AffineCoupling(Coupling):
         x_1, x_2 = self.split(x)
         log_scale, shift = self.log_scale_shift(x_1)
         if self.form == "latent":
-            z_2 = torch.exp(-log_scale) * x_2 + shift  # (1.37) with mu = -exp(sigma) m
+            z_2 = torch.addcmul(shift, torch.exp(-log_scale), x_2)  # (1.37) with mu = -exp(sigma) m
         else:
             z_2 = torch.exp(-log_scale) * (x_2 - shift)  # (1.37)
         return self.merge(x, z_2), -log_scale.sum(1)  # det J_{f^-1}(x) = exp(-sum_j sigma_j)
@@ -299,19 +299,19 @@ class Flow(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["normal
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x = f(z) and log|det J_f(z)| = sum_k log|det J_{f_k}(z_{k-1})|   (1.30)."""
-        log_det = z.new_zeros(z.shape[0])
+        log_dets = []
         for layer in self.layers:
-            z, ld = layer(z)
-            log_det = log_det + ld
-        return z, log_det
+            z, log_det = layer(z)
+            log_dets.append(log_det)
+        return z, torch.stack(log_dets).sum(0)  # one sum, not K adds
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z = f^{-1}(x) via z_{k-1} = f_k^{-1}(z_k)   (1.33), and log|det J_{f^-1}(x)|   (1.32)."""
-        log_det = x.new_zeros(x.shape[0])
+        log_dets = []
         for layer in reversed(self.layers):
-            x, ld = layer.inverse(x)
-            log_det = log_det + ld
-        return x, log_det
+            x, log_det = layer.inverse(x)
+            log_dets.append(log_det)
+        return x, torch.stack(log_dets).sum(0)  # one sum, not K adds: fewer steps in the loss's backward (1.31)
 
     def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p_z(z) for the base p_z = N(0, I)."""

@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -148,16 +149,42 @@ def test_seeded_budgets_take_every_seed_and_the_other_cells_the_first():
 
 
 def test_timed_parts_run_alone_after_the_others(tmp_path, monkeypatch, capsys):
-    """Speed and scaling jobs wait for the pool and then run one at a time: the dry run's estimate says so."""
+    """Speed and scaling jobs wait for the pool of the others and then run one at a time: `main` is run with a fake
+    executor that records, for every job, the pool (its order and size) that ran it; the dry run's estimate agrees."""
+    pools: list[tuple[int, list[str]]] = []
+
+    class FakePool:  # runs each job at submit, in this process
+        def __init__(self, max_workers, **_):
+            pools.append((max_workers, []))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+        def submit(self, fn, job, deadline):
+            pools[-1][1].append(job["part"])
+            future = Future()
+            future.set_result({"key": job["key"], "part": job["part"], "result": {"seconds": 0.0}})
+            return future
+
+    monkeypatch.setattr(run_all, "ProcessPoolExecutor", FakePool)
     monkeypatch.chdir(tmp_path)
+    assert run_all.main(["--jobs", "2", "--parts", "3,4", "--no-render", "--out", str(tmp_path)]) == 0
+    jobs = run_all.plan(["correctness", "speed"], False)
+    assert [workers for workers, _ in pools] == [2, 1]
+    assert pools[0][1] == ["correctness"] * sum(j["part"] == "correctness" for j in jobs)
+    assert pools[1][1] == ["speed"] * sum(j["part"] == "speed" for j in jobs)
+    assert set(run_all.TIMED) == {"speed", "scaling"}
+
+    capsys.readouterr()
     assert run_all.main(["--dry-run", "--jobs", "2", "--parts", "3,4", "--out", str(tmp_path)]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    jobs = run_all.plan(["correctness", "speed"], False)
     shared = sum(j["estimate_s"] for j in jobs if j["part"] == "correctness")
     timed = sum(j["estimate_s"] for j in jobs if j["part"] == "speed")
     longest = max(j["estimate_s"] for j in jobs if j["part"] == "correctness")
     assert f"about {(max(shared / 2, longest) + timed) / 60:.1f} min" in first
-    assert set(run_all.TIMED) == {"speed", "scaling"}
 
 
 def flow_record(dataset: str, model: str, budget: float, seed: int, kl: float, paired: dict | None = None) -> dict:
