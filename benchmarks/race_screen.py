@@ -7,7 +7,10 @@ A model is FORM:KxH or FORM:KxHxD: our RealNVP with `FlowConfig(affine=FORM)` ("
 of H-wide, D-deep conditioners (D = 2 when not given), or zuko:KxH. STEPS:FORM:KxH gives one model its own step
 count (the equal-CPU-time screen: steps in inverse proportion to the CPU time of a step). The race's protocol
 otherwise (`bench_flows`: Adam lr 3e-3, batch 512, clipping 1, one thread) with a step cosine; KL(data || model)
-(1.3) ± its Monte Carlo stderr on 20,000 fresh samples. One JSON line per run on stdout. Results:
+(1.3) ± its Monte Carlo stderr on 20,000 fresh samples. With --budget S every model trains for S seconds of wall
+clock instead, the cosine on the clock, as in the race itself (`bench_flows.train_for`): the equal-time screen, whose
+models should run side by side in one invocation (this machine's speed drifts by up to ~40% between minutes).
+One JSON line per run on stdout. Results:
 benchmarks/results/race-2026-12-02.md (the "soft" and "latent-tanh" rows there came from an ad-hoc patch of the
 coupling, not from this script) and race-2026-12-03.md.
 """
@@ -23,8 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run(job: tuple[str, str, int, int]) -> dict:
-    spec, dataset, seed, steps = job
+def run(job: tuple[str, str, int, int, float | None]) -> dict:
+    spec, dataset, seed, steps, budget = job
     sys.path[:0] = [str(HERE.parent), str(HERE)]
     import torch
     from common import FLOW_BATCH, FLOW_DEPTH, FLOW_LR, KL_SAMPLES
@@ -44,11 +47,19 @@ def run(job: tuple[str, str, int, int]) -> dict:
     else:
         model = Flow(FlowConfig(kind="realnvp", num_couplings=couplings, hidden=hidden, depth=depth, affine=form))
     ds = data.get(dataset)
-    result = train(model, ds, steps=steps, seed=seed, lr=FLOW_LR, batch_size=FLOW_BATCH, device="cpu", progress=False)
+    if budget is not None:
+        from bench_flows import train_for
+
+        timed = train_for(model, ds, budget, seed)
+        steps, seconds, status = timed["steps"], timed["train_seconds"], timed["status"]
+    else:
+        result = train(model, ds, steps=steps, seed=seed, lr=FLOW_LR, batch_size=FLOW_BATCH, device="cpu",
+                       progress=False)
+        seconds, status = result.seconds, result.status
     generator = torch.Generator().manual_seed(10_000 + seed)  # the same data samples for every model of a seed
     kl, se = metrics.kl_data_model(ds, model.log_prob, n=KL_SAMPLES, generator=generator)
     out = dict(model=spec, dataset=dataset, seed=seed, steps=steps, params=sum(p.numel() for p in model.parameters()),
-               kl=kl, kl_stderr=se, seconds=result.seconds, status=result.status)
+               kl=kl, kl_stderr=se, seconds=seconds, status=status, budget=budget)
     print(json.dumps(out), flush=True)
     return out
 
@@ -59,6 +70,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["8gaussians", "checkerboard"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--budget", type=float, default=None, help="seconds of wall clock per model (not --steps)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     jobs = []
@@ -67,7 +79,7 @@ def main() -> None:
             for model in args.models:
                 steps, spec = (int(model.split(":")[0]), model.split(":", 1)[1]) if model.count(":") == 2 \
                     else (args.steps, model)
-                jobs.append((spec, dataset, seed, steps))
+                jobs.append((spec, dataset, seed, steps, args.budget))
     with mp.get_context("spawn").Pool(args.jobs) as pool:  # a fresh process per worker, one thread each
         pool.map(run, jobs, chunksize=1)
 

@@ -651,6 +651,8 @@ def render(results: Path, md: Path, png: Path | None = None) -> str:
                 + (f"; the {' and '.join(meta['timed_alone'])} jobs one at a time, after the others"
                    if meta.get("timed_alone") else "")
                 + (f"; load average {meta['load_start'][0]:.2f} (1 min) at the start" if meta.get("load_start")
+                   else "")
+                + (f", {meta['load_end'][0]:.2f} at the end (the run's own jobs included)" if meta.get("load_end")
                    else "")],
         ["GPU", meta.get("gpu") or "none"],
         ["software", f"Python {meta.get('python', '-')}, torch {meta.get('torch', '-')}, zuko {pk.get('zuko')}, "

@@ -120,6 +120,19 @@ def test_run_keeps_the_per_point_log_q_behind_its_kl(tmp_path, monkeypatch):
     assert np.mean(log_p - kept["log_q"]) == pytest.approx(r["kl"], rel=1e-9)
 
 
+def test_race_screen_trains_for_steps_or_for_a_wall_clock_budget(capsys):
+    """race_screen.py's two screens: a fixed step count (every step taken), or --budget seconds of wall clock with the
+    race's own loop (`bench_flows.train_for`: it ends at the budget, after as many steps as fitted)."""
+    import race_screen
+
+    by_steps = race_screen.run(("latent:2x8x2", "8gaussians", 0, 7, None))
+    assert by_steps["steps"] == 7 and by_steps["status"] == "finished" and by_steps["budget"] is None
+    timed = race_screen.run(("latent:2x8x2", "8gaussians", 0, 7, 0.3))
+    assert timed["status"] == "finished" and timed["steps"] > 7 and timed["seconds"] < 0.3 + 0.2
+    assert timed["budget"] == 0.3 and math.isfinite(timed["kl"]) and timed["kl_stderr"] > 0
+    assert [json.loads(line)["steps"] for line in capsys.readouterr().out.splitlines()] == [7, timed["steps"]]
+
+
 def test_seeds_name_their_jobs_and_seed_0_keeps_the_old_keys():
     jobs = run_all.plan(["flows"], False, (30.0, 60.0), 0.0, (0, 1, 2))
     assert len(jobs) == 2 * 2 * 3 * 4  # datasets x budgets x seeds x models
@@ -274,6 +287,17 @@ def test_render_keeps_the_old_rule_for_records_without_paired_differences(tmp_pa
     assert "| 8gaussians | 60 s | 0.040 ± 0.002 |" in md
     assert "| met (within 2 stderr of zuko) |" in md
     assert "Paired" not in md and "Target column" not in md
+
+
+def test_render_says_how_loaded_the_machine_was(tmp_path):
+    """The page's CPU row: the timed parts ran alone, and the load average when the run started and ended."""
+    meta = {"cpu": "AMD EPYC", "cpu_count": 2, "jobs": 2, "timed_alone": ["speed", "scaling"],
+            "load_start": [0.71, 1.0, 1.2], "load_end": [1.93, 1.9, 1.9]}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    text = render.render(tmp_path, tmp_path / "benchmarks.md")
+    row = next(line for line in text.splitlines() if line.startswith("| CPU |"))
+    assert "the speed and scaling jobs one at a time, after the others" in row
+    assert "load average 0.71 (1 min) at the start, 1.93 at the end (the run's own jobs included)" in row
 
 
 @pytest.mark.slow
