@@ -371,8 +371,8 @@ def train(
         loss_module, prepared_optimizer = accelerator.prepare(_Loss(model, loss_fn), optimizer)
     last_good = copy.deepcopy(model.state_dict())
     # accelerate's clip_grad_norm_ unscales fp16 gradients and knows FSDP and DeepSpeed; without those (one process, or
-    # DDP, whose gradients are already all-reduced) it is torch's, after a scan of every parameter for DTensors that
-    # cost a 2-D flow ~2 ms of its ~16 ms step on the CPU
+    # DDP, whose gradients are already all-reduced) it is torch's, after a scan of every parameter for DTensors: 0.64 vs
+    # 0.36 ms a call for the race's 12-coupling flow on the CPU (benchmarks/results/race-2026-12-03.md)
     plain_clip = accelerator.distributed_type in ("NO", "MULTI_CPU", "MULTI_GPU") and accelerator.scaler is None
     params = list(loss_module.parameters())
     start = time.perf_counter()

@@ -195,6 +195,19 @@ def test_a_nan_gradient_behind_a_finite_loss_is_caught_too():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_grad_clip_bounds_the_gradient_adam_sees():
+    """`grad_clip` rescales the gradients before Adam: clipped to a norm of 1e-10, each gradient is ~1% of Adam's eps
+    (1e-8), so the first update m / (sqrt(v) + eps) is ~100x smaller than without clipping (where it is ~lr)."""
+    moved = {}
+    for clip in (None, 1e-10):
+        model = small_ddpm()
+        before = [p.detach().clone() for p in model.parameters()]
+        train(model, data.get("moons"), steps=1, batch_size=16, lr=1e-3, progress=False, grad_clip=clip)
+        moved[clip] = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
+    assert moved[None] == pytest.approx(1e-3, rel=0.01)  # Adam's first step: lr * sign(g)
+    assert moved[1e-10] < 2e-5
+
+
 def test_same_seed_same_model():
     a, b = small_ddpm(), small_ddpm()
     for model in (a, b):
