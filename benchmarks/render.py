@@ -124,7 +124,7 @@ def flows_section(rep: Report, part: dict | None) -> dict:
             if not any(got.values()):
                 continue
             seeds = max(len(runs.get((dataset, m, budget), {})) for m in FLOW_MODELS)
-            ahead_txt = _ahead(rep, dataset, budget, got, runs.get((dataset, "realnvp", budget), {}))
+            ahead_txt = _ahead(rep, dataset, budget, got, {m: runs.get((dataset, m, budget), {}) for m in FLOW_MODELS})
             body.append([dataset, f"{budget:g} s" + (f", {seeds} seeds" if seeds > 1 else ""),
                          *[pm(r["kl"], r["kl_stderr"]) if r else "-" for r in got.values()], ahead_txt])
     rep.add(table(["dataset", "budget", *[FLOW_LABELS[m] for m in FLOW_MODELS], "target: RealNVP ahead of both"],
@@ -168,7 +168,12 @@ _PAIRED_TARGET = (
     f"the verdict uses: with {SEEDS_FOR_SPREAD} or more seeds the seed-to-seed standard error of that mean (training "
     "noise included), with fewer the paired Monte Carlo stderr (std over the points of the per-point difference / "
     "sqrt(n), combined over the seeds as sqrt(sum of squares) / seeds). 'met' when ours is ahead of both peers by "
-    "more than 2 of these stderr. A cell without paired differences (an older run) shows 'met' when ours has the "
+    "more than 2 of these stderr. A seed in which a model diverged (`train` met a non-finite loss and stopped with its "
+    "last finite weights; status 'diverged') is not a draw of the training noise but a failure: it is named beside "
+    "the verdict and left out of the mean ± stderr, which is over the other seeds; 'met' then also needs ours to "
+    "diverge in no seed and to be ahead in every seed in which a peer diverged (rule set on 2026-12-04, before the "
+    "run it was first applied to). "
+    "A cell without paired differences (an older run) shows 'met' when ours has the "
     "lower KL, noting a peer within 2 stderr (both KL stderrs combined). The differences of each seed are in the "
     "table after it."
 )
@@ -191,13 +196,22 @@ def _sem(values: list[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1) / k)
 
 
-def _ahead(rep: Report, dataset: str, budget: float, got: dict, ours_by_seed: dict[int, dict]) -> str:
+DIVERGED = "diverged"  # genapp.train's status when a non-finite loss ended the run
+
+
+def _ahead(rep: Report, dataset: str, budget: float, got: dict, by_seed: dict[str, dict[int, dict]]) -> str:
     """The target cell "RealNVP ahead of both": on the paired differences when the records have them, else (older
-    runs) on the KLs, noting a peer within 2 combined stderr."""
+    runs) on the KLs, noting a peer within 2 combined stderr. `by_seed`: each model's records by training seed."""
     if dataset not in MAIN_FLOW_DATASETS or any(got[m] is None for m in ("realnvp", *PEERS)):
         return "-"
     name = f"RealNVP ahead of zuko and normflows, {dataset} {budget:g} s"
-    pairs = {m: [r["paired"][m] for _, r in sorted(ours_by_seed.items()) if m in r.get("paired", {})] for m in PEERS}
+
+    def diverged(model: str, seed: int) -> bool:
+        return by_seed.get(model, {}).get(seed, {}).get("status") == DIVERGED
+
+    pairs = {m: [r["paired"][m] | {"seed": seed, "ours_diverged": diverged("realnvp", seed),
+                                   "peer_diverged": diverged(m, seed)}
+                 for seed, r in sorted(by_seed["realnvp"].items()) if m in r.get("paired", {})] for m in PEERS}
     if all(pairs.values()):
         return _paired_verdict(rep, name, pairs)
     kl = {m: r["kl"] for m, r in got.items() if r}
@@ -209,18 +223,31 @@ def _ahead(rep: Report, dataset: str, budget: float, got: dict, ours_by_seed: di
 
 
 def _paired_verdict(rep: Report, name: str, pairs: dict[str, list[dict]]) -> str:
-    """'met' when the mean paired difference to every peer is below -2 stderr (-inf: the peer's KL is infinite)."""
-    ahead, shown = True, []
+    """'met' when, against every peer, the mean paired difference is below -2 stderr (-inf: the peer's KL is
+    infinite) over the seeds in which neither model diverged, and ours did not diverge in any seed. A seed in which
+    only the peer diverged is ours (it is named, with the difference there); see _PAIRED_TARGET."""
+    ahead, shown, failures = True, [], []
     for m, per_seed in pairs.items():
-        diff, se = _mean_paired(per_seed)
-        ahead &= diff == -math.inf or diff < -2 * se  # False when se is NaN
-        k = len(per_seed)
-        how = "seed-to-seed stderr" if k >= SEEDS_FOR_SPREAD else "paired MC stderr"
-        shown.append((f"{pm(diff, se)} vs {m}", f"{k} seed{'s' if k > 1 else ''}, {how}"))
+        normal = [p for p in per_seed if not (p["ours_diverged"] or p["peer_diverged"])]
+        ahead &= not any(p["ours_diverged"] for p in per_seed)
+        ahead &= all(p["diff"] < 0 for p in per_seed if p["peer_diverged"])  # a failed peer still had to be beaten
+        failures += [f"ours diverged in seed {p['seed']}" for p in per_seed if p["ours_diverged"]]
+        failures += [f"{m} diverged in seed {p['seed']} ({fmt(p['diff'])} there)" for p in per_seed
+                     if p["peer_diverged"] and not p["ours_diverged"]]
+        k = len(normal)
+        if k:
+            diff, se = _mean_paired(normal)
+            ahead &= diff == -math.inf or diff < -2 * se  # False when se is NaN
+            how = "seed-to-seed stderr" if k >= SEEDS_FOR_SPREAD else "paired MC stderr"
+            shown.append((f"{pm(diff, se)} vs {m}", f"{k} seed{'s' if k > 1 else ''}, {how}"))
+        else:  # every seed had a divergence: the verdict is theirs alone
+            shown.append((f"no seed without a divergence vs {m}", "-"))
     if len({how for _, how in shown}) == 1:
         measured = ", ".join(text for text, _ in shown) + f" ({shown[0][1]})"
     else:
         measured = ", ".join(f"{text} ({how})" for text, how in shown)
+    if failures:
+        measured += "; " + ", ".join(dict.fromkeys(failures))  # ours' own divergence is listed once, not per peer
     return f"{rep.target(name, ahead, measured)}: {measured}"
 
 

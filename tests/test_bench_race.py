@@ -274,6 +274,44 @@ def test_render_judges_three_seeds_on_the_seed_to_seed_stderr(tmp_path):
     assert "seed-to-seed standard error of that mean" in md and "paired Monte Carlo stderr" in md
 
 
+def test_render_takes_a_diverged_seed_out_of_the_mean_and_names_it(tmp_path):
+    """A seed in which a model diverged (status 'diverged') is a failure, not training noise: it is named and left
+    out of the mean ± stderr. A peer's divergence leaves ours to be judged on the other seeds (and ours must still
+    be ahead in that seed); a divergence of ours misses the target."""
+    seeds = {0: (-0.010, 0.001), 1: (-0.012, 0.001), 2: (-0.011, 0.001), 3: (-0.011, 0.001)}
+
+    def cell(dataset: str, budget: float, diverged: str, seed: int = 0, normflows_diff: float = -0.4) -> list[dict]:
+        records = seeded_cell(dataset, budget, seeds)
+        for rec in records:
+            r = rec["result"]
+            if r["seed"] == seed and r["model"] == "realnvp":
+                r["paired"]["normflows"]["diff"] = normflows_diff
+            if r["seed"] == seed and r["model"] == diverged:
+                r["status"] = "diverged"
+        return records
+
+    md = render_flows(
+        tmp_path,
+        cell("8gaussians", 30.0, "normflows")  # normflows far behind in seed 0: the mean would carry its spread
+        + cell("8gaussians", 60.0, "realnvp")
+        + cell("checkerboard", 30.0, "normflows", normflows_diff=0.02)  # ours behind a peer that then diverged
+        + cell("checkerboard", 60.0, "nice"),  # the same -0.4 seed, nobody in the race diverged: it stays in
+    )
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in md.splitlines()[::-1]
+            if line.startswith(("| 8gaussians", "| checkerboard"))}  # the KL table's rows (first wins)
+    # normflows' seeds 1-3: -0.051 -0.052 -0.053 -> -0.052 ± 0.00058; zuko over all four seeds
+    assert ("| met: -0.011 ± 0.00041 vs zuko (4 seeds, seed-to-seed stderr), -0.052 ± 0.00058 vs normflows "
+            "(3 seeds, seed-to-seed stderr); normflows diverged in seed 0 (-0.400 there) |") in rows[("8gaussians",
+                                                                                                    "30 s, 4 seeds")]
+    assert "| **MISSED**: " in rows[("8gaussians", "60 s, 4 seeds")]
+    assert "; ours diverged in seed 0 |" in rows[("8gaussians", "60 s, 4 seeds")]  # once, not once per peer
+    assert "| **MISSED**: " in rows[("checkerboard", "30 s, 4 seeds")]
+    assert "normflows diverged in seed 0 (0.020 there)" in rows[("checkerboard", "30 s, 4 seeds")]
+    assert ("| **MISSED**: -0.011 ± 0.00041 vs zuko, -0.139 ± 0.087 vs normflows (4 seeds, seed-to-seed stderr) |"
+            in rows[("checkerboard", "60 s, 4 seeds")])  # NICE's divergence is not the race's
+    assert "status 'diverged'" in md and "left out of the mean" in md
+
+
 def test_render_keeps_the_old_rule_for_records_without_paired_differences(tmp_path):
     records = [
         flow_record("8gaussians", m, 60.0, 0, kl)
