@@ -91,9 +91,9 @@ class EpsMLPChain:
     - the embedding of k is the same for every point, so its product with the first layer's k-columns, plus that
       layer's bias, is one (hidden,) row per k, computed for all the chain's k at once when the runner is built;
     - the features are written into one preallocated (d + 2 d F, n) buffer, one feature per row: [x, all sines,
-      all cosines], so that the sines and the cosines each fill one contiguous block (into the rows of an (n, 66)
-      buffer, 32 floats at a time, sin ran ~1.7x slower); the first layer reads it transposed, and its x-columns
-      are permuted once to that order;
+      all cosines], so that the sines and the cosines each fill one contiguous block (into the rows of an
+      (n, d + 2 d F) buffer, d F floats at a time, sin ran ~1.7x slower at d F = 32); the first layer reads it
+      transposed, and its x-columns are permuted once to that order;
     - each linear layer is one `torch.addmm` into a preallocated (n, hidden) buffer, SiLU applied in place.
     Only the returned (n, d) prediction is a fresh tensor: callers may keep it. The first layer (k-table and
     permuted columns) is a snapshot taken when the runner is built (build one per chain); the others are views.
