@@ -240,8 +240,9 @@ def _paired_verdict(rep: Report, name: str, pairs: dict[str, list[dict]]) -> str
             ahead &= diff == -math.inf or diff < -2 * se  # False when se is NaN
             how = "seed-to-seed stderr" if k >= SEEDS_FOR_SPREAD else "paired MC stderr"
             shown.append((f"{pm(diff, se)} vs {m}", f"{k} seed{'s' if k > 1 else ''}, {how}"))
-        else:  # every seed had a divergence: the verdict is theirs alone
-            shown.append((f"no seed without a divergence vs {m}", "-"))
+        else:  # a divergence in every seed: the verdict rests on those alone
+            seeds = f"{len(per_seed)} seed{'s' if len(per_seed) > 1 else ''}"
+            shown.append((f"no seed without a divergence vs {m}", seeds))
     if len({how for _, how in shown}) == 1:
         measured = ", ".join(text for text, _ in shown) + f" ({shown[0][1]})"
     else:

@@ -311,6 +311,18 @@ def test_render_takes_a_diverged_seed_out_of_the_mean_and_names_it(tmp_path):
             in rows[("checkerboard", "60 s, 4 seeds")])  # NICE's divergence is not the race's
     assert "status 'diverged'" in md and "left out of the mean" in md
 
+    every = seeded_cell("8gaussians", 30.0, {0: (-0.010, 0.001), 1: (-0.012, 0.001)})
+    for rec in every:
+        if rec["result"]["model"] == "normflows":
+            rec["result"]["status"] = "diverged"
+    md = render_flows(tmp_path, every)
+    assert ("| met: -0.011 ± 0.00071 vs zuko (2 seeds, paired MC stderr), no seed without a divergence vs normflows "
+            "(2 seeds); normflows diverged in seed 0 (-0.050 there), normflows diverged in seed 1 (-0.051 there) |"
+            in md)
+    one = [rec for rec in every if rec["result"]["seed"] == 0]
+    md = render_flows(tmp_path, one)
+    assert "no seed without a divergence vs normflows (1 seed); normflows diverged in seed 0" in md
+
 
 def test_render_keeps_the_old_rule_for_records_without_paired_differences(tmp_path):
     records = [
