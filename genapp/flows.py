@@ -6,9 +6,11 @@ log-dets of shape (batch,).
 
 Speed (issue 21, 2026-12-02): a coupling's halves are contiguous blocks (`coupling_mask`), so `Coupling.split`
 slices and `merge` concatenates instead of gathering and scattering by index: the same numbers, ~10% less time per
-RealNVP training step at batch 512 on one thread. Measured and left as they were: the conditioners' init (zeroed
-last layers would stall on 25gaussians, see `Coupling`), the log-scale bound's initial value (1, 2, 4 or 7: the
-same KL at equal steps), and a "latent-side shift" reparameterisation of (1.36) (within seed noise): see
+RealNVP training step at batch 512 on one thread; and between couplings a `Flow` carries its state as those two
+blocks (`Flow._compose`), so no layer slices or concatenates the whole state: the same numbers again, ~18% less
+(benchmarks/results/race-2026-12-04.md). Measured and left as they were: the conditioners' init (zeroed last layers
+would stall on 25gaussians, see `Coupling`), the log-scale bound's initial value (1, 2, 4 or 7: the same KL at equal
+steps), and a "latent-side shift" reparameterisation of (1.36) (within seed noise): see
 benchmarks/results/race-2026-12-02.md.
 
 No `from __future__ import annotations` here: huggingface_hub's mixin reads `Flow.__init__`'s annotation at runtime
@@ -44,7 +46,9 @@ class Coupling(nn.Module):
     registry `COUPLINGS` (filled here, read by `genapp.families` and the UI) knows it by that name. `label` names the
     family, `name` and `formula` (LaTeX, with the lecture's equation) describe the layer, `volume_preserving` says
     whether log|det J| is 0 identically, and `outputs_per_coord` how many numbers the conditioner gives per moved
-    coordinate. Adding a layer is one class.
+    coordinate. Adding a layer is one class: it defines `couple(z_1, z_2) -> (x_2, log|det J_f|)` and
+    `uncouple(x_1, x_2) -> (z_2, log|det J_{f^-1}|)` on the moved half, or overrides `forward` and `inverse` on the
+    whole vector.
 
     Conditioners keep PyTorch's default init, small random weights (|w| < 1/sqrt(fan_in)), NOT a zeroed last layer:
     a coupling that is exactly the identity has an exactly zero expected gradient on standardised data with
@@ -80,6 +84,13 @@ class Coupling(nn.Module):
         # like the indexing below but ~10% less time per training step (no gather/scatter in forward or backward).
         n_cond = len(self.cond)
         self.cond_first = bool(mask[:n_cond].all()) if bool(mask[:n_cond].all() or mask[-n_cond:].all()) else None
+        # `block`: which of the state's two blocks [:d//2], [d//2:] conditions (0, 1), when z_1 is exactly one of
+        # them (every `coupling_mask`) and the class moves its half through `couple` / `uncouple`; else None. A
+        # `Flow` then carries its state as the two blocks from one such coupling to the next (`Flow.inverse`).
+        n = len(mask) // 2
+        own_whole = type(self).forward is not Coupling.forward or type(self).inverse is not Coupling.inverse
+        self.block = None if own_whole else 0 if bool(mask[:n].all() and not mask[n:].any()) else \
+            1 if bool(mask[n:].all() and not mask[:n].any()) else None
 
     def split(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(v_1, v_2) = (v[mask], v[~mask]), columns in their order in v."""
@@ -96,6 +107,26 @@ class Coupling(nn.Module):
             return v.index_copy(1, self.trans, v2)
         v_1 = self.split(v)[0]
         return torch.cat((v_1, v2) if self.cond_first else (v2, v_1), dim=1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x = f_k(z) and log|det J_{f_k}(z)|: z_1 passes through, z_2 is moved by `couple`."""
+        z_1, z_2 = self.split(z)
+        x_2, log_det = self.couple(z_1, z_2)
+        return self.merge(z, x_2), log_det
+
+    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z = f_k^{-1}(x) and log|det J_{f_k^{-1}}(x)|: x_1 passes through, x_2 is moved back by `uncouple`."""
+        x_1, x_2 = self.split(x)
+        z_2, log_det = self.uncouple(x_1, x_2)
+        return self.merge(x, z_2), log_det
+
+    def couple(self, z_1: torch.Tensor, z_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_2, log|det J_f|) from the conditioning half z_1 and the moved half z_2."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither couple() nor forward()")
+
+    def uncouple(self, x_1: torch.Tensor, x_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_2, log|det J_{f^-1}|) from x_1 (= z_1) and the moved half x_2."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither uncouple() nor inverse()")
 
     def describe(self) -> dict[str, Any]:
         return {"layer": type(self).__name__, "name": self.name, "formula": self.formula,
@@ -114,15 +145,11 @@ class AdditiveCoupling(Coupling):
     formula = "$z_2 \\leftarrow z_2 + \\mu_\\theta(z_1)$ (1.34)"
     volume_preserving = True
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z_1, z_2 = self.split(z)
-        x_2 = z_2 + self.net(z_1)  # (1.34), shift = mu_theta(z_1)
-        return self.merge(z, x_2), z.new_zeros(z.shape[0])
+    def couple(self, z_1: torch.Tensor, z_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return z_2 + self.net(z_1), z_1.new_zeros(z_1.shape[0])  # (1.34), shift = mu_theta(z_1)
 
-    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x_1, x_2 = self.split(x)
-        z_2 = x_2 - self.net(x_1)  # (1.35)
-        return self.merge(x, z_2), x.new_zeros(x.shape[0])
+    def uncouple(self, x_1: torch.Tensor, x_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x_2 - self.net(x_1), x_1.new_zeros(x_1.shape[0])  # (1.35)
 
 
 AFFINE_FORMS = ("lecture", "latent")
@@ -173,23 +200,21 @@ class AffineCoupling(Coupling):
         c = F.softplus(self.bound_raw)
         return c * torch.tanh(raw / c), shift
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z_1, z_2 = self.split(z)
+    def couple(self, z_1: torch.Tensor, z_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_scale, shift = self.log_scale_shift(z_1)
         if self.form == "latent":
             x_2 = torch.exp(log_scale) * (z_2 - shift)  # (1.36) with mu = -exp(sigma) m
         else:
             x_2 = torch.exp(log_scale) * z_2 + shift  # (1.36)
-        return self.merge(z, x_2), log_scale.sum(1)
+        return x_2, log_scale.sum(1)
 
-    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x_1, x_2 = self.split(x)
+    def uncouple(self, x_1: torch.Tensor, x_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_scale, shift = self.log_scale_shift(x_1)
         if self.form == "latent":
             z_2 = torch.addcmul(shift, torch.exp(-log_scale), x_2)  # (1.37) with mu = -exp(sigma) m
         else:
             z_2 = torch.exp(-log_scale) * (x_2 - shift)  # (1.37)
-        return self.merge(x, z_2), -log_scale.sum(1)  # det J_{f^-1}(x) = exp(-sum_j sigma_j)
+        return z_2, -log_scale.sum(1)  # det J_{f^-1}(x) = exp(-sum_j sigma_j)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -299,19 +324,36 @@ class Flow(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["normal
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x = f(z) and log|det J_f(z)| = sum_k log|det J_{f_k}(z_{k-1})|   (1.30)."""
-        log_dets = []
-        for layer in self.layers:
-            z, log_det = layer(z)
-            log_dets.append(log_det)
-        return z, torch.stack(log_dets).sum(0)  # one sum, not K adds
+        return self._compose(z, self.layers, inverse=False)
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z = f^{-1}(x) via z_{k-1} = f_k^{-1}(z_k)   (1.33), and log|det J_{f^-1}(x)|   (1.32)."""
-        log_dets = []
-        for layer in reversed(self.layers):
-            x, log_det = layer.inverse(x)
+        return self._compose(x, reversed(self.layers), inverse=True)
+
+    def _compose(self, v: torch.Tensor, layers, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """`layers` applied in turn (their inverses with `inverse`): the state and the sum of the log-dets.
+
+        Consecutive couplings of `coupling_mask` condition on the two blocks [:d//2] and [d//2:] in turn, so between
+        them the state is carried as those two blocks: a coupling reads one (`Coupling.block`) and replaces the
+        other, where `layer(v)` would slice v and concatenate a new one. The same numbers; a RealNVP training step
+        ~15% shorter at batch 512 on one CPU thread (benchmarks/results/race-2026-12-04.md). Any other layer gets
+        the whole state."""
+        log_dets, blocks = [], None  # blocks: the state as [v[:, :d//2], v[:, d//2:]] while couplings run
+        for layer in layers:
+            i = getattr(layer, "block", None)
+            if i is None:
+                if blocks is not None:
+                    v, blocks = torch.cat(blocks, dim=1), None
+                v, log_det = layer.inverse(v) if inverse else layer(v)
+            else:
+                if blocks is None:
+                    blocks = list(v.split([v.shape[1] // 2, v.shape[1] - v.shape[1] // 2], dim=1))
+                move = layer.uncouple if inverse else layer.couple
+                blocks[1 - i], log_det = move(blocks[i], blocks[1 - i])  # (1.35, 1.37) or (1.34, 1.36)
             log_dets.append(log_det)
-        return x, torch.stack(log_dets).sum(0)  # one sum, not K adds: fewer steps in the loss's backward (1.31)
+        if blocks is not None:
+            v = torch.cat(blocks, dim=1)
+        return v, torch.stack(log_dets).sum(0)  # one sum, not K adds: fewer steps in the loss's backward (1.31)
 
     def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p_z(z) for the base p_z = N(0, I)."""

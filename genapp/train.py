@@ -372,8 +372,12 @@ def train(
     last_good = copy.deepcopy(model.state_dict())
     # accelerate's clip_grad_norm_ unscales fp16 gradients and knows FSDP and DeepSpeed; without those (one process, or
     # DDP, whose gradients are already all-reduced) it is torch's, after a scan of every parameter for DTensors: 0.64 vs
-    # 0.36 ms a call for the race's 12-coupling flow on the CPU (benchmarks/results/race-2026-12-03.md)
-    plain_clip = accelerator.distributed_type in ("NO", "MULTI_CPU", "MULTI_GPU") and accelerator.scaler is None
+    # 0.36 ms a call for the race's 12-coupling flow on the CPU (benchmarks/results/race-2026-12-03.md). Likewise its
+    # backward (loss / accumulation steps, 1 here), zero_grad (an inspect.signature per call) and optimizer step
+    # (two importlib look-ups for LOMO per call) add only time then: ~0.3 ms a step (race-2026-12-04.md).
+    plain = accelerator.distributed_type in ("NO", "MULTI_CPU", "MULTI_GPU") and accelerator.scaler is None and \
+        accelerator.gradient_accumulation_steps == 1
+    step_optimizer = optimizer if plain else prepared_optimizer
     params = list(loss_module.parameters())
     start = time.perf_counter()
     bar = tqdm(range(start_step + 1, steps + 1), disable=not progress or not accelerator.is_main_process,
@@ -396,8 +400,11 @@ def train(
         batch = dataset.sample(local_batch, generator=data_generator).to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_module(batch)
-        prepared_optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
+        step_optimizer.zero_grad(set_to_none=True)
+        if plain:
+            loss.backward()
+        else:
+            accelerator.backward(loss)
         pending.append(loss.detach())
         if n_proc == 1 or step % AGREE_EVERY == 0 or step % callback_every == 0 or step == steps or (
                 save_state is not None and save_every and step % save_every == 0):
@@ -417,11 +424,11 @@ def train(
             result.losses += losses
             agreed, loss_value = elapsed, losses[-1]
         if grad_clip:
-            if plain_clip:
+            if plain:
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             else:
                 accelerator.clip_grad_norm_(params, grad_clip)
-        prepared_optimizer.step()
+        step_optimizer.step()
         if ema is not None:
             ema.update_parameters(model)
         # between agreements the cosine moves on the step count and the last agreed clock: the same lr everywhere
