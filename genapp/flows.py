@@ -86,7 +86,7 @@ class Coupling(nn.Module):
         self.cond_first = bool(mask[:n_cond].all()) if bool(mask[:n_cond].all() or mask[-n_cond:].all()) else None
         # `block`: which of the state's two blocks [:d//2], [d//2:] conditions (0, 1), when z_1 is exactly one of
         # them (every `coupling_mask`) and the class moves its half through `couple` / `uncouple`; else None. A
-        # `Flow` then carries its state as the two blocks from one such coupling to the next (`Flow.inverse`).
+        # `Flow` then carries its state as the two blocks from one such coupling to the next (`Flow._compose`).
         n = len(mask) // 2
         own_whole = type(self).forward is not Coupling.forward or type(self).inverse is not Coupling.inverse
         self.block = None if own_whole else 0 if bool(mask[:n].all() and not mask[n:].any()) else \
@@ -336,7 +336,7 @@ class Flow(nn.Module, PyTorchModelHubMixin, library_name="genapp", tags=["normal
         Consecutive couplings of `coupling_mask` condition on the two blocks [:d//2] and [d//2:] in turn, so between
         them the state is carried as those two blocks: a coupling reads one (`Coupling.block`) and replaces the
         other, where `layer(v)` would slice v and concatenate a new one. The same numbers; a RealNVP training step
-        ~15% shorter at batch 512 on one CPU thread (benchmarks/results/race-2026-12-04.md). Any other layer gets
+        ~18% shorter at batch 512 on one CPU thread (benchmarks/results/race-2026-12-04.md). Any other layer gets
         the whole state."""
         log_dets, blocks = [], None  # blocks: the state as [v[:, :d//2], v[:, d//2:]] while couplings run
         for layer in layers:
