@@ -90,7 +90,21 @@ def train_for(model: torch.nn.Module, dataset, budget_s: float, seed: int) -> di
         "cpu_share": (cpu_1 - cpu_0) / max(wall_1 - wall_0, 1e-9),  # of one core: < 1 when others took the CPU
         "status": result.status,
         "final_loss": result.losses[-1] if result.losses else None,
-    }
+    } | loss_spikes(result.losses)
+
+
+SPIKE_NATS = 1.0  # a batch loss this far above the run's median is a spike (a batch mean's noise is ~0.02 nats)
+
+
+def loss_spikes(losses: list[float]) -> dict:
+    """How often training jumped: after the first tenth of the run, the number of batch losses more than SPIKE_NATS
+    above that part's median, and the worst one. Checkerboard's flat squares with sharp edges make both peers and
+    ours spike (up to 1e5 nats) and some spikes leave the density worse for good (race-2026-12-04.md)."""
+    tail = sorted(losses[len(losses) // 10 :])
+    if not tail:
+        return {"spikes": 0, "worst_loss": None}
+    median = tail[len(tail) // 2]
+    return {"spikes": sum(loss > median + SPIKE_NATS for loss in tail), "worst_loss": tail[-1]}
 
 
 def run(dataset: str, model: str, budget_s: float, seed: int = 0, smoke: bool = False) -> dict:

@@ -10,9 +10,9 @@ otherwise (`bench_flows`: Adam lr 3e-3, batch 512, clipping 1, one thread) with 
 (1.3) ± its Monte Carlo stderr on 20,000 fresh samples. With --budget S every model trains for S seconds of wall
 clock instead, the cosine on the clock, as in the race itself (`bench_flows.train_for`): the equal-time screen, whose
 models should run side by side in one invocation (this machine's speed drifts by up to ~40% between minutes).
-One JSON line per run on stdout. Results:
+One JSON line per run on stdout, with its loss spikes (`bench_flows.loss_spikes`). Results:
 benchmarks/results/race-2026-12-02.md (the "soft" and "latent-tanh" rows there came from an ad-hoc patch of the
-coupling, not from this script) and race-2026-12-03.md.
+coupling, not from this script), race-2026-12-03.md and race-2026-12-04.md.
 """
 
 from __future__ import annotations
@@ -52,14 +52,17 @@ def run(job: tuple[str, str, int, int, float | None]) -> dict:
 
         timed = train_for(model, ds, budget, seed)
         steps, seconds, status = timed["steps"], timed["train_seconds"], timed["status"]
+        spikes = {k: timed[k] for k in ("spikes", "worst_loss")}
     else:
+        from bench_flows import loss_spikes
+
         result = train(model, ds, steps=steps, seed=seed, lr=FLOW_LR, batch_size=FLOW_BATCH, device="cpu",
                        progress=False)
-        seconds, status = result.seconds, result.status
+        seconds, status, spikes = result.seconds, result.status, loss_spikes(result.losses)
     generator = torch.Generator().manual_seed(10_000 + seed)  # the same data samples for every model of a seed
     kl, se = metrics.kl_data_model(ds, model.log_prob, n=KL_SAMPLES, generator=generator)
     out = dict(model=spec, dataset=dataset, seed=seed, steps=steps, params=sum(p.numel() for p in model.parameters()),
-               kl=kl, kl_stderr=se, seconds=seconds, status=status, budget=budget)
+               kl=kl, kl_stderr=se, seconds=seconds, status=status, budget=budget, **spikes)
     print(json.dumps(out), flush=True)
     return out
 
