@@ -102,9 +102,10 @@ def loss_spikes(losses: list[float]) -> dict:
     ours spike (up to 1e5 nats) and some spikes leave the density worse for good (race-2026-12-04.md)."""
     tail = sorted(losses[len(losses) // 10 :])
     if not tail:
-        return {"spikes": 0, "worst_loss": None}
+        return {"spikes": 0, "worst_loss": None, "spike_nats": SPIKE_NATS}
     median = tail[len(tail) // 2]
-    return {"spikes": sum(loss > median + SPIKE_NATS for loss in tail), "worst_loss": tail[-1]}
+    return {"spikes": sum(loss > median + SPIKE_NATS for loss in tail), "worst_loss": tail[-1],
+            "spike_nats": SPIKE_NATS}
 
 
 def run(dataset: str, model: str, budget_s: float, seed: int = 0, smoke: bool = False) -> dict:

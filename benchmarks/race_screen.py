@@ -52,7 +52,7 @@ def run(job: tuple[str, str, int, int, float | None]) -> dict:
 
         timed = train_for(model, ds, budget, seed)
         steps, seconds, status = timed["steps"], timed["train_seconds"], timed["status"]
-        spikes = {k: timed[k] for k in ("spikes", "worst_loss")}
+        spikes = {k: timed[k] for k in ("spikes", "worst_loss", "spike_nats")}
     else:
         from bench_flows import loss_spikes
 

@@ -138,7 +138,11 @@ def flows_section(rep: Report, part: dict | None) -> dict:
                                                     pm(r["kl"], r["kl_stderr"]),
                                                     rep.target("RealNVP KL <= 0.03 on 8gaussians at 60 s", met,
                                                                fmt(r["kl"]))]]), "")
-    rep.add("Training steps done in each budget (steps/s; share of the planned cosine completed, status):", "")
+    nats = next((r["spike_nats"] for r in rows if "spike_nats" in r), None)  # runs before 2026-12-04 have none
+    spikes = (f"; loss spikes: batch losses more than {nats:g} nat above the run's median after its first tenth "
+              "(`bench_flows.loss_spikes`)") if nats is not None else ""
+    rep.add("Training steps done in each budget (steps/s; share of the planned cosine completed, status"
+            f"{spikes}):", "")
     body = []
     for dataset in datasets:
         for budget in budgets:
@@ -337,7 +341,8 @@ def _steps(r: dict | None) -> str:
     if not r:
         return "-"
     status = "" if r["status"] in ("finished", "stopped") else f", {r['status']}"
-    return f"{fmt(r['steps'])} ({fmt(r['steps_per_s'])}/s; {r['schedule_done']:.0%}{status})"
+    spikes = f", {r['spikes']} spike{'s' if r['spikes'] != 1 else ''}" if r.get("spikes") else ""  # newer runs
+    return f"{fmt(r['steps'])} ({fmt(r['steps_per_s'])}/s; {r['schedule_done']:.0%}{status}{spikes})"
 
 
 # -- part 2 ---------------------------------------------------------------------------------------------------------

@@ -137,8 +137,8 @@ def test_loss_spikes_count_batches_a_nat_above_the_median_after_the_first_tenth(
     from bench_flows import loss_spikes
 
     losses = [50.0] + [3.5, 3.6] * 10 + [4.7, 3.4, 90.0, 4.5]  # the first tenth (50, 3.5) is left out
-    assert loss_spikes(losses) == {"spikes": 2, "worst_loss": 90.0}  # median 3.6: 4.7 and 90 are > 4.6, 4.5 not
-    assert loss_spikes([]) == {"spikes": 0, "worst_loss": None}
+    assert loss_spikes(losses) == {"spikes": 2, "worst_loss": 90.0, "spike_nats": 1.0}  # median 3.6: 4.7, 90 > 4.6
+    assert loss_spikes([]) == {"spikes": 0, "worst_loss": None, "spike_nats": 1.0}
 
 
 def test_seeds_name_their_jobs_and_seed_0_keeps_the_old_keys():
@@ -341,6 +341,16 @@ def test_render_takes_a_diverged_seed_out_of_the_mean_and_names_it(tmp_path):
     assert "no seed without a divergence vs normflows (1 seed); normflows diverged in seed 0" in md
 
 
+def test_render_shows_each_runs_loss_spikes_where_it_recorded_them(tmp_path):
+    records = seeded_cell("checkerboard", 180.0, {0: (0.046, 0.006)})
+    for rec, spikes in zip(records, (3, 0, 1, 0)):  # ours, nice, zuko, normflows
+        rec["result"] |= {"spikes": spikes, "worst_loss": 9.0, "spike_nats": 1.0}
+    md = render_flows(tmp_path, records)
+    assert "loss spikes: batch losses more than 1 nat above the run's median after its first tenth" in md
+    assert "| checkerboard | 180 s | 3,000 (100/s; 100%, 3 spikes) | 3,000 (100/s; 100%) | 3,000 (100/s; 100%, 1 " \
+           "spike) | 3,000 (100/s; 100%) |" in md
+
+
 def test_render_keeps_the_old_rule_for_records_without_paired_differences(tmp_path):
     records = [
         flow_record("8gaussians", m, 60.0, 0, kl)
@@ -353,7 +363,7 @@ def test_render_keeps_the_old_rule_for_records_without_paired_differences(tmp_pa
     )
     assert "| 8gaussians | 60 s | 0.040 ± 0.002 |" in md
     assert "| met (within 2 stderr of zuko) |" in md
-    assert "Paired" not in md and "Target column" not in md
+    assert "Paired" not in md and "Target column" not in md and "loss spikes" not in md
 
 
 def test_render_says_how_loaded_the_machine_was(tmp_path):
